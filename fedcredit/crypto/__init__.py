@@ -1,0 +1,63 @@
+"""Additively homomorphic encryption: keys, fixed-point encoding, packing and batch kernels.
+
+The only package of fedcredit that imports ``phe`` and ``gmpy2``. Everything above it sees
+:class:`PublicKey`, :class:`PrivateKey` and :class:`CipherVector`, whatever the scheme.
+
+>>> pk, sk = generate_keypair("paillier", bits=1024, insecure=True)
+>>> sk.decrypt(pk.add(pk.encrypt([2, -5]), pk.encrypt([40, 1])))
+[42, -4]
+"""
+from __future__ import annotations
+
+import json
+
+from ..errors import InvalidInput
+from .base import CipherVector, PrivateKey, PublicKey, security_bits
+from .encoding import FixedPoint, SlotLayout
+from .paillier import PaillierPrivateKey, PaillierPublicKey
+
+_PUBLIC = {"paillier": PaillierPublicKey}
+_PRIVATE = {"paillier": PaillierPrivateKey}
+
+SCHEMES = tuple(_PUBLIC)
+
+
+def _register(name: str, public_cls, private_cls) -> None:
+    _PUBLIC[name] = public_cls
+    _PRIVATE[name] = private_cls
+    global SCHEMES
+    SCHEMES = tuple(_PUBLIC)
+
+
+def generate_keypair(scheme: str = "paillier", bits: int = 2048, insecure: bool = False,
+                     **options) -> tuple[PublicKey, PrivateKey]:
+    """A fresh key pair. Keys below 2048 bits need ``insecure=True`` (tests only)."""
+    if scheme not in _PRIVATE:
+        raise InvalidInput(f"unknown scheme {scheme!r}; choose one of {SCHEMES}")
+    sk = _PRIVATE[scheme].generate(bits=bits, insecure=insecure, **options)
+    return sk.public_key, sk
+
+
+def _parse(data: bytes, what: str) -> dict:
+    try:
+        d = json.loads(bytes(data).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        raise InvalidInput(f"{what} is not a serialized fedcredit key") from None
+    if not isinstance(d, dict) or d.get("scheme") not in _PUBLIC:
+        raise InvalidInput(f"{what} names no known scheme (known: {SCHEMES})")
+    return d
+
+
+def load_public_key(data: bytes) -> PublicKey:
+    """Parse and check a public key received from a peer."""
+    d = _parse(data, "public key")
+    return _PUBLIC[d["scheme"]].from_fields(d)
+
+
+def load_private_key(data: bytes) -> PrivateKey:
+    d = _parse(data, "private key")
+    return _PRIVATE[d["scheme"]].from_fields(d)
+
+
+__all__ = ["CipherVector", "FixedPoint", "PrivateKey", "PublicKey", "SlotLayout", "SCHEMES",
+           "generate_keypair", "load_private_key", "load_public_key", "security_bits"]

@@ -1,0 +1,328 @@
+"""The scheme interface every additively homomorphic scheme implements.
+
+Both schemes fedcredit ships (Paillier, Okamoto–Uchiyama) have ciphertexts that are units
+modulo a public number ``N`` (``n**2`` for Paillier, ``n`` for OU) and add plaintexts by
+multiplying ciphertexts. So the kernels the protocol needs — grouped sums (histograms),
+subtraction, shifts for packing, re-randomisation, serialization and validation — are
+written once here over raw ``gmpy2.mpz`` lists; a scheme supplies key generation,
+encryption and decryption. The protocol sees only this interface and never imports gmpy2.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from typing import Iterable, Iterator, Sequence
+
+import gmpy2
+import numpy as np
+from gmpy2 import mpz
+
+from ..errors import InsecureParameters, InvalidCiphertext, InvalidInput
+from .fixedbase import batch_invert
+
+#: Smallest modulus accepted without ``insecure=True``.
+MIN_SECURE_BITS = 2048
+
+
+def security_bits(modulus_bits: int) -> int:
+    """NIST SP 800-57 strength of a factoring-based modulus of this size."""
+    for limit, strength in ((2048, 80), (3072, 112), (7680, 128), (15360, 192)):
+        if modulus_bits < limit:
+            return strength
+    return 256
+
+
+def check_key_size(bits: int, insecure: bool, what: str = "key") -> None:
+    if bits < MIN_SECURE_BITS and not insecure:
+        raise InsecureParameters(
+            f"{what} of {bits} bits is below the {MIN_SECURE_BITS}-bit minimum; "
+            "pass insecure=True only in tests"
+        )
+    if bits < 256:
+        raise InvalidInput(f"{what} of {bits} bits is too small even for tests")
+
+
+class CipherVector:
+    """A batch of ciphertexts under one key: a list of raw ``mpz`` plus the key fingerprint.
+
+    Deliberately thin: arithmetic lives on the public key, so one object knows the modulus.
+    """
+
+    __slots__ = ("values", "fingerprint")
+
+    def __init__(self, values: list, fingerprint: str):
+        self.values = values
+        self.fingerprint = fingerprint
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, item) -> "CipherVector":
+        if isinstance(item, slice):
+            return CipherVector(self.values[item], self.fingerprint)
+        if isinstance(item, (int, np.integer)):
+            return CipherVector([self.values[int(item)]], self.fingerprint)
+        idx = np.asarray(item)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        vals = self.values
+        return CipherVector([vals[i] for i in idx.tolist()], self.fingerprint)
+
+    def __repr__(self) -> str:  # never print ciphertext values
+        return f"CipherVector(len={len(self.values)}, key={self.fingerprint[:12]})"
+
+    @staticmethod
+    def concat(parts: Sequence["CipherVector"]) -> "CipherVector":
+        if not parts:
+            raise InvalidInput("nothing to concatenate")
+        fp = parts[0].fingerprint
+        if any(p.fingerprint != fp for p in parts):
+            raise InvalidCiphertext("ciphertexts under different keys cannot be combined")
+        out: list = []
+        for p in parts:
+            out.extend(p.values)
+        return CipherVector(out, fp)
+
+
+class PublicKey(ABC):
+    """Public half of an additively homomorphic key pair over ciphertexts mod ``N``."""
+
+    scheme: str = ""
+
+    # -- identity ------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def bits(self) -> int:
+        """Bit length of the public modulus n."""
+
+    @property
+    @abstractmethod
+    def cipher_modulus(self) -> mpz:
+        """``N``: ciphertexts are units modulo N."""
+
+    @property
+    @abstractmethod
+    def plaintext_bits(self) -> int:
+        """Signed plaintexts must satisfy ``|m| < 2**plaintext_bits``."""
+
+    @abstractmethod
+    def _fields(self) -> dict:
+        """Public parameters as a JSON-friendly dict (integers as hex)."""
+
+    def to_bytes(self) -> bytes:
+        body = {"scheme": self.scheme, **self._fields()}
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the canonical serialization: names the key in messages and logs."""
+        fp = getattr(self, "_fingerprint", None)
+        if fp is None:
+            fp = hashlib.sha256(self.to_bytes()).hexdigest()
+            self._fingerprint = fp
+        return fp
+
+    @property
+    def ciphertext_bytes(self) -> int:
+        return (int(self.cipher_modulus).bit_length() + 7) // 8
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(bits={self.bits}, fingerprint={self.fingerprint[:12]})"
+
+    # -- scheme-specific -----------------------------------------------------------------
+    @abstractmethod
+    def encrypt(self, plaintexts: Sequence[int]) -> CipherVector:
+        """Encrypt signed integers with the public key only."""
+
+    @abstractmethod
+    def random_zeros(self, count: int) -> list:
+        """Fresh encryptions of zero with full-entropy randomness (for re-randomisation)."""
+
+    @abstractmethod
+    def trivial(self, plaintexts: Sequence[int]) -> list:
+        """Deterministic, randomness-free encodings of plaintexts (to add constants)."""
+
+    # -- kernels shared by every scheme ----------------------------------------------------
+    def _wrap(self, values: list) -> CipherVector:
+        return CipherVector(values, self.fingerprint)
+
+    def _check(self, *vectors: CipherVector) -> None:
+        fp = self.fingerprint
+        for v in vectors:
+            if v.fingerprint != fp:
+                raise InvalidCiphertext("ciphertexts were made under another key")
+
+    def add(self, a: CipherVector, b: CipherVector) -> CipherVector:
+        """Elementwise Enc(x + y)."""
+        self._check(a, b)
+        if len(a) != len(b):
+            raise InvalidInput(f"cannot add {len(a)} ciphertexts to {len(b)}")
+        N = self.cipher_modulus
+        return self._wrap([x * y % N for x, y in zip(a.values, b.values)])
+
+    def neg(self, a: CipherVector) -> CipherVector:
+        self._check(a)
+        try:
+            return self._wrap(batch_invert(a.values, self.cipher_modulus))
+        except ZeroDivisionError:
+            raise InvalidCiphertext("a ciphertext is not invertible") from None
+
+    def sub(self, a: CipherVector, b: CipherVector) -> CipherVector:
+        """Elementwise Enc(x - y): one modular inversion for the whole batch."""
+        return self.add(a, self.neg(b))
+
+    def add_plain(self, a: CipherVector, plaintexts: Sequence[int]) -> CipherVector:
+        """Elementwise Enc(x + k) for public integers k."""
+        self._check(a)
+        if len(a) != len(plaintexts):
+            raise InvalidInput(f"{len(plaintexts)} constants for {len(a)} ciphertexts")
+        N = self.cipher_modulus
+        return self._wrap([x * t % N for x, t in zip(a.values, self.trivial(plaintexts))])
+
+    def sum(self, a: CipherVector) -> CipherVector:
+        """Enc(sum of all): a one-element vector."""
+        self._check(a)
+        N = self.cipher_modulus
+        acc = None
+        for x in a.values:
+            acc = x if acc is None else acc * x % N
+        return self._wrap([self.trivial([0])[0] if acc is None else acc])
+
+    def grouped_sum(self, a: CipherVector, groups, n_groups: int) -> CipherVector:
+        """The histogram kernel: ``out[g] = Enc(sum of a[i] for i with groups[i] == g)``.
+
+        Groups that receive nothing hold the trivial encryption of zero; anything that leaves
+        a party must be re-randomised first (:meth:`rerandomize`).
+        """
+        self._check(a)
+        g = np.asarray(groups)
+        if g.shape != (len(a),):
+            raise InvalidInput(f"{g.shape[0] if g.ndim else 0} group ids for {len(a)} ciphertexts")
+        if len(g) and (g.min() < 0 or g.max() >= n_groups):
+            raise InvalidInput(f"group ids must lie in [0, {n_groups})")
+        N = self.cipher_modulus
+        acc: list = [None] * int(n_groups)
+        for gi, x in zip(g.tolist(), a.values):
+            cur = acc[gi]
+            acc[gi] = x if cur is None else cur * x % N
+        one = mpz(1)
+        return self._wrap([one if v is None else v for v in acc])
+
+    def shift(self, a: CipherVector, bits: int) -> CipherVector:
+        """Elementwise Enc(x * 2**bits): moves a value up into a higher packing slot."""
+        self._check(a)
+        if bits < 0:
+            raise InvalidInput("shift must be non-negative")
+        if not a.values:
+            return self._wrap([])
+        return self._wrap(
+            list(gmpy2.powmod_base_list(a.values, mpz(1) << int(bits), self.cipher_modulus))
+        )
+
+    def pack(self, columns: Sequence[CipherVector], slot_bits: int) -> CipherVector:
+        """Horner packing: out[i] = Enc(sum_j columns[j][i] * 2**(slot_bits * j)).
+
+        Column 0 lands in the lowest slot. Each value must fit a signed ``slot_bits`` slot
+        (see :class:`~fedcredit.crypto.encoding.SlotLayout`); that is the caller's layout.
+        """
+        if not columns:
+            raise InvalidInput("nothing to pack")
+        self._check(*columns)
+        if (len(columns) * int(slot_bits)) > self.plaintext_bits:
+            raise InvalidInput(
+                f"{len(columns)} slots of {slot_bits} bits exceed {self.plaintext_bits} plaintext bits"
+            )
+        acc = columns[-1]
+        for col in reversed(columns[:-1]):
+            acc = self.add(self.shift(acc, slot_bits), col)
+        return acc
+
+    def rerandomize(self, a: CipherVector) -> CipherVector:
+        """Multiply each ciphertext by a fresh full-entropy encryption of zero.
+
+        The key owner can recover the randomness of any ciphertext; without this step it
+        could tell which of its own ciphertexts were multiplied together.
+        """
+        self._check(a)
+        N = self.cipher_modulus
+        zeros = self.random_zeros(len(a))
+        return self._wrap([x * z % N for x, z in zip(a.values, zeros)])
+
+    # -- bytes -----------------------------------------------------------------------------
+    def to_bytes_batch(self, a: CipherVector) -> bytes:
+        """Fixed-width big-endian concatenation: ``len(a) * ciphertext_bytes`` bytes."""
+        self._check(a)
+        width = self.ciphertext_bytes
+        return b"".join(x.to_bytes(width, "big") for x in a.values)
+
+    def from_bytes_batch(self, data: bytes, count: int | None = None,
+                         fingerprint: str | None = None, what: str = "ciphertexts") -> CipherVector:
+        """Parse and validate a received batch: ``0 < c < N`` and ``gcd(c, n) = 1``."""
+        if fingerprint is not None and fingerprint != self.fingerprint:
+            raise InvalidCiphertext(f"{what} were made under key {fingerprint[:12]}, "
+                                    f"expected {self.fingerprint[:12]}")
+        width = self.ciphertext_bytes
+        if len(data) % width:
+            raise InvalidCiphertext(f"{what}: {len(data)} bytes is not a multiple of {width}")
+        k = len(data) // width
+        if count is not None and k != count:
+            raise InvalidCiphertext(f"{what}: expected {count} ciphertexts, got {k}")
+        frm = mpz.from_bytes
+        values = [frm(data[i:i + width], "big") for i in range(0, len(data), width)]
+        self.validate(values, what)
+        return self._wrap(values)
+
+    def validate(self, values: list, what: str = "ciphertexts") -> None:
+        N, n = self.cipher_modulus, self.unit_modulus
+        for i, c in enumerate(values):
+            if not 0 < c < N:
+                raise InvalidCiphertext(f"{what}[{i}] is outside (0, N)")
+        # One gcd for the whole batch: the product of units mod n is a unit.
+        acc = mpz(1)
+        for c in values:
+            acc = acc * c % n
+        if gmpy2.gcd(acc, n) != 1:
+            for i, c in enumerate(values):
+                if gmpy2.gcd(c, n) != 1:
+                    raise InvalidCiphertext(f"{what}[{i}] shares a factor with the modulus")
+
+    @property
+    def unit_modulus(self) -> mpz:
+        """Received ciphertexts must be coprime to this number (n)."""
+        return self.n  # type: ignore[attr-defined]
+
+
+class PrivateKey(ABC):
+    """Secret half: fast (CRT) encryption for the key owner, and decryption."""
+
+    public_key: PublicKey
+
+    @abstractmethod
+    def encrypt(self, plaintexts: Sequence[int], workers: int | None = None) -> CipherVector:
+        ...
+
+    @abstractmethod
+    def decrypt(self, a: CipherVector, workers: int | None = None) -> list[int]:
+        """Signed plaintexts."""
+
+    @abstractmethod
+    def encrypt_bytes_iter(self, plaintexts: Sequence[int], chunk: int = 2048,
+                           workers: int | None = None) -> Iterator[bytes]:
+        """Encrypt in chunks, yielding each chunk's serialized ciphertexts in order.
+
+        With several workers, later chunks are encrypted while earlier ones are consumed,
+        which is how the bank overlaps encryption with sending.
+        """
+
+    @abstractmethod
+    def to_bytes(self) -> bytes:
+        """Secret serialization (keep it secret)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(public={self.public_key!r})"
+
+
+def iter_chunks(items: Sequence, size: int) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
