@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""ECDH-PSI (ristretto255) speed: both parties in one process, one run.
+
+    python benchmarks/psi.py --ids 100000 --json results/psi_100k.json
+    python benchmarks/psi.py --ids 1000000 --overlap 0.6 --json results/psi_1m.json
+
+Each party holds ``--ids`` USCC-shaped ids, ``--overlap`` of them shared. Steps, in protocol
+order: bank blind, holder double-blind, holder shuffled points, bank intersect, holder
+resolve. A step's rate is ids per party over that step's seconds; ``end_to_end`` is ids per
+party over the sum of all steps (the worker pool is started before timing, and its start-up
+time is reported apart). Both parties share this machine's cores here; on two machines the
+holder's and the bank's steps would each have all of theirs. Writes JSON and, next to it, a
+Markdown table (``.md``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fedcredit.crypto.parallel import resolve_workers  # noqa: E402
+from fedcredit.psi import PsiBank, PsiHolder, new_salt  # noqa: E402
+from fedcredit.psi import _sodium  # noqa: E402
+
+STEPS = ("bank_blind", "holder_double_blind", "holder_shuffled_points", "bank_intersect",
+         "holder_resolve")
+
+
+def make_ids(n: int, overlap: float, seed: int) -> tuple[list[str], list[str], int]:
+    """Two id lists of ``n`` each sharing ``round(overlap * n)``, each in its own order."""
+    shared = round(overlap * n)
+    rng = random.Random(seed)
+    # 18 characters like a USCC: "91" + region + serial (unique by construction)
+    bank = [f"91{330000 + i % 9000:06d}{i:010d}" for i in range(n)]
+    holder = bank[:shared] + [f"92{330000 + i % 9000:06d}{i:010d}" for i in range(n - shared)]
+    rng.shuffle(bank)
+    rng.shuffle(holder)
+    return bank, holder, shared
+
+
+def run(n: int, overlap: float, workers: int, seed: int) -> dict:
+    bank_ids, holder_ids, shared = make_ids(n, overlap, seed)
+    salt = new_salt()
+
+    t = time.perf_counter()  # start the worker pool outside the timed steps
+    warm = PsiBank(salt, workers=workers)
+    warm.blind([f"warm-{i}" for i in range(2 * 8192)])
+    pool_start = time.perf_counter() - t
+
+    sec: dict[str, float] = {}
+
+    def timed(name, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        sec[name] = time.perf_counter() - t0
+        return out
+
+    bank = PsiBank(salt, workers=workers)
+    holder = PsiHolder(salt, holder_ids, workers=workers)
+    msg1 = timed("bank_blind", bank.blind, bank_ids)
+    msg2a = timed("holder_double_blind", holder.double_blind, msg1)
+    msg2b = timed("holder_shuffled_points", holder.shuffled_points)
+    result = timed("bank_intersect", bank.intersect, msg2a, msg2b)
+    order = sorted(result.ids)
+    positions = result.holder_positions_for(order)
+    answered = timed("holder_resolve", holder.resolve, positions)
+    if len(result) != shared or answered != order:
+        raise SystemExit(f"wrong intersection: {len(result)} found, {shared} expected")
+
+    total = sum(sec.values())
+    return {
+        "ids_per_party": n,
+        "overlap": overlap,
+        "intersection": len(result),
+        "workers": workers,
+        "pool_start_s": pool_start,
+        "seconds": sec,
+        "ids_per_s": {k: n / v for k, v in sec.items()},
+        "total_s": total,
+        "end_to_end_ids_per_s": n / total,
+        "bytes_sent": {"bank_to_holder": len(msg1) + 4 * len(positions),
+                       "holder_to_bank": len(msg2a) + len(msg2b)},
+    }
+
+
+def markdown(res: dict) -> str:
+    lines = [f"# ECDH-PSI (ristretto255), {res['ids_per_party']:,} ids per party",
+             "",
+             f"overlap {res['overlap']:.0%} ({res['intersection']:,} shared), "
+             f"{res['workers']} worker(s) on {res['machine']['cores']} core(s), libsodium "
+             f"{res['machine']['libsodium']}; pool start-up {res['pool_start_s']:.2f} s "
+             "(not counted)",
+             "",
+             "| step | seconds | ids/s |",
+             "| --- | ---: | ---: |"]
+    for k in STEPS:
+        lines.append(f"| {k} | {res['seconds'][k]:.2f} | {res['ids_per_s'][k]:,.0f} |")
+    lines.append(f"| **end to end** | **{res['total_s']:.2f}** | "
+                 f"**{res['end_to_end_ids_per_s']:,.0f}** |")
+    lines.append("")
+    lines.append(f"bytes sent: bank -> holder {res['bytes_sent']['bank_to_holder']:,}, "
+                 f"holder -> bank {res['bytes_sent']['holder_to_bank']:,} "
+                 "(positions counted as 4 bytes each)")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ids", type=int, default=100_000, help="ids per party")
+    ap.add_argument("--overlap", type=float, default=0.5,
+                    help="fraction of each party's ids that the other also holds")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="worker processes (default: all cores; 1 = this process only)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic ids only")
+    ap.add_argument("--json", type=Path, help="write results here (and a .md beside it)")
+    args = ap.parse_args(argv)
+    if args.ids < 1 or not 0.0 <= args.overlap <= 1.0:
+        ap.error("--ids must be positive and --overlap within [0, 1]")
+    res = run(args.ids, args.overlap, resolve_workers(args.workers), args.seed)
+    res["machine"] = {"cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count(),
+                      "python": platform.python_version(), "platform": platform.platform(),
+                      "libsodium": _sodium.version()}
+    res["command"] = "python benchmarks/psi.py " + " ".join(argv if argv is not None
+                                                             else sys.argv[1:])
+    md = markdown(res)
+    print(md)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+        args.json.with_suffix(".md").write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
