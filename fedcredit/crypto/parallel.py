@@ -8,8 +8,11 @@ session pays the table cost once per worker, not once per chunk.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import importlib.machinery
 import multiprocessing as mp
 import os
+import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Callable, Iterator, Sequence
@@ -61,6 +64,31 @@ def shutdown_pool() -> None:
 atexit.register(shutdown_pool)
 
 
+@contextlib.contextmanager
+def _no_main_reimport():
+    """Stop new workers from re-running the caller's script.
+
+    A worker started by spawn/forkserver re-imports ``__main__`` from its path, which runs
+    an unguarded script (no ``if __name__ == "__main__"``) a second time. Our tasks live in
+    fedcredit modules, so workers never need ``__main__``; a spec named "__main__" tells
+    multiprocessing to leave it alone.
+    """
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = None
+
+
+def _submit(pool: ProcessPoolExecutor, fn, *args) -> Future:
+    with _no_main_reimport():  # workers start on demand, inside submit
+        return pool.submit(fn, *args)
+
+
 def map_ordered(fn: Callable, chunks: Sequence, workers: int, *args, lookahead: int | None = None
                 ) -> Iterator:
     """Apply ``fn(chunk, *args)`` to each chunk in worker processes; yield results in order.
@@ -77,12 +105,12 @@ def map_ordered(fn: Callable, chunks: Sequence, workers: int, *args, lookahead: 
     pending: list[Future] = []
     it = iter(chunks)
     for c in it:
-        pending.append(pool.submit(fn, c, *args))
+        pending.append(_submit(pool, fn, c, *args))
         if len(pending) >= ahead:
             break
     while pending:
         fut = pending.pop(0)
         nxt = next(it, None)
         if nxt is not None:
-            pending.append(pool.submit(fn, nxt, *args))
+            pending.append(_submit(pool, fn, nxt, *args))
         yield fut.result()

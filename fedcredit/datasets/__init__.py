@@ -1,1 +1,2 @@
-"""(placeholder: filled in by its module work)"""
+"""(temporary)"""
+from .synthetic import make_credit_data, write_credit_data, read_credit_data

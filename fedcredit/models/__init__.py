@@ -1,1 +1,4 @@
-"""(placeholder: filled in by its module work)"""
+"""Estimators a bank risk team uses: SecureBoost, hetero logistic regression, WOE/IV, scorecards."""
+from .secureboost import SecureBoostClassifier
+
+__all__ = ["SecureBoostClassifier"]

@@ -1,0 +1,176 @@
+"""Quantile bin mapper for mixed numeric and categorical tables with missing values.
+
+Per feature, non-missing values fall in bins ``0 .. n_bins-1`` and missing values in the
+extra bin ``n_bins`` (so a feature has ``n_bins + 1`` bins in all). Numeric features with at
+most ``max_bin`` distinct values get one bin per value (cut half-way between neighbours);
+others get quantile cuts. Categorical (non-numeric) features get one bin per category,
+in the categorical dtype's order if it has one, otherwise sorted; rare categories beyond
+``max_bin - 1`` share an "other" bin; unseen categories at transform time count as missing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InvalidInput
+
+#: quantiles are computed on at most this many values per feature (a seeded sample beyond)
+QUANTILE_SAMPLE = 200_000
+
+
+@dataclass
+class FeatureBins:
+    """How one feature maps to bins. ``upper`` holds the right edge of bins 0..n-2."""
+
+    name: str
+    kind: str  # "numeric" | "categorical"
+    upper: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    categories: list = field(default_factory=list)
+    other_bin: int | None = None
+
+    @property
+    def n_bins(self) -> int:
+        """Non-missing bins; the missing bin has this index."""
+        if self.kind == "numeric":
+            return len(self.upper) + 1
+        return len(self.categories) + (1 if self.other_bin is not None else 0)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "upper": [float(u) for u in self.upper],
+                "categories": [str(c) for c in self.categories], "other_bin": self.other_bin}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureBins":
+        return cls(d["name"], d["kind"], np.asarray(d["upper"], dtype=np.float64),
+                   list(d["categories"]), d.get("other_bin"))
+
+    def threshold(self, t: int):
+        """The real split value for "bin <= t goes left" (numeric) or the left categories."""
+        if self.kind == "numeric":
+            return float(self.upper[t]) if t < len(self.upper) else float("inf")
+        return list(self.categories[: t + 1])
+
+    def transform(self, col: pd.Series) -> np.ndarray:
+        missing = self.n_bins
+        if self.kind == "numeric":
+            x = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            out = np.searchsorted(self.upper, x, side="left").astype(np.int64)
+            out[np.isnan(x)] = missing
+            return out
+        lookup = {c: i for i, c in enumerate(self.categories)}
+        other = self.other_bin
+        vals = col.astype(object).where(col.notna(), None).tolist()
+        codes = np.fromiter(
+            (missing if v is None else lookup.get(str(v), missing if other is None else other)
+             for v in vals), dtype=np.int64, count=len(vals))
+        return codes
+
+
+def _is_categorical(col: pd.Series) -> bool:
+    return not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col))
+
+
+def _numeric_bins(name: str, col: pd.Series, max_bin: int, rng: np.random.Generator) -> FeatureBins:
+    x = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    x = x[~np.isnan(x)]
+    if len(x) > QUANTILE_SAMPLE:
+        x = rng.choice(x, QUANTILE_SAMPLE, replace=False)
+    distinct = np.unique(x)
+    if len(distinct) <= max_bin:
+        upper = (distinct[:-1] + distinct[1:]) / 2.0
+    else:
+        qs = np.quantile(x, np.linspace(0, 1, max_bin + 1)[1:-1], method="linear")
+        upper = np.unique(qs)
+        # a cut equal to the largest value would leave the top bin empty
+        upper = upper[upper < distinct[-1]]
+    return FeatureBins(name, "numeric", upper=np.asarray(upper, dtype=np.float64))
+
+
+def _categorical_bins(name: str, col: pd.Series, max_bin: int) -> FeatureBins:
+    present = col.dropna()
+    if isinstance(col.dtype, pd.CategoricalDtype) and col.dtype.ordered:
+        cats = [str(c) for c in col.dtype.categories if (present == c).any()]
+    else:
+        cats = sorted({str(v) for v in present.tolist()})
+    if len(cats) <= max_bin:
+        return FeatureBins(name, "categorical", categories=cats)
+    counts = present.astype(str).value_counts()
+    keep = set(counts.index[: max_bin - 1])
+    kept = [c for c in cats if c in keep]
+    return FeatureBins(name, "categorical", categories=kept, other_bin=len(kept))
+
+
+class BinMapper:
+    """Fit bins on one party's training rows; transform any rows of that party to bin codes.
+
+    Parameters
+    ----------
+    max_bin : int
+        Bins for non-missing values per feature (missing values get one more).
+    random_state : int
+        Seeds the sample used for quantiles on large tables (models take random_state;
+        cryptography never does).
+    """
+
+    def __init__(self, max_bin: int = 32, random_state: int | None = 0):
+        if not 2 <= int(max_bin) <= 255:
+            raise InvalidInput(f"max_bin must be in [2, 255], got {max_bin}")
+        self.max_bin = int(max_bin)
+        self.random_state = random_state
+        self.features_: list[FeatureBins] = []
+
+    def fit(self, X: pd.DataFrame) -> "BinMapper":
+        if not isinstance(X, pd.DataFrame):
+            raise InvalidInput("BinMapper.fit expects a pandas DataFrame")
+        if X.shape[1] == 0:
+            raise InvalidInput("no feature columns to bin")
+        if len(X) == 0:
+            raise InvalidInput("no rows to bin")
+        rng = np.random.default_rng(self.random_state)
+        feats = []
+        for name in X.columns:
+            col = X[name]
+            if _is_categorical(col):
+                feats.append(_categorical_bins(str(name), col, self.max_bin))
+            else:
+                if np.isinf(pd.to_numeric(col, errors="coerce").to_numpy(
+                        dtype=np.float64, na_value=np.nan)).any():
+                    raise InvalidInput(f"feature {name!r} contains infinite values")
+                feats.append(_numeric_bins(str(name), col, self.max_bin, rng))
+        self.features_ = feats
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features_]
+
+    @property
+    def n_bins(self) -> np.ndarray:
+        """Non-missing bins per feature (the missing bin's index)."""
+        return np.array([f.n_bins for f in self.features_], dtype=np.int64)
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        """Bin codes, shape (rows, features), uint8; missing -> ``n_bins[f]``."""
+        if not self.features_:
+            raise InvalidInput("BinMapper is not fitted")
+        missing = [f.name for f in self.features_ if f.name not in X.columns]
+        if missing:
+            raise InvalidInput(f"columns missing from the table: {missing[:5]}")
+        out = np.empty((len(X), len(self.features_)), dtype=np.uint8)
+        for j, f in enumerate(self.features_):
+            out[:, j] = f.transform(X[f.name])
+        return out
+
+    def fit_transform(self, X: pd.DataFrame) -> np.ndarray:
+        return self.fit(X).transform(X)
+
+    def to_dict(self) -> dict:
+        return {"max_bin": self.max_bin, "features": [f.to_dict() for f in self.features_]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BinMapper":
+        m = cls(d["max_bin"])
+        m.features_ = [FeatureBins.from_dict(f) for f in d["features"]]
+        return m

@@ -1,0 +1,191 @@
+"""Grows one tree level by level, asking the holder for all of a level's nodes at once.
+
+The grower is the same whether the holder's candidate sums come encrypted over a channel
+(:class:`~fedcredit.models.secureboost.federated.FederatedHolder`) or from a plaintext
+reference; that is what the lossless tests compare.
+
+Per level: the nodes large enough to split are listed; those with at least the holder's
+``min_node_samples`` rows are sent to the holder — the smaller of two siblings summed
+directly, the larger derived as parent minus sibling. The bank's own candidates come from
+plaintext histograms. The best split per node wins (the bank's on exact ties); a node
+splits only if its gain is positive.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ...protocol import messages as m
+from ...protocol.active import NodeStats
+from ...protocol.packing import rows_to_bytes
+from .splitting import BankCandidates, SplitParams, candidate_sums, gains, int_histograms
+from .tree import Node, Tree
+
+
+@dataclass
+class HolderSplit:
+    record_id: int
+    feature: int
+    left: np.ndarray  # bool over the node's rows (ascending)
+
+
+class HolderSource(Protocol):
+    min_node_samples: int
+
+    def start_tree(self, tree: int, rows: np.ndarray, g_int: np.ndarray, h_int: np.ndarray) -> None: ...
+
+    def layer(self, tree: int, depth: int, tasks: list[m.NodeTask]) -> dict[int, NodeStats]: ...
+
+    def split(self, tree: int, choices: list[m.SplitChoice], node_rows: dict[int, np.ndarray]
+              ) -> dict[int, HolderSplit]: ...
+
+    def finish_tree(self, tree: int, result: Tree) -> None: ...
+
+
+class TreeGrower:
+    def __init__(self, bank_bins: np.ndarray, n_bins: np.ndarray, params: SplitParams,
+                 max_depth: int, holder: HolderSource | None):
+        self.bins = bank_bins
+        self.missing = np.asarray(n_bins, dtype=np.int64)
+        self.sizes = self.missing + 1
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        has_missing = (bank_bins == self.missing[None, :]).any(axis=0) if len(bank_bins) else \
+            np.zeros(len(n_bins), dtype=bool)
+        self.cands = BankCandidates.build(n_bins, has_missing)
+        self.params = params
+        self.max_depth = int(max_depth)
+        self.holder = holder
+
+    # -- bank side --------------------------------------------------------------------------
+    def _bank_best(self, rows: np.ndarray, g_int, h_int, G: int, H: int):
+        if len(self.cands) == 0:
+            return -np.inf, -1
+        b = self.bins[rows]
+        hg, hh, hc = int_histograms(b, self.sizes, self.offsets,
+                                    [g_int[rows], h_int[rows], np.ones(len(rows))])
+        GL = candidate_sums(hg, self.cands, self.sizes, self.offsets)
+        HL = candidate_sums(hh, self.cands, self.sizes, self.offsets)
+        CL = candidate_sums(hc, self.cands, self.sizes, self.offsets)
+        mcs = self.params.min_child_samples
+        gain = gains(GL, HL, G, H, self.params)
+        gain[(CL < mcs) | (len(rows) - CL < mcs)] = -np.inf
+        k = int(np.argmax(gain))
+        return float(gain[k]), k
+
+    def _holder_best(self, stats: NodeStats | None, G: int, H: int):
+        if stats is None or len(stats.positions) == 0:
+            return -np.inf, np.zeros(0, dtype=np.int64)
+        gain = gains(stats.G, stats.H, G, H, self.params)
+        best = float(np.max(gain))
+        if not np.isfinite(best):
+            return -np.inf, np.zeros(0, dtype=np.int64)
+        return best, stats.positions[gain == best]
+
+    # -- one tree ---------------------------------------------------------------------------
+    def grow(self, tree_index: int, rows: np.ndarray, g: np.ndarray, h: np.ndarray,
+             g_int: np.ndarray, h_int: np.ndarray, learning_rate: float,
+             progress=None) -> tuple[Tree, dict[int, np.ndarray]]:
+        """Grow a tree on ``rows``; returns it and, per leaf id, the rows that reached it."""
+        p = self.params
+        holder = self.holder
+        if holder is not None:
+            holder.start_tree(tree_index, rows, g_int[rows], h_int[rows])
+        nodes: dict[int, Node] = {0: Node(0, 0, count=len(rows))}
+        order = [0]
+        node_rows = {0: rows}
+        parent_of: dict[int, int] = {}
+        sibling_of: dict[int, int] = {}
+        holder_prev: set[int] = set()
+        open_ids = [0]
+        next_id = 1
+        for depth in range(self.max_depth):
+            splittable = [i for i in open_ids if len(node_rows[i]) >= 2 * p.min_child_samples]
+            if not splittable:
+                break
+            stats = {}
+            if holder is not None:
+                tasks = self._holder_tasks(splittable, node_rows, parent_of, sibling_of,
+                                           holder_prev)
+                holder_prev = {t.node_id for t in tasks}
+                if tasks:
+                    stats = holder.layer(tree_index, depth, tasks)
+            choices, bank_splits = [], {}
+            for i in splittable:
+                r = node_rows[i]
+                G, H = int(g_int[r].sum()), int(h_int[r].sum())
+                bgain, bk = self._bank_best(r, g_int, h_int, G, H)
+                hgain, ties = self._holder_best(stats.get(i), G, H)
+                if hgain > bgain and hgain > 0:
+                    choices.append(m.SplitChoice(node_id=i, positions=rows_to_bytes(ties),
+                                                 left_id=next_id, right_id=next_id + 1))
+                    nodes[i].gain = hgain
+                elif bgain > 0:
+                    bank_splits[i] = bk
+                    nodes[i].gain = bgain
+                else:
+                    continue
+                nodes[i].left, nodes[i].right = next_id, next_id + 1
+                next_id += 2
+            holder_splits = holder.split(tree_index, choices, node_rows) if choices else {}
+            new_open = []
+            for i in splittable:
+                nd = nodes[i]
+                if nd.left < 0:
+                    continue
+                r = node_rows[i]
+                if i in bank_splits:
+                    k = bank_splits[i]
+                    f, t, ml = (int(self.cands.feature[k]), int(self.cands.bin[k]),
+                                bool(self.cands.missing_left[k]))
+                    b = self.bins[r, f].astype(np.int64)
+                    left = np.where(b == self.missing[f], ml, b <= t)
+                    nd.owner, nd.feature, nd.bin, nd.missing_left = "bank", f, t, ml
+                else:
+                    hs = holder_splits[i]
+                    left = hs.left
+                    nd.owner, nd.feature, nd.record_id = "holder", hs.feature, hs.record_id
+                for child, mask in ((nd.left, left), (nd.right, ~left)):
+                    node_rows[child] = r[mask]
+                    nodes[child] = Node(child, depth + 1, count=int(mask.sum()))
+                    parent_of[child] = i
+                    order.append(child)
+                    new_open.append(child)
+                sibling_of[nd.left], sibling_of[nd.right] = nd.right, nd.left
+            open_ids = new_open
+            if progress is not None:
+                progress(depth)
+        leaf_rows = {}
+        for i in order:
+            nd = nodes[i]
+            if nd.left < 0:
+                r = node_rows[i]
+                nd.owner = "leaf"
+                nd.value = float(-g[r].sum() / (h[r].sum() + p.reg_lambda) * learning_rate)
+                leaf_rows[i] = r
+        tree = Tree([nodes[i] for i in order])
+        if holder is not None:
+            holder.finish_tree(tree_index, tree)
+        return tree, leaf_rows
+
+    def _holder_tasks(self, splittable, node_rows, parent_of, sibling_of, holder_prev):
+        floor = self.holder.min_node_samples
+        eligible = [i for i in splittable if len(node_rows[i]) >= floor]
+        chosen = set(eligible)
+        tasks, done = [], set()
+        for i in eligible:
+            if i in done:
+                continue
+            sib = sibling_of.get(i)
+            par = parent_of.get(i, -1)
+            if sib in chosen and par in holder_prev:
+                a, b = (i, sib) if len(node_rows[i]) <= len(node_rows[sib]) else (sib, i)
+                tasks.append(m.NodeTask(node_id=a, parent_id=par, rows=rows_to_bytes(node_rows[a])))
+                tasks.append(m.NodeTask(node_id=b, parent_id=par, sibling_id=a))
+                done.update((a, b))
+            else:
+                rows = b"" if i == 0 else rows_to_bytes(node_rows[i])
+                tasks.append(m.NodeTask(node_id=i, parent_id=par, rows=rows))
+                done.add(i)
+        return tasks

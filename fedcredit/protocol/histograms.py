@@ -1,0 +1,148 @@
+"""Encrypted histograms on the holder: per (node, feature, bin) sums of the bank's ciphertexts.
+
+A ciphertext addition (a 4096-bit modular multiplication for 2048-bit Paillier) is the
+holder's whole cost, so the number of additions is what this module minimises:
+
+* **Joint cells.** Features with few bins are summed together: rows are first summed per
+  combination of their bins across a group of features (a "cell"), then each feature's
+  histogram is the sum over cells. For two 32-bin features on 30,000 rows that is about
+  30,000 + 2 x 1,000 additions instead of 60,000. Groups are chosen per node, greedily, from
+  the actual number of distinct cells (cheap numpy work beside the ciphertext work).
+* **Streaming.** The root histogram accumulates chunk by chunk while the bank is still
+  encrypting and sending later chunks.
+
+The result is a flat :class:`CipherVector` with one entry per (feature, bin), missing bin
+last within each feature.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..crypto import CipherVector, PublicKey
+
+MAX_GROUP = 6
+
+
+def _group_cost(n: int, distinct_cells: int, bins: list[int]) -> int:
+    if len(bins) == 1:
+        return n - bins[0]
+    return (n - distinct_cells) + sum(distinct_cells - b for b in bins)
+
+
+def plan_groups(node_bins: np.ndarray, sizes: np.ndarray) -> list[list[int]]:
+    """Feature groups whose joint cells minimise the additions for this node's rows."""
+    n, F = node_bins.shape
+    if F == 0:
+        return []
+    present = [int(np.count_nonzero(np.bincount(node_bins[:, f], minlength=int(sizes[f]))))
+               for f in range(F)]
+    order = sorted(range(F), key=lambda f: present[f])
+    groups: list[list[int]] = []
+    cur = [order[0]]
+    cur_key = node_bins[:, order[0]].astype(np.int64)
+    cur_cells, cur_span = present[order[0]], int(sizes[order[0]])
+    for f in order[1:]:
+        span = cur_span * int(sizes[f])
+        if len(cur) < MAX_GROUP and span < (1 << 62):
+            key = cur_key * int(sizes[f]) + node_bins[:, f]
+            cells = len(np.unique(key))
+            joined = _group_cost(n, cells, [present[g] for g in cur] + [present[f]])
+            apart = _group_cost(n, cur_cells, [present[g] for g in cur]) + (n - present[f])
+            if joined < apart:
+                cur.append(f)
+                cur_key, cur_cells, cur_span = key, cells, span
+                continue
+        groups.append(cur)
+        cur, cur_key = [f], node_bins[:, f].astype(np.int64)
+        cur_cells, cur_span = present[f], int(sizes[f])
+    groups.append(cur)
+    return groups
+
+
+class NodeHistogram:
+    """Accumulates one node's encrypted histogram from its rows' ciphertexts, in row order."""
+
+    def __init__(self, pk: PublicKey, node_bins: np.ndarray, sizes: np.ndarray,
+                 offsets: np.ndarray):
+        self.pk = pk
+        self.sizes, self.offsets = sizes, offsets
+        self.n = node_bins.shape[0]
+        self.pos = 0
+        self.groups = plan_groups(node_bins, sizes)
+        self._cells: list[np.ndarray] = []
+        self._keys: list[np.ndarray] = []
+        self._acc: list[list] = []
+        for g in self.groups:
+            key = np.zeros(self.n, dtype=np.int64)
+            for f in g:
+                key = key * int(sizes[f]) + node_bins[:, f]
+            if len(g) == 1:
+                uniq, inv = np.arange(int(sizes[g[0]])), key
+            else:
+                uniq, inv = np.unique(key, return_inverse=True)
+            self._keys.append(uniq)
+            self._cells.append(np.asarray(inv, dtype=np.int64).ravel())
+            self._acc.append([None] * len(uniq))
+
+    @property
+    def additions(self) -> int:
+        """Ciphertext additions this node costs (for tests and the time budget)."""
+        total = 0
+        for g, keys in zip(self.groups, self._keys):
+            if len(g) == 1:
+                total += self.n
+            else:
+                total += self.n + len(g) * len(keys)
+        return total
+
+    def add(self, values: list) -> None:
+        """Fold in the ciphertexts of the next ``len(values)`` rows of the node."""
+        N = self.pk.cipher_modulus
+        lo, hi = self.pos, self.pos + len(values)
+        if hi > self.n:
+            raise ValueError("more ciphertexts than the node has rows")
+        for cells, acc in zip(self._cells, self._acc):
+            for c, x in zip(cells[lo:hi].tolist(), values):
+                cur = acc[c]
+                acc[c] = x if cur is None else cur * x % N
+        self.pos = hi
+
+    def finish(self) -> CipherVector:
+        if self.pos != self.n:
+            raise ValueError(f"node histogram has {self.pos} of {self.n} rows")
+        N = self.pk.cipher_modulus
+        total = int(self.sizes.sum())
+        out: list = [None] * total
+        for g, keys, acc in zip(self.groups, self._keys, self._acc):
+            if len(g) == 1:
+                off = int(self.offsets[g[0]])
+                out[off:off + len(acc)] = acc
+                continue
+            strides = np.ones(len(g), dtype=np.int64)
+            for i in range(len(g) - 2, -1, -1):
+                strides[i] = strides[i + 1] * int(self.sizes[g[i + 1]])
+            for i, f in enumerate(g):
+                bins_of_cell = ((keys // strides[i]) % int(self.sizes[f])).tolist()
+                off = int(self.offsets[f])
+                for b, x in zip(bins_of_cell, acc):
+                    j = off + b
+                    cur = out[j]
+                    out[j] = x if cur is None else cur * x % N
+        one = self.pk.trivial([0])[0]
+        return self.pk._wrap([one if v is None else v for v in out])
+
+
+def cumulative_by_feature(pk: PublicKey, hist: CipherVector, sizes: np.ndarray,
+                          offsets: np.ndarray) -> list[list]:
+    """Per feature, running sums over its non-missing bins: ``cum[f][t] = sum(bins <= t)``."""
+    N = pk.cipher_modulus
+    vals = hist.values
+    out = []
+    for f in range(len(sizes)):
+        off, nb = int(offsets[f]), int(sizes[f]) - 1
+        run, acc = [], None
+        for x in vals[off:off + nb]:
+            acc = x if acc is None else acc * x % N
+            run.append(acc)
+        out.append(run)
+    return out

@@ -1,0 +1,115 @@
+"""What the passive party needs from its surroundings: policy, consent, audit, model storage.
+
+The protocol core runs with the simple in-memory versions here (tests, notebooks). The
+holder service (:mod:`fedcredit.holder`) supplies persistent ones: a SQLite consent
+registry, a hash-chained audit log, model lookup tables that survive a restart.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..errors import SessionNotFound
+
+
+@dataclass
+class HolderPolicy:
+    """The holder's rules for every bank it serves.
+
+    min_node_samples: the smallest set of enterprises an aggregate may describe (a histogram
+    node, either side of a split candidate); max_trees: per training session.
+    """
+
+    min_key_bits: int = 2048
+    allow_insecure_keys: bool = False
+    min_node_samples: int = 20
+    max_trees: int = 200
+    max_sessions: int = 16
+    session_idle_seconds: float = 3600.0
+    max_session_bytes: int = 8 << 30
+    allowed_purposes: tuple[str, ...] = ("credit",)
+    allowed_banks: tuple[str, ...] | None = None  # None: any bank with a valid certificate
+    max_predict_ids: int = 1_000_000
+
+
+class ConsentProvider(Protocol):
+    def allowed(self, bank: str, purpose: str, ids: Sequence[str]) -> np.ndarray:
+        """Boolean mask: which enterprises currently authorise this bank for this purpose."""
+
+
+class AllowAll:
+    """Consent for everything (tests and notebooks without a registry)."""
+
+    def allowed(self, bank: str, purpose: str, ids: Sequence[str]) -> np.ndarray:
+        return np.ones(len(ids), dtype=bool)
+
+
+class Auditor(Protocol):
+    def record(self, *, bank: str, purpose: str, operation: str, enterprises: int,
+               session: str, detail: str = "") -> None:
+        """Persist one request record; must be durable before the answer leaves."""
+
+
+class MemoryAuditor:
+    def __init__(self):
+        self.records: list[dict] = []
+        self._lock = threading.Lock()
+
+    def record(self, *, bank, purpose, operation, enterprises, session, detail=""):
+        with self._lock:
+            self.records.append({"bank": bank, "purpose": purpose, "operation": operation,
+                                 "enterprises": int(enterprises), "session": session,
+                                 "detail": detail})
+
+
+@dataclass
+class StoredModel:
+    """The holder's half of a trained model: its own bins, its splits, the tree shapes."""
+
+    model_id: str
+    bank: str
+    purpose: str
+    feature_names: list[str]
+    mapper: dict  # BinMapper.to_dict() of the holder's features (never leaves the holder)
+    splits: dict[int, tuple[int, int, bool]] = field(default_factory=dict)  # record -> (f, t, miss_left)
+    trees: dict[int, list[tuple[int, int, int, str, int]]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"model_id": self.model_id, "bank": self.bank, "purpose": self.purpose,
+                           "feature_names": self.feature_names, "mapper": self.mapper,
+                           "splits": {str(k): list(v) for k, v in self.splits.items()},
+                           "trees": {str(k): v for k, v in self.trees.items()}})
+
+    @classmethod
+    def from_json(cls, text: str) -> "StoredModel":
+        d = json.loads(text)
+        return cls(d["model_id"], d["bank"], d["purpose"], d["feature_names"], d["mapper"],
+                   {int(k): (int(v[0]), int(v[1]), bool(v[2])) for k, v in d["splits"].items()},
+                   {int(k): [tuple(n) for n in v] for k, v in d["trees"].items()})
+
+
+class ModelStore(Protocol):
+    def save(self, model: StoredModel) -> None: ...
+
+    def load(self, model_id: str) -> StoredModel: ...
+
+
+class MemoryModelStore:
+    def __init__(self):
+        self._models: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def save(self, model: StoredModel) -> None:
+        with self._lock:
+            self._models[model.model_id] = model.to_json()
+
+    def load(self, model_id: str) -> StoredModel:
+        with self._lock:
+            text = self._models.get(model_id)
+        if text is None:
+            raise SessionNotFound(f"the holder knows no model {model_id!r}")
+        return StoredModel.from_json(text)
