@@ -303,6 +303,13 @@ def test_repr_shows_counts_only():
     assert isinstance(result, PsiResult) and "intersection=1" in repr(result)
 
 
+@pytest.mark.parametrize("n, workers, sizes", [
+    (0, 2, [1]), (500, 2, [500]), (20_000, 1, [20_000]),
+    (20_000, 2, [5_000]), (1_000_000, 2, [8_065])])
+def test_work_is_split_evenly_over_workers(n, workers, sizes):
+    assert [group._task_size(n, workers)] == sizes
+
+
 def test_scalars_are_random_and_non_zero():
     scalars = {group.random_scalar() for _ in range(50)}
     assert len(scalars) == 50 and all(any(k) for k in scalars)
@@ -358,6 +365,7 @@ def test_streamed_chunks_give_the_same_answer():
 
 def test_worker_processes_agree_and_report_global_positions(monkeypatch):
     monkeypatch.setattr(group, "TASK_POINTS", 32)  # many tasks from a small input
+    monkeypatch.setattr(group, "MIN_PARALLEL_POINTS", 1)
     bank_ids = [uscc(i) for i in range(150)]
     holder_ids = [uscc(i) for i in range(100, 220)]
     _, holder, result = run_psi(bank_ids, holder_ids, workers=2)

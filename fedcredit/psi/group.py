@@ -21,8 +21,10 @@ from ._sodium import POINT_BYTES
 DOMAIN = b"fedcredit-psi-v1"
 #: most points in one streamed chunk: 32,768 x 32 bytes = 1 MiB
 MAX_CHUNK_POINTS = 32_768
-#: points per worker task (about half a second of libsodium work)
+#: most points per worker task (about half a second of libsodium work)
 TASK_POINTS = 8_192
+#: below this many points the pool's overhead outweighs a second core
+MIN_PARALLEL_POINTS = 1_024
 MIN_SALT_BYTES = 16
 MAX_SALT_BYTES = 255
 
@@ -215,6 +217,14 @@ def _blind_chunk(points: bytes, scalar: bytes) -> tuple[bytes, int, str]:
 # ---------------------------------------------------------------- batch drivers
 
 
+def _task_size(n: int, workers: int) -> int:
+    """Points per task: one task when small, else a multiple of ``workers`` equal tasks."""
+    if workers <= 1 or n < MIN_PARALLEL_POINTS:
+        return max(n, 1)
+    rounds = -(-n // (workers * TASK_POINTS))
+    return -(-n // (workers * rounds))
+
+
 def _map(fn, tasks: list, workers: int, *args) -> Iterator:
     if workers <= 1 or len(tasks) <= 1:
         return (fn(t, *args) for t in tasks)
@@ -226,7 +236,8 @@ def _map(fn, tasks: list, workers: int, *args) -> Iterator:
 def hash_and_blind(encoded: Sequence[bytes], prefix: bytes, scalar: bytes,
                    workers: int = 1) -> bytes:
     """``scalar * H(id)`` for every encoded id, in order, as concatenated points."""
-    tasks = [list(encoded[i:i + TASK_POINTS]) for i in range(0, len(encoded), TASK_POINTS)]
+    size = _task_size(len(encoded), workers)
+    tasks = [list(encoded[i:i + size]) for i in range(0, len(encoded), size)]
     return b"".join(_map(_hash_blind_chunk, tasks, workers, prefix, scalar))
 
 
@@ -240,11 +251,12 @@ def blind_points(points: bytes, scalar: bytes, workers: int = 1, *, what: str = 
     """
     n = count_points(points, f"{what}s")
     points = bytes(points)
-    step = TASK_POINTS * POINT_BYTES
+    size = _task_size(n, workers)
+    step = size * POINT_BYTES
     tasks = [points[i:i + step] for i in range(0, n * POINT_BYTES, step)]
     parts = []
     for t, (res, bad, reason) in enumerate(_map(_blind_chunk, tasks, workers, scalar)):
         if bad >= 0:
-            raise InvalidInput(f"{what} {offset + t * TASK_POINTS + bad} {reason}")
+            raise InvalidInput(f"{what} {offset + t * size + bad} {reason}")
         parts.append(res)
     return b"".join(parts)
