@@ -52,6 +52,22 @@ def start_pool(workers: int) -> float:
     return time.perf_counter() - t
 
 
+def per_core_cost(sample: int = 4096) -> dict:
+    """CPU microseconds per id of each kernel on one core (CPU time: robust to other load)."""
+    from fedcredit.psi import group
+
+    ids = [f"91{i:016d}" for i in range(sample)]
+    _, encoded = group.encode_ids(ids)
+    prefix, k = group.hash_prefix(new_salt()), group.random_scalar()
+    t = time.process_time()
+    points = group.hash_and_blind(encoded, prefix, k, workers=1)
+    hashed = time.process_time() - t
+    t = time.process_time()
+    group.blind_points(points, k, workers=1)
+    blinded = time.process_time() - t
+    return {"hash_and_blind_us": 1e6 * hashed / sample, "blind_us": 1e6 * blinded / sample}
+
+
 def run(n: int, overlap: float, workers: int, seed: int) -> dict:
     bank_ids, holder_ids, shared = make_ids(n, overlap, seed)
     salt = new_salt()
@@ -106,6 +122,10 @@ def markdown(res: dict) -> str:
         lines.append(f"| {k} | {res['seconds'][k]:.2f} | {res['ids_per_s'][k]:,.0f} |")
     lines.append(f"| **end to end** | **{res['total_s']:.2f}** | "
                  f"**{res['end_to_end_ids_per_s']:,.0f}** |")
+    c = res["per_core_cpu"]
+    lines.append("")
+    lines.append(f"one core, CPU time per id: hash + blind {c['hash_and_blind_us']:.1f} us, "
+                 f"blind {c['blind_us']:.1f} us (a party does one of each per id)")
     lines.append("")
     lines.append(f"bytes sent: bank -> holder {res['bytes_sent']['bank_to_holder']:,}, "
                  f"holder -> bank {res['bytes_sent']['holder_to_bank']:,} "
@@ -134,6 +154,7 @@ def main(argv=None) -> int:
     runs = [run(args.ids, args.overlap, workers, args.seed) for _ in range(args.repeat)]
     res = min(runs, key=lambda r: r["total_s"])
     res["pool_start_s"] = pool_start
+    res["per_core_cpu"] = per_core_cost()
     res["repeat"] = args.repeat
     res["all_totals_s"] = [r["total_s"] for r in runs]
     res["load_average_1min"] = {"before": load_before[0], "after": os.getloadavg()[0]}

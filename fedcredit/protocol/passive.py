@@ -27,7 +27,7 @@ from .hooks import AllowAll, HolderPolicy, MemoryAuditor, MemoryModelStore, Stor
 from .packing import rows_from_bytes
 from .passive_boost import HolderBoost, reachable_leaves
 
-TASKS = ("train", "score", "woe", "lr")
+TASKS = ("align", "train", "score", "woe", "lr")
 
 
 @dataclass
@@ -152,14 +152,14 @@ class PassiveParty:
         if msg.purpose not in pol.allowed_purposes:
             raise PolicyViolation(f"purpose {msg.purpose!r} is not allowed by the holder's policy")
         key = None
-        if msg.task != "score":
+        if msg.task not in ("score", "align"):
             key = load_public_key(msg.public_key)
             if key.scheme != msg.scheme:
                 raise InvalidInput(f"the key is a {key.scheme} key, the session says {msg.scheme}")
             if key.bits < pol.min_key_bits and not pol.allow_insecure_keys:
                 raise InsecureParameters(f"a {key.bits}-bit key is below the holder's "
                                          f"{pol.min_key_bits}-bit minimum")
-        else:
+        elif msg.task == "score":
             stored = self.models.load(msg.model_id)
             if stored.bank != caller.bank:
                 raise SessionNotFound(f"the holder knows no model {msg.model_id!r} for this bank")
@@ -325,8 +325,8 @@ class PassiveParty:
                                     f"most {self.policy.max_predict_ids}")
             ids = [str(i) for i in msg.ids]
             rows = self.features.reindex(ids)
-            consented = self.consent_mask(s, ids) & self.features.index.isin(ids).any() \
-                & rows.notna().any(axis=1).to_numpy() if len(ids) else np.zeros(0, bool)
+            present = pd.Index(ids).isin(self.features.index)
+            consented = self.consent_mask(s, ids) & present
             rows.loc[~consented] = np.nan  # unknown or not consented: holder data unused
             trees = list(msg.trees) or sorted(model.trees)
             unknown = [t for t in trees if t not in model.trees]

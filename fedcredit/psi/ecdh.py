@@ -18,9 +18,11 @@ through SHA-512 and the ristretto255 element derivation of RFC 9496. Under the d
 Diffie-Hellman assumption in ristretto255 (a prime-order group, so no cofactor leaks a bit)
 with ``H`` a random oracle, a blinded id is indistinguishable from a random element to
 anyone without the scalar, and ``a*b*H(x)`` is equal for both parties exactly when the ids
-are equal. The domain tag keeps these points apart from any other use of the hash; the
-per-session salt makes each session's ``H`` a new function, so blinded values from two
-sessions cannot be matched against each other (and a precomputed table is useless).
+are equal. The domain tag keeps these points apart from any other protocol hashing ids
+into the same group. The per-session salt makes each session's ``H`` a new function: fresh
+scalars already make two sessions' messages look unrelated, and the salt keeps it so even
+if a scalar were ever reused or leaked, and makes any table of ``H`` over the (small,
+structured) space of USCCs worthless beyond its session.
 
 What each party learns, in total: the bank learns which of its own ids the holder offered,
 and how many ids the holder offered; the holder learns how many ids the bank has, and the

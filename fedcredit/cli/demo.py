@@ -1,0 +1,46 @@
+"""``fedcredit demo``: the whole system in one command, on synthetic USCC-keyed data.
+
+Makes a bank table and a holder table, starts a real holder gRPC server process with mutual
+TLS on localhost, aligns ids by PSI, trains SecureBoost with a fresh 2048-bit Paillier key,
+scores held-out enterprises, and compares with the bank alone and with a centralized model.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from .simulate import SimulationConfig, format_table, run
+
+
+def run_demo(rows: int = 10_000, trees: int = 10, key_bits: int = 2048,
+             insecure_key: bool = False, out: str | None = None) -> int:
+    from ..datasets import write_credit_data
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fedcredit-demo-") as tmp:
+        base = Path(out) if out else Path(tmp)
+        base.mkdir(parents=True, exist_ok=True)
+        print(f"[1/4] synthetic data: {rows} enterprises per party, 80 % overlap -> {base}")
+        write_credit_data(base, rows=rows, seed=7, overlap=0.8)
+        print("[2/4] starting the holder: a gRPC server process with mutual TLS on 127.0.0.1")
+        print(f"[3/4] aligning ids (ECDH-PSI) and training SecureBoost: {trees} trees, depth 3, "
+              f"{key_bits}-bit Paillier")
+        cfg = SimulationConfig(
+            bank_csv=str(base / "bank.csv"), holder_csv=str(base / "holder.csv"),
+            id_column="uscc", label_column="label", test_size=0.3, trees=trees, depth=3,
+            bins=32, learning_rate=0.3, key_bits=key_bits, insecure_key=insecure_key,
+            predictions_out=str(base / "scores.csv"), json_out=str(base / "summary.json"))
+        s = run(cfg)
+        print(f"[4/4] scored {s['rows_test']} held-out enterprises "
+              f"(aligned {s['rows_aligned']} of {s['rows_bank']})")
+        print()
+        print(format_table(s))
+        print()
+        top = list(s["feature_importance"].items())[:5]
+        print("top features by gain: " + ", ".join(f"{k} ({v:.1f})" for k, v in top))
+        print(f"federated training {s['fit_seconds']:.1f} s; demo total "
+              f"{time.perf_counter() - t0:.1f} s")
+        if out:
+            print(f"data, scores.csv and summary.json are in {base}")
+    return 0
