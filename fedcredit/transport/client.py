@@ -52,14 +52,14 @@ class GrpcChannel(Channel):
         self._stub = pbg.PassivePartyStub(self._grpc)
 
     def exchange(self, requests):
-        failure: list[BaseException] = []
+        failure: list[Exception] = []
 
         def frames():
             # gRPC pulls requests on its own thread; keep the bank's own errors (say, an
             # encryption failure) so they surface as themselves, not as a cancelled call
             try:
                 yield from serde.to_frames(requests)
-            except BaseException as e:  # noqa: BLE001 - re-raised below
+            except Exception as e:  # noqa: BLE001 - re-raised below (GeneratorExit is not ours)
                 failure.append(e)
                 raise
 

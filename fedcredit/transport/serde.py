@@ -84,12 +84,12 @@ def decode(data: bytes):
         env.ParseFromString(data)
     except DecodeError:
         raise InvalidInput("a received message is not a valid fedcredit Envelope") from None
-    if env.protocol_version != m.PROTOCOL_VERSION:
-        raise ProtocolError(f"peer speaks protocol version {env.protocol_version}, "
-                            f"this side {m.PROTOCOL_VERSION}")
     which = env.WhichOneof("body")
     if which is None:
         raise InvalidInput("a received Envelope carries no message")
+    if env.protocol_version != m.PROTOCOL_VERSION:
+        raise ProtocolError(f"peer speaks protocol version {env.protocol_version}, "
+                            f"this side {m.PROTOCOL_VERSION}")
     cls = _BY_NAME[getattr(env, which).DESCRIPTOR.name]
     return from_proto(cls, getattr(env, which))
 
