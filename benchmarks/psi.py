@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import random
+import resource
 import sys
 import time
 from pathlib import Path
@@ -129,7 +130,8 @@ def markdown(res: dict) -> str:
     lines.append("")
     lines.append(f"bytes sent: bank -> holder {res['bytes_sent']['bank_to_holder']:,}, "
                  f"holder -> bank {res['bytes_sent']['holder_to_bank']:,} "
-                 "(positions counted as 4 bytes each)")
+                 "(positions counted as 4 bytes each); peak memory of the process holding "
+                 f"both parties {res['main_process_max_rss_mib']:,.0f} MiB")
     return "\n".join(lines) + "\n"
 
 
@@ -155,6 +157,7 @@ def main(argv=None) -> int:
     res = min(runs, key=lambda r: r["total_s"])
     res["pool_start_s"] = pool_start
     res["per_core_cpu"] = per_core_cost()
+    res["main_process_max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["repeat"] = args.repeat
     res["all_totals_s"] = [r["total_s"] for r in runs]
     res["load_average_1min"] = {"before": load_before[0], "after": os.getloadavg()[0]}
