@@ -129,12 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     _simulate(sub)
     _datasets(sub)
     _certs(sub)
-    try:
-        from .holder_cmds import register as _holder
-    except ImportError:  # pragma: no cover - holder service not installed
-        _holder = None
-    if _holder is not None:
-        _holder(sub)
+    for module in ("holder_cmds", "bank_cmds", "model_cmds"):
+        try:
+            mod = __import__(f"{__name__}.{module}", fromlist=["register"])
+        except ModuleNotFoundError as e:  # a command group not written yet
+            if e.name != f"{__name__}.{module}":
+                raise
+            continue
+        mod.register(sub)
     return ap
 
 

@@ -116,6 +116,7 @@ def run(cfg: SimulationConfig) -> dict:
                     random_state=cfg.random_state, verbose=cfg.verbose, n_jobs=cfg.n_jobs)
                 model.fit(Xa.iloc[tr], ya[tr], holder=channel)
                 summary["fit_seconds"] = model.fit_seconds_
+                summary["time_budget_bank"] = model.time_budget_
                 summary["rows_train"] = int(len(tr))
                 summary["rows_test"] = int(len(te))
                 summary["feature_importance"] = model.feature_importance("gain").round(6).to_dict()

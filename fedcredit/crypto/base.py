@@ -20,6 +20,7 @@ from gmpy2 import mpz
 
 from ..errors import InsecureParameters, InvalidCiphertext, InvalidInput
 from .fixedbase import batch_invert
+from .parallel import split_evenly, thread_map
 
 #: Smallest modulus accepted without ``insecure=True``.
 MIN_SECURE_BITS = 2048
@@ -214,11 +215,9 @@ class PublicKey(ABC):
         self._check(a)
         if bits < 0:
             raise InvalidInput("shift must be non-negative")
-        if not a.values:
-            return self._wrap([])
-        return self._wrap(
-            list(gmpy2.powmod_base_list(a.values, mpz(1) << int(bits), self.cipher_modulus))
-        )
+        e, N = mpz(1) << int(bits), self.cipher_modulus
+        parts = thread_map(lambda vs: gmpy2.powmod_base_list(vs, e, N), split_evenly(a.values))
+        return self._wrap([x for part in parts for x in part])
 
     def pack(self, columns: Sequence[CipherVector], slot_bits: int) -> CipherVector:
         """Horner packing: out[i] = Enc(sum_j columns[j][i] * 2**(slot_bits * j)).
@@ -281,7 +280,7 @@ class PublicKey(ABC):
         # One gcd for the whole batch: the product of units mod n is a unit.
         acc = mpz(1)
         for c in values:
-            acc = acc * c % n
+            acc = acc * (c % n) % n
         if gmpy2.gcd(acc, n) != 1:
             for i, c in enumerate(values):
                 if gmpy2.gcd(c, n) != 1:
@@ -318,6 +317,9 @@ class PrivateKey(ABC):
     @abstractmethod
     def to_bytes(self) -> bytes:
         """Secret serialization (keep it secret)."""
+
+    def warm_up(self, workers: int | None = None) -> None:
+        """Prepare worker processes for this key in the background (optional)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(public={self.public_key!r})"

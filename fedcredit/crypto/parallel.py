@@ -14,12 +14,48 @@ import multiprocessing as mp
 import os
 import sys
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence
+
+import gmpy2
 
 _LOCK = threading.Lock()
 _POOL: ProcessPoolExecutor | None = None
 _POOL_SIZE = 0
+
+
+_THREADS: ThreadPoolExecutor | None = None
+
+
+def _release_gil_in_this_thread() -> None:
+    gmpy2.set_context(gmpy2.context(allow_release_gil=True))
+
+
+def thread_map(fn: Callable, items: Sequence) -> list:
+    """``[fn(x) for x in items]`` on threads that let gmpy2 release the GIL.
+
+    gmpy2 releases the GIL inside big-number operations when its context allows it, so
+    threads run 4096-bit multiplications and ``powmod_base_list`` calls truly in parallel
+    while sharing memory (no copying of ciphertexts to worker processes). Worth it for
+    operations of several microseconds (Paillier mod n**2); for smaller ones the GIL
+    hand-offs cost more than they save, and the process workers above are used instead.
+    """
+    global _THREADS
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    with _LOCK:
+        if _THREADS is None:
+            _THREADS = ThreadPoolExecutor(max_workers=default_workers(),
+                                          thread_name_prefix="fedcredit-crypto",
+                                          initializer=_release_gil_in_this_thread)
+    return list(_THREADS.map(fn, items))
+
+
+def split_evenly(items: Sequence, parts: int | None = None) -> list[Sequence]:
+    """Cut a sequence into ``parts`` (default: cores) contiguous, nearly equal pieces."""
+    k = max(1, min(parts or default_workers(), len(items)))
+    step = -(-len(items) // k) if items else 0
+    return [items[i:i + step] for i in range(0, len(items), step)] if step else []
 
 
 def default_workers() -> int:
@@ -87,6 +123,13 @@ def _no_main_reimport():
 def _submit(pool: ProcessPoolExecutor, fn, *args) -> Future:
     with _no_main_reimport():  # workers start on demand, inside submit
         return pool.submit(fn, *args)
+
+
+def warm(fn: Callable, chunks: Sequence, workers: int, *args) -> list[Future]:
+    """Submit tasks and return at once (their results are not needed, only their side
+    effects in the workers, such as cached tables)."""
+    pool = get_pool(workers)
+    return [_submit(pool, fn, c, *args) for c in chunks]
 
 
 def map_ordered(fn: Callable, chunks: Sequence, workers: int, *args, lookahead: int | None = None

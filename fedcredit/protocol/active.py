@@ -17,6 +17,7 @@ from ..psi import PsiBank, split_points
 from . import messages as m
 from .channel import Channel
 from .packing import GradientLayout, rows_from_bytes, rows_to_bytes
+from .timing import Stopwatch
 
 
 @dataclass
@@ -73,6 +74,7 @@ class ActiveSession:
         self.min_node_samples = int(opened.min_node_samples)
         self.max_trees = int(opened.max_trees)
         self.alignment: Alignment | None = None
+        self.watch = Stopwatch()
 
     def close(self) -> None:
         try:
@@ -122,12 +124,15 @@ class ActiveSession:
         return int(r.n_candidates)
 
     def send_gradients(self, tree: int, rows: np.ndarray, layout: GradientLayout,
-                       g_int: np.ndarray, h_int: np.ndarray, chunk: int = 2048) -> int:
+                       g_int: np.ndarray, h_int: np.ndarray, chunk: int | None = None) -> int:
         """Encrypt ``g * 2**w_h + h`` per row and stream it; encryption overlaps sending.
 
         **Privacy**: the holder receives one Paillier ciphertext per row of the tree.
         """
         plain = layout.pack_rows(g_int, h_int)
+        if chunk is None:  # small chunks: the holder starts summing sooner
+            import os
+            chunk = int(os.environ.get("FEDCREDIT_CHUNK", "1024"))
 
         def requests() -> Iterator:
             yield m.TreeStart(session_id=self.id, tree=tree, slot_bits=layout.slot_bits,
@@ -137,7 +142,8 @@ class ActiveSession:
                 yield m.GradientChunk(offset=offset, ciphertexts=data)
                 offset += len(data) // self.pk.ciphertext_bytes
 
-        ack = _single(self.channel.exchange(requests()))
+        with self.watch("bank_encrypt_and_upload"):
+            ack = _single(self.channel.exchange(requests()))
         return int(ack.count)
 
     def layer(self, tree: int, depth: int, tasks: list[m.NodeTask], layout: GradientLayout
@@ -146,8 +152,9 @@ class ActiveSession:
 
         Returns node id -> (stats received, positions to derive as parent - sibling).
         """
-        msgs = list(self.channel.exchange([m.LayerRequest(session_id=self.id, tree=tree,
-                                                          depth=depth, tasks=tasks)]))
+        with self.watch("bank_wait_layer"):
+            msgs = list(self.channel.exchange([m.LayerRequest(session_id=self.id, tree=tree,
+                                                              depth=depth, tasks=tasks)]))
         pk = self.pk
         batches, metas = [], []
         for r in msgs:
@@ -157,7 +164,8 @@ class ActiveSession:
             batches.append(cv)
             metas.append(r)
         total = pk._wrap([]) if not batches else type(batches[0]).concat(batches)
-        plain = self.sk.decrypt(total, workers=self.workers) if len(total) else []
+        with self.watch("bank_decrypt"):
+            plain = self.sk.decrypt(total, workers=self.workers) if len(total) else []
         out, at = {}, 0
         for r, cv in zip(metas, batches):
             part = plain[at:at + len(cv)]
@@ -171,7 +179,8 @@ class ActiveSession:
         return out
 
     def split(self, tree: int, choices: list[m.SplitChoice]) -> dict[int, m.SplitOutcome]:
-        r = self.channel.call(m.SplitRequest(session_id=self.id, tree=tree, choices=choices))
+        with self.watch("bank_wait_split"):
+            r = self.channel.call(m.SplitRequest(session_id=self.id, tree=tree, choices=choices))
         return {o.node_id: o for o in r.outcomes}
 
     def finish_tree(self, tree: int, nodes: list[m.TreeNode]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..crypto import CipherVector, PublicKey
+from ..crypto.parallel import default_workers, thread_map
 
 MAX_GROUP = 6
 
@@ -72,6 +73,7 @@ class NodeHistogram:
         self._cells: list[np.ndarray] = []
         self._keys: list[np.ndarray] = []
         self._acc: list[list] = []
+        self._threads = max(1, min(default_workers(), len(self.groups)))
         for g in self.groups:
             key = np.zeros(self.n, dtype=np.int64)
             for f in g:
@@ -96,15 +98,24 @@ class NodeHistogram:
         return total
 
     def add(self, values: list) -> None:
-        """Fold in the ciphertexts of the next ``len(values)`` rows of the node."""
+        """Fold in the ciphertexts of the next ``len(values)`` rows of the node.
+
+        Feature groups have separate accumulators, so they are summed on parallel threads.
+        """
         N = self.pk.cipher_modulus
         lo, hi = self.pos, self.pos + len(values)
         if hi > self.n:
             raise ValueError("more ciphertexts than the node has rows")
-        for cells, acc in zip(self._cells, self._acc):
-            for c, x in zip(cells[lo:hi].tolist(), values):
-                cur = acc[c]
-                acc[c] = x if cur is None else cur * x % N
+
+        def run(group_ids):
+            for gi in group_ids:
+                acc = self._acc[gi]
+                for c, x in zip(self._cells[gi][lo:hi].tolist(), values):
+                    cur = acc[c]
+                    acc[c] = x if cur is None else cur * x % N
+
+        buckets = [list(range(k, len(self.groups), self._threads)) for k in range(self._threads)]
+        thread_map(run, [b for b in buckets if b])
         self.pos = hi
 
     def finish(self) -> CipherVector:

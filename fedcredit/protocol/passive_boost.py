@@ -30,6 +30,7 @@ from . import messages as m
 from .hooks import HolderPolicy, StoredModel
 from .histograms import NodeHistogram, cumulative_by_feature
 from .packing import rows_from_bytes, rows_to_bytes
+from .timing import Stopwatch
 
 _SYSRAND = random.SystemRandom()
 
@@ -93,6 +94,7 @@ class HolderBoost:
                                  [str(c) for c in feats.columns], self.mapper.to_dict())
         self._next_record = 1
         self.tree: _Tree | None = None
+        self.watch = Stopwatch()
 
     @property
     def n_candidates(self) -> int:
@@ -140,11 +142,13 @@ class HolderBoost:
             raise ProtocolError("gradients arrived before TreeStart")
         if offset != len(t.cts):
             raise ProtocolError(f"gradient chunk at offset {offset}, expected {len(t.cts)}")
-        batch = self.pk.from_bytes_batch(data, what="gradient ciphertexts")
+        with self.watch("holder_validate"):
+            batch = self.pk.from_bytes_batch(data, what="gradient ciphertexts")
         if len(t.cts) + len(batch) > len(t.rows):
             raise InvalidInput("more gradient ciphertexts than tree rows")
         t.cts.extend(batch.values)
-        t.root_hist.add(batch.values)  # overlap: sum while later chunks are encrypted
+        with self.watch("holder_histograms"):
+            t.root_hist.add(batch.values)  # overlap: sum while later chunks are encrypted
 
     def finish_gradients(self) -> int:
         t = self.tree
@@ -225,12 +229,13 @@ class HolderBoost:
             if len(rows) < floor:
                 raise PolicyViolation(f"node {nid} holds {len(rows)} enterprises, below the "
                                       f"holder's min_node_samples={floor}")
-            if task.sibling_id >= 0:
-                hist = self.pk.sub(t.node_hist[task.parent_id], hist_of[task.sibling_id])
-            elif nid == 0:
-                hist = t.node_hist[0]
-            else:
-                hist = self._node_hist(t, rows)
+            with self.watch("holder_histograms"):
+                if task.sibling_id >= 0:
+                    hist = self.pk.sub(t.node_hist[task.parent_id], hist_of[task.sibling_id])
+                elif nid == 0:
+                    hist = t.node_hist[0]
+                else:
+                    hist = self._node_hist(t, rows)
             rows_of[nid], hist_of[nid] = rows, hist
             left_of[nid] = self._left_counts(t, rows)
         out = []
@@ -266,7 +271,8 @@ class HolderBoost:
         slots = self.pk.plaintext_bits // t.slot_bits
         if len(chosen) == 0:
             return m.NodeCandidates(node_id=nid, slots=slots, count=0, derived=derived)
-        cum = cumulative_by_feature(self.pk, hist, self.sizes, self.offsets)
+        with self.watch("holder_cumulative"):
+            cum = cumulative_by_feature(self.pk, hist, self.sizes, self.offsets)
         N = self.pk.cipher_modulus
         hv = hist.values
         values = []
@@ -280,7 +286,10 @@ class HolderBoost:
         groups = -(-len(values) // slots)
         values += [one] * (groups * slots - len(values))
         columns = [self.pk._wrap(values[j::slots]) for j in range(slots)]
-        packed = self.pk.rerandomize(self.pk.pack(columns, t.slot_bits))
+        with self.watch("holder_pack"):
+            packed = self.pk.pack(columns, t.slot_bits)
+        with self.watch("holder_rerandomize"):
+            packed = self.pk.rerandomize(packed)
         return m.NodeCandidates(node_id=nid, positions=rows_to_bytes(positions),
                                 packed=self.pk.to_bytes_batch(packed), slots=slots,
                                 count=len(chosen), derived=derived)

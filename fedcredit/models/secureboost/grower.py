@@ -12,6 +12,7 @@ splits only if its gain is positive.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,6 +58,7 @@ class TreeGrower:
         self.params = params
         self.max_depth = int(max_depth)
         self.holder = holder
+        self.split_seconds = 0.0  # the bank's split finding, for the time budget
 
     # -- bank side --------------------------------------------------------------------------
     def _bank_best(self, rows: np.ndarray, g_int, h_int, G: int, H: int):
@@ -115,8 +117,10 @@ class TreeGrower:
             for i in splittable:
                 r = node_rows[i]
                 G, H = int(g_int[r].sum()), int(h_int[r].sum())
+                t_split = time.perf_counter()
                 bgain, bk = self._bank_best(r, g_int, h_int, G, H)
                 hgain, ties = self._holder_best(stats.get(i), G, H)
+                self.split_seconds += time.perf_counter() - t_split
                 if hgain > bgain and hgain > 0:
                     choices.append(m.SplitChoice(node_id=i, positions=rows_to_bytes(ties),
                                                  left_id=next_id, right_id=next_id + 1))
