@@ -136,9 +136,30 @@ class PublicKey(ABC):
     def encrypt(self, plaintexts: Sequence[int]) -> CipherVector:
         """Encrypt signed integers with the public key only."""
 
-    @abstractmethod
+    def _random_zeros_now(self, count: int, threads: bool = True) -> list:
+        """Compute fresh encryptions of zero with full-entropy randomness."""
+        raise NotImplementedError
+
     def random_zeros(self, count: int) -> list:
-        """Fresh encryptions of zero with full-entropy randomness (for re-randomisation)."""
+        """Fresh encryptions of zero (for re-randomisation), from the pool when one runs."""
+        pool = getattr(self, "_zero_pool", None)
+        got = pool.take(count) if pool is not None else []
+        if len(got) < count:
+            got.extend(self._random_zeros_now(count - len(got)))
+        return got
+
+    def start_zero_pool(self, capacity: int = 2048) -> None:
+        """Precompute encryptions of zero in the background (see :mod:`.zeropool`)."""
+        from .zeropool import ZeroPool
+
+        if getattr(self, "_zero_pool", None) is None:
+            self._zero_pool = ZeroPool(self, capacity)
+
+    def stop_zero_pool(self) -> None:
+        pool = getattr(self, "_zero_pool", None)
+        if pool is not None:
+            pool.close()
+            self._zero_pool = None
 
     @abstractmethod
     def trivial(self, plaintexts: Sequence[int]) -> list:

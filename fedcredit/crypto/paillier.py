@@ -107,7 +107,7 @@ class PaillierPublicKey(PublicKey):
             self._table = FixedBaseTable(self.hs, self.nsquare, self.exponent_bits, 8)
         return self._table
 
-    def random_zeros(self, count: int) -> list:
+    def _random_zeros_now(self, count: int, threads: bool = True) -> list:
         """``r**n mod n**2`` with r uniform among the units mod n (full entropy)."""
         if count == 0:
             return []
@@ -117,6 +117,8 @@ class PaillierPublicKey(PublicKey):
             r = mpz(secrets.randbelow(int(n) - 1) + 1)
             if gmpy2.gcd(r, n) == 1:
                 rs.append(r)
+        if not threads:
+            return list(gmpy2.powmod_base_list(rs, n, N))
         parts = parallel.thread_map(lambda part: gmpy2.powmod_base_list(part, n, N),
                                     parallel.split_evenly(rs))
         return [z for part in parts for z in part]
@@ -129,7 +131,7 @@ class PaillierPublicKey(PublicKey):
         N = self.nsquare
         nude = self.trivial(self._checked(plaintexts))
         if self.obfuscator == "full":
-            obf = self.random_zeros(len(nude))
+            obf = self._random_zeros_now(len(nude))
         else:
             obf = self._public_table().random_powers(len(nude))
         return self._wrap([a * b % N for a, b in zip(nude, obf)])
@@ -218,7 +220,7 @@ class PaillierPrivateKey(PrivateKey):
         ms = [mpz(int(m)) % n for m in plaintexts]
         count = len(ms)
         if pk.obfuscator == "full":
-            rs = pk.random_zeros(count)
+            rs = pk._random_zeros_now(count)
             op = [r % p2 for r in rs]
             oq = [r % q2 for r in rs]
         else:

@@ -139,8 +139,9 @@ class PassiveParty:
     def _expire_idle(self) -> None:
         cutoff = time.time() - self.policy.session_idle_seconds
         with self._lock:
-            for sid in [k for k, s in self._sessions.items() if s.last_used < cutoff]:
-                del self._sessions[sid]
+            idle = [s for s in self._sessions.values() if s.last_used < cutoff]
+        for s in idle:
+            self._drop(s)
 
     def _ping(self, caller, msg, rest):
         yield m.Pong(holder_name=self.name, library_version=__version__)
@@ -175,10 +176,15 @@ class PassiveParty:
                               feature_names=list(self.feature_names),
                               min_node_samples=pol.min_node_samples, max_trees=pol.max_trees)
 
-    def _close_session(self, caller, msg: m.CloseSession, rest):
-        s = self.session(caller, msg.session_id)
+    def _drop(self, s: Session) -> None:
         with self._lock:
             self._sessions.pop(s.id, None)
+        if s.boost is not None:
+            s.boost.close()
+
+    def _close_session(self, caller, msg: m.CloseSession, rest):
+        s = self.session(caller, msg.session_id)
+        self._drop(s)
         self._audit(caller, s, "close_session", 0)
         yield m.Ack(session_id=s.id)
 
@@ -249,6 +255,8 @@ class PassiveParty:
         with s.lock:
             feats = self.aligned_features(s)
             rows = rows_from_bytes(msg.rows, len(feats), "training rows")
+            if s.boost is not None:
+                s.boost.close()
             s.boost = HolderBoost(feats, rows, s.public_key, self.policy, msg.max_bin,
                                   msg.min_child_samples, s.bank, s.purpose)
             self._audit(caller, s, "boost_start", len(rows))

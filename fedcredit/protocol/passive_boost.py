@@ -95,6 +95,12 @@ class HolderBoost:
         self._next_record = 1
         self.tree: _Tree | None = None
         self.watch = Stopwatch()
+        # re-randomisers are computed while the holder waits for the bank
+        public_key.start_zero_pool(capacity=min(4096, 8 * self.n_candidates + 64))
+
+    def close(self) -> None:
+        """Stop background work; called when the session ends."""
+        self.pk.stop_zero_pool()
 
     @property
     def n_candidates(self) -> int:
