@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     ap.add_argument("--allow-insecure-keys", action="store_true")
     ap.add_argument("--min-node-samples", type=int, default=20)
     ap.add_argument("--name", default="simulated-holder")
+    ap.add_argument("--stats-out", help="on exit, write the last training session's time "
+                                        "budget and this process's peak memory (JSON)")
     a = ap.parse_args(argv)
     features = load_csv_table(a.csv, a.id_column)
     policy = HolderPolicy(allow_insecure_keys=a.allow_insecure_keys,
@@ -57,6 +59,13 @@ def main(argv=None) -> int:
         threading.Thread(target=watch_parent, daemon=True).start()
     done.wait()
     server.stop(grace=2)
+    if a.stats_out:
+        import json
+        import resource
+
+        stats = {"time_budget_holder": party.last_timings,
+                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        Path(a.stats_out).write_text(json.dumps(stats))
     return 0
 
 
@@ -73,12 +82,15 @@ class EphemeralHolder:
     """
 
     def __init__(self, csv, id_column: str, tls_dir, *, allow_insecure_keys: bool = False,
-                 min_node_samples: int = 20, startup_timeout: float = 120.0):
+                 min_node_samples: int = 20, startup_timeout: float = 120.0,
+                 stats_out=None):
         self.args = [sys.executable, "-m", "fedcredit.holder.ephemeral", "--csv", str(csv),
                      "--id-column", id_column, "--tls-dir", str(tls_dir),
                      "--min-node-samples", str(min_node_samples)]
         if allow_insecure_keys:
             self.args.append("--allow-insecure-keys")
+        if stats_out:
+            self.args += ["--stats-out", str(stats_out)]
         self.tls_dir = tls_dir
         self.startup_timeout = startup_timeout
         self.proc = None

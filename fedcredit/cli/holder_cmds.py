@@ -1,0 +1,373 @@
+"""``fedcredit holder ...``: the platform operator's commands (one holder directory each).
+
+    fedcredit holder init --dir D                      config, store, dev certificates
+    fedcredit holder load-features --dir D --csv F --id-column uscc
+    fedcredit holder consent import|revoke|list --dir D ...
+    fedcredit holder serve --dir D                     the gRPC service (SIGTERM stops it)
+    fedcredit holder audit verify|export --dir D ...
+    fedcredit holder stats --dir D                     requests per bank and purpose
+    fedcredit holder status --dir D                    what the store holds
+    fedcredit holder issue-bank-cert --dir D --bank NAME   (development CA only)
+
+Commands that change the store append an operator record to the audit log. Exit codes:
+0 done, 1 refused or check failed (rejected rows, a tampered log), 2 an error.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("holder", help="the data holder's service: init, features, consent, "
+                                      "serve, audit, stats")
+    hs = p.add_subparsers(dest="holder_command", required=True)
+
+    s = hs.add_parser("init", help="write holder.toml, an empty store and dev certificates")
+    _dir(s)
+    s.add_argument("--tls-dir", help="existing certificates (ca.pem, holder.pem, holder.key); "
+                                     "without it development ones are made under DIR/tls")
+    s.add_argument("--listen", default="127.0.0.1:50051", help="host:port to serve on")
+    s.add_argument("--name", default="credit-data-holder", help="holder name shown to banks")
+    s.add_argument("--bank", action="append", dest="banks",
+                   help="bank certificate name to allow (repeatable; dev certs are made for "
+                        "each; default demo-bank without --tls-dir)")
+    s.add_argument("--purpose", action="append", dest="purposes",
+                   help="allowed purpose (repeatable; default credit)")
+    s.add_argument("--force", action="store_true",
+                   help="rewrite an existing holder.toml (and dev certs); the store is kept")
+    s.set_defaults(func=_init)
+
+    s = hs.add_parser("load-features", help="validate and atomically replace the feature table")
+    _dir(s)
+    s.add_argument("--csv", "--file", dest="file", required=True,
+                   help="CSV file, or Parquet if it ends in .parquet")
+    s.add_argument("--id-column", default="uscc")
+    s.add_argument("--skip-invalid", action="store_true",
+                   help="load the valid rows even if some are rejected (default: refuse the "
+                        "whole file and keep the current table)")
+    s.add_argument("--rejects-out", help="write every rejected row and its reason to this CSV")
+    s.set_defaults(func=_load_features)
+
+    c = hs.add_parser("consent", help="the enterprise-authorisation registry")
+    cs = c.add_subparsers(dest="consent_command", required=True)
+    s = cs.add_parser("import", help="import consents (uscc,bank,purpose,granted_at,expires_at)")
+    _dir(s)
+    s.add_argument("--csv", required=True)
+    s.add_argument("--skip-invalid", action="store_true",
+                   help="apply the valid rows even if some are rejected")
+    s.add_argument("--rejects-out")
+    s.set_defaults(func=_consent_import)
+    s = cs.add_parser("revoke", help="revoke an enterprise's consent for a bank")
+    _dir(s)
+    s.add_argument("--uscc", required=True)
+    s.add_argument("--bank", required=True)
+    s.add_argument("--purpose", help="only this purpose (default: all purposes)")
+    s.set_defaults(func=_consent_revoke)
+    s = cs.add_parser("list", help="list consents as CSV")
+    _dir(s)
+    s.add_argument("--bank")
+    s.add_argument("--uscc")
+    s.add_argument("--status", default="all",
+                   choices=("all", "active", "pending", "expired", "revoked"))
+    s.set_defaults(func=_consent_list)
+
+    s = hs.add_parser("serve", help="run the holder's gRPC service (mTLS, health checks)")
+    _dir(s)
+    s.add_argument("--port-file", help="write the port here once listening (for listen "
+                                       "addresses with port 0)")
+    s.set_defaults(func=_serve)
+
+    a = hs.add_parser("audit", help="the tamper-evident audit log")
+    aus = a.add_subparsers(dest="audit_command", required=True)
+    s = aus.add_parser("verify", help="recompute the hash chain (exit 1 naming the first bad "
+                                      "record)")
+    _dir(s)
+    s.add_argument("--anchor", action="append", default=[],
+                   help="seq:hash recorded earlier outside the holder (repeatable)")
+    s.set_defaults(func=_audit_verify)
+    s = aus.add_parser("export", help="records as JSON lines or CSV")
+    _dir(s)
+    s.add_argument("--since", help="ISO date/time (UTC) or 7d / 24h / 30m")
+    s.add_argument("--until")
+    s.add_argument("--format", default="jsonl", choices=("jsonl", "csv"))
+    s.add_argument("--out", help="file (default: standard output)")
+    s.set_defaults(func=_audit_export)
+
+    s = hs.add_parser("stats", help="requests per bank and purpose, enterprises served")
+    _dir(s)
+    s.add_argument("--since")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_stats)
+
+    s = hs.add_parser("status", help="what the holder's store holds")
+    _dir(s)
+    s.set_defaults(func=_status)
+
+    s = hs.add_parser("issue-bank-cert", help="a client certificate for a bank, signed by the "
+                                              "development CA in DIR/tls")
+    _dir(s)
+    s.add_argument("--bank", required=True)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=_issue_cert)
+
+
+def _dir(p) -> None:
+    p.add_argument("--dir", required=True, help="the holder directory")
+
+
+def _open(d, create: bool = False):
+    from ..holder import config, store
+
+    cfg = config.load_config(d)
+    return cfg, store.connect(cfg.db_path, create=create)
+
+
+# -- init ---------------------------------------------------------------------------------------
+def _init(a) -> int:
+    from ..errors import InvalidInput
+    from ..holder import audit, config, store
+    from ..transport.tls import make_dev_certs, server_credentials
+
+    d = Path(a.dir)
+    cfg_path = d / config.CONFIG_NAME
+    if cfg_path.exists() and not a.force:
+        raise InvalidInput(f"{cfg_path} exists: this directory is already initialised "
+                           "(--force rewrites the configuration; the store is kept)")
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    purposes = tuple(a.purposes or ("credit",))
+    if a.tls_dir:
+        tls = Path(a.tls_dir).resolve()
+        server_credentials(tls)  # fail now, naming the file, not at serve time
+        banks = a.banks  # None: an empty list, the operator names the banks
+        tls_text = str(tls)
+    else:
+        banks = a.banks or ["demo-bank"]
+        make_dev_certs(d / config.TLS_DIR, bank_names=tuple(banks), overwrite=a.force)
+        tls_text = config.TLS_DIR
+    text = config.render(a.name, a.listen, tls_text, banks, purposes)
+    tmp = cfg_path.with_name(cfg_path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(cfg_path)
+    cfg = config.load_config(d)  # what we wrote must read back
+    con = store.connect(cfg.db_path, create=True)
+    try:
+        audit.record_operator(con, "init", f"forced={bool(a.force)} listen={cfg.listen} "
+                                           f"dev_certs={not a.tls_dir}")
+    finally:
+        con.close()
+    print(f"initialised holder directory {d}")
+    print(f"  configuration  {cfg_path}")
+    print(f"  store          {cfg.db_path}")
+    print(f"  certificates   {cfg.tls_dir}" + ("" if a.tls_dir else "  (development CA)"))
+    if banks is None:
+        print("  allowed_banks is empty: name the banks' certificate CNs in holder.toml")
+    print("next: fedcredit holder load-features --dir ... --csv FEATURES.csv --id-column uscc")
+    return 0
+
+
+# -- features ----------------------------------------------------------------------------------
+def _load_features(a) -> int:
+    from ..holder import features
+
+    cfg, con = _open(a.dir)
+    try:
+        r = features.load_features(cfg, con, a.file, a.id_column, skip_invalid=a.skip_invalid)
+    finally:
+        con.close()
+    if r.rejects.count:
+        print(r.rejects.report(f"{a.file}"))
+        if a.rejects_out:
+            r.rejects.write_csv(a.rejects_out)
+            print(f"rejected rows written to {a.rejects_out}")
+    if not r.applied:
+        print(f"load refused: {r.rejects.count} invalid rows; the feature table is unchanged "
+              f"(version {r.version}). Fix the file, or pass --skip-invalid to load the "
+              f"{r.rows - r.rejects.count} valid rows.")
+        return 1
+    kinds = list(r.columns.values())
+    print(f"loaded {r.loaded} enterprises x {len(kinds)} features "
+          f"({kinds.count('numeric')} numeric, {kinds.count('categorical')} categorical) as "
+          f"version {r.version}" + (f"; skipped {r.rejects.count} rejected rows"
+                                    if r.rejects.count else ""))
+    return 0
+
+
+# -- consent ----------------------------------------------------------------------------------
+def _consent_import(a) -> int:
+    from ..holder import consent
+
+    cfg, con = _open(a.dir)
+    try:
+        r = consent.import_consents(con, a.csv, cfg.policy.allowed_purposes,
+                                    skip_invalid=a.skip_invalid)
+    finally:
+        con.close()
+    if r.rejects.count:
+        print(r.rejects.report(a.csv))
+        if a.rejects_out:
+            r.rejects.write_csv(a.rejects_out)
+    if not r.applied:
+        print(f"import refused: {r.rejects.count} invalid rows; the registry is unchanged. "
+              "Fix the file, or pass --skip-invalid to apply the valid rows.")
+        return 1
+    print(f"imported {r.imported} consents" +
+          (f" ({r.reactivated} re-granted after a revocation)" if r.reactivated else "") +
+          (f"; skipped {r.rejects.count} rejected rows" if r.rejects.count else ""))
+    return 0
+
+
+def _consent_revoke(a) -> int:
+    from ..holder import consent
+
+    _, con = _open(a.dir)
+    try:
+        now, before = consent.revoke(con, a.uscc.strip(), a.bank.strip(), a.purpose)
+    finally:
+        con.close()
+    if now:
+        print(f"revoked {now} consent(s) of {a.uscc} for bank {a.bank}; effective from the "
+              "bank's next request")
+    else:
+        print(f"the consent(s) of {a.uscc} for bank {a.bank} were already revoked")
+    return 0
+
+
+def _consent_list(a) -> int:
+    from ..holder import consent
+
+    _, con = _open(a.dir)
+    try:
+        df = consent.list_consents(con, bank=a.bank, uscc=a.uscc, state=a.status)
+    finally:
+        con.close()
+    df.to_csv(sys.stdout, index=False)
+    counts = df["status"].value_counts().to_dict() if len(df) else {}
+    print(f"{len(df)} consents: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                                     or "none"), file=sys.stderr)
+    return 0
+
+
+# -- serve ----------------------------------------------------------------------------------------
+def _serve(a) -> int:
+    from ..holder.service import serve
+
+    return serve(a.dir, port_file=a.port_file)
+
+
+# -- audit ----------------------------------------------------------------------------------------
+def _audit_verify(a) -> int:
+    from ..holder import audit
+
+    anchors = [audit.parse_anchor(x) for x in a.anchor]
+    _, con = _open(a.dir)
+    try:
+        r = audit.verify(con, anchors)
+    finally:
+        con.close()
+    if r.ok:
+        print(f"audit log intact: {r.records} records; head {r.head_seq}:{r.head_hash}")
+        print("(keep the head somewhere outside this machine; check it later with --anchor)")
+        return 0
+    print(f"AUDIT LOG TAMPERED: {r.problem}", file=sys.stderr)
+    print(f"first bad record: seq={r.bad_seq}; {r.records} records before it are intact",
+          file=sys.stderr)
+    return 1
+
+
+def _audit_export(a) -> int:
+    from ..holder import audit
+
+    _, con = _open(a.dir)
+    try:
+        if a.out:
+            tmp = Path(a.out + ".tmp")
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                n = audit.export(con, a.since, a.until, a.format, f)
+            tmp.replace(a.out)
+        else:
+            n = audit.export(con, a.since, a.until, a.format, sys.stdout)
+    finally:
+        con.close()
+    print(f"exported {n} audit records", file=sys.stderr)
+    return 0
+
+
+def _stats(a) -> int:
+    from ..holder import audit
+
+    _, con = _open(a.dir)
+    try:
+        rows = audit.stats(con, a.since)
+    finally:
+        con.close()
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no bank requests recorded" + (f" since {a.since}" if a.since else ""))
+        return 0
+    head = ("bank", "purpose", "requests", "sessions", "enterprises_aligned",
+            "enterprises_scored", "trees_trained", "models", "refused")
+    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in head]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    for r in rows:
+        print("  ".join(str(r[h]).ljust(w) for h, w in zip(head, widths)))
+    return 0
+
+
+def _status(a) -> int:
+    from ..holder import audit, features
+
+    cfg, con = _open(a.dir)
+    try:
+        cur = features.current(con)
+        consents = dict(con.execute("SELECT CASE WHEN revoked_at IS NOT NULL THEN 'revoked' "
+                                    "WHEN expires_at <= strftime('%s','now') THEN 'expired' "
+                                    "ELSE 'active' END, COUNT(*) FROM consent GROUP BY 1"))
+        models = con.execute("SELECT COUNT(*) FROM models").fetchone()[0]
+        sessions = dict(con.execute("SELECT state, COUNT(*) FROM sessions GROUP BY state"))
+        head = con.execute("SELECT seq, hash FROM audit_chain_head").fetchone()
+        last = con.execute("SELECT ts, operation FROM audit_log ORDER BY seq DESC LIMIT 1"
+                           ).fetchone()
+    finally:
+        con.close()
+    print(f"holder        {cfg.name} ({cfg.dir})")
+    print(f"listen        {cfg.listen}")
+    if cur:
+        print(f"features      version {cur['version']}: {cur['rows']} enterprises x "
+              f"{cur['columns']} columns, loaded {audit_ts(cur['loaded_at'])}")
+    else:
+        print("features      none loaded")
+    print(f"consents      {consents or 'none'}")
+    print(f"models        {models}")
+    print(f"sessions      {sessions or 'none'}")
+    print(f"audit log     {head[0] if head else 0} records" +
+          (f", last {last[1]} at {last[0]}" if last else ""))
+    return 0
+
+
+def audit_ts(epoch: float) -> str:
+    from ..holder.consent import fmt_time
+
+    return fmt_time(epoch)
+
+
+def _issue_cert(a) -> int:
+    from ..holder import audit, config
+    from ..transport.tls import issue_bank_cert
+
+    cfg, con = _open(a.dir)
+    try:
+        files = issue_bank_cert(cfg.tls_dir, a.bank, overwrite=a.overwrite)
+        audit.record_operator(con, "issue_bank_cert", f"bank={a.bank}", bank=a.bank)
+    finally:
+        con.close()
+    for p in files.values():
+        print(p)
+    allowed = cfg.policy.allowed_banks
+    if allowed is not None and a.bank not in allowed:
+        print(f"note: {a.bank!r} is not in policy.allowed_banks of "
+              f"{cfg.dir / config.CONFIG_NAME}; add it and restart the server to serve it")
+    return 0

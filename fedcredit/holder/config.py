@@ -1,0 +1,290 @@
+"""``holder.toml``: the operator's configuration of a holder directory, read and written here.
+
+A holder directory holds everything the service persists::
+
+    D/holder.toml      this configuration (policy, listen address, TLS paths)
+    D/holder.db        SQLite store: audit log, consents, model lookup tables, sessions,
+                       feature-load history (WAL mode; see :mod:`fedcredit.holder.store`)
+    D/features/        the current feature table, one Parquet file per load
+    D/tls/             development certificates made by ``fedcredit holder init``
+
+The file is written from a commented template (no TOML writer needed) and read with
+``tomllib`` (``tomli`` on Python 3.10). Unknown keys are errors: a misspelt policy knob
+must never be silently ignored.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InvalidInput
+from ..protocol.hooks import HolderPolicy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+CONFIG_NAME = "holder.toml"
+DB_NAME = "holder.db"
+FEATURES_DIR = "features"
+TLS_DIR = "tls"
+#: keys below this size need ``allow_insecure_keys = true`` (tests only)
+SECURE_KEY_BITS = 2048
+_BANK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass
+class Policy:
+    """The ``[policy]`` table: what the holder allows every bank."""
+
+    allowed_banks: tuple[str, ...] | None = ()  # None: any bank whose certificate the CA signed
+    allowed_purposes: tuple[str, ...] = ("credit",)
+    min_node_samples: int = 20
+    max_trees_per_session: int = 200
+    max_sessions_per_day: int = 100  # per bank, UTC day; 0 = no cap
+    max_trees_per_day: int = 2000  # per bank, UTC day; 0 = no cap
+    max_concurrent_sessions: int = 16
+    session_idle_seconds: float = 1800.0
+    max_predict_ids: int = 1_000_000
+    min_key_bits: int = SECURE_KEY_BITS
+    allow_insecure_keys: bool = False
+
+    def holder_policy(self) -> HolderPolicy:
+        """The protocol core's policy object.
+
+        ``allow_insecure_keys`` only permits a ``min_key_bits`` below 2048; the floor itself
+        is always enforced, so the protocol core gets ``allow_insecure_keys=False``.
+        """
+        return HolderPolicy(
+            min_key_bits=self.min_key_bits, allow_insecure_keys=False,
+            min_node_samples=self.min_node_samples, max_trees=self.max_trees_per_session,
+            max_sessions=self.max_concurrent_sessions,
+            session_idle_seconds=self.session_idle_seconds,
+            allowed_purposes=tuple(self.allowed_purposes), allowed_banks=self.allowed_banks,
+            max_predict_ids=self.max_predict_ids)
+
+
+@dataclass
+class HolderConfig:
+    """A parsed ``holder.toml``; paths are absolute (relative ones are taken from ``dir``)."""
+
+    dir: Path
+    name: str = "credit-data-holder"
+    listen: str = "127.0.0.1:50051"
+    tls_dir: Path = Path(TLS_DIR)
+    max_workers: int = 16
+    shutdown_grace_seconds: float = 5.0
+    log_format: str = "json"  # "json" or "text"
+    log_level: str = "info"
+    feature_labels: dict[str, str] = field(default_factory=dict)
+    feature_types: dict[str, str] = field(default_factory=dict)
+    policy: Policy = field(default_factory=Policy)
+
+    @property
+    def db_path(self) -> Path:
+        return self.dir / DB_NAME
+
+    @property
+    def features_dir(self) -> Path:
+        return self.dir / FEATURES_DIR
+
+
+# -- writing ----------------------------------------------------------------------------------
+def _toml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _toml_list(items) -> str:
+    return "[" + ", ".join(_toml_str(i) for i in items) + "]"
+
+
+def render(name: str, listen: str, tls_dir: str, banks: list[str] | None,
+           purposes: tuple[str, ...] = ("credit",)) -> str:
+    """The text of a new ``holder.toml`` (every knob present, with its meaning)."""
+    if banks is None:
+        bank_line = ('allowed_banks = []          # certificate common names (CN) of the banks '
+                     'served; ["*"] = any bank whose certificate your CA signed')
+    else:
+        bank_line = (f"allowed_banks = {_toml_list(banks)}  # certificate common names (CN); "
+                     '["*"] = any bank whose certificate your CA signed')
+    return f"""# fedcredit holder configuration. Paths are relative to this file's directory.
+# Changes take effect when `fedcredit holder serve` is restarted.
+
+[holder]
+name = {_toml_str(name)}           # shown to banks
+listen = {_toml_str(listen)}        # host:port; 0.0.0.0:50051 to serve other machines
+
+[tls]
+# ca.pem (the CA that signs bank certificates), holder.pem and holder.key (this server).
+dir = {_toml_str(tls_dir)}
+
+[server]
+max_workers = 16                # concurrent gRPC calls
+shutdown_grace_seconds = 5      # on SIGTERM: running calls get this long to finish
+log_format = "json"             # "json" (one object per line) or "text" (key=value)
+log_level = "info"
+
+[policy]
+{bank_line}
+allowed_purposes = {_toml_list(purposes)}
+min_node_samples = 20           # no aggregate ever describes fewer enterprises
+max_trees_per_session = 200
+max_sessions_per_day = 100      # per bank, per UTC day (0 = no cap)
+max_trees_per_day = 2000        # per bank, per UTC day (0 = no cap)
+max_concurrent_sessions = 16
+session_idle_seconds = 1800     # an idle session is dropped (its memory freed) after this
+max_predict_ids = 1000000       # enterprises per scoring request
+min_key_bits = 2048             # smallest Paillier key a bank may send
+allow_insecure_keys = false     # must be true for min_key_bits below 2048 (tests only)
+
+[features]
+# Published names of feature columns (column name in your file = name banks see).
+# Changing a name breaks models trained under the old one.
+[features.labels]
+
+# Column kinds ("numeric" or "categorical"); a column not listed keeps the kind of the
+# previous load, or is inferred on its first load.
+[features.types]
+"""
+
+
+# -- reading ----------------------------------------------------------------------------------
+_SECTIONS = {
+    "holder": {"name", "listen"},
+    "tls": {"dir"},
+    "server": {"max_workers", "shutdown_grace_seconds", "log_format", "log_level"},
+    "policy": set(Policy.__dataclass_fields__),
+    "features": {"labels", "types"},
+}
+
+
+def load_config(directory) -> HolderConfig:
+    """Read and check ``D/holder.toml``.
+
+    Raises
+    ------
+    InvalidInput
+        The directory was never initialised, the file is not TOML, or a key is unknown,
+        of the wrong type or out of range (the message names the key).
+    """
+    d = Path(directory).resolve()
+    path = d / CONFIG_NAME
+    if not path.is_file():
+        raise InvalidInput(f"{d} is not a holder directory (no {CONFIG_NAME}); run "
+                           f"`fedcredit holder init --dir {directory}` first")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"{path}: not valid TOML: {e}") from None
+    for section, value in raw.items():
+        if section not in _SECTIONS:
+            raise InvalidInput(f"{path}: unknown section [{section}]")
+        if not isinstance(value, dict):
+            raise InvalidInput(f"{path}: {section} must be a table")
+        unknown = set(value) - _SECTIONS[section]
+        if unknown:
+            raise InvalidInput(f"{path}: unknown key {section}.{sorted(unknown)[0]}")
+    h, t, s = raw.get("holder", {}), raw.get("tls", {}), raw.get("server", {})
+    p, f = raw.get("policy", {}), raw.get("features", {})
+    cfg = HolderConfig(dir=d)
+    cfg.name = _str(h, "name", cfg.name, path, "holder")
+    cfg.listen = _str(h, "listen", cfg.listen, path, "holder")
+    if ":" not in cfg.listen:
+        raise InvalidInput(f"{path}: holder.listen must be host:port, got {cfg.listen!r}")
+    tls = Path(_str(t, "dir", TLS_DIR, path, "tls"))
+    cfg.tls_dir = tls if tls.is_absolute() else d / tls
+    cfg.max_workers = _int(s, "max_workers", cfg.max_workers, path, "server", 1, 1024)
+    cfg.shutdown_grace_seconds = _num(s, "shutdown_grace_seconds", cfg.shutdown_grace_seconds,
+                                      path, "server", 0, 3600)
+    cfg.log_format = _str(s, "log_format", cfg.log_format, path, "server")
+    if cfg.log_format not in ("json", "text"):
+        raise InvalidInput(f"{path}: server.log_format must be \"json\" or \"text\"")
+    cfg.log_level = _str(s, "log_level", cfg.log_level, path, "server").lower()
+    if cfg.log_level not in ("debug", "info", "warning", "error"):
+        raise InvalidInput(f"{path}: server.log_level must be debug, info, warning or error")
+    cfg.policy = _policy(p, path)
+    cfg.feature_labels = _str_map(f.get("labels", {}), path, "features.labels")
+    cfg.feature_types = _str_map(f.get("types", {}), path, "features.types")
+    bad = {k: v for k, v in cfg.feature_types.items() if v not in ("numeric", "categorical")}
+    if bad:
+        k = sorted(bad)[0]
+        raise InvalidInput(f"{path}: features.types.{k} must be \"numeric\" or \"categorical\"")
+    published = list(cfg.feature_labels.values())
+    if len(set(published)) != len(published):
+        raise InvalidInput(f"{path}: features.labels gives two columns the same name")
+    return cfg
+
+
+def _policy(p: dict, path: Path) -> Policy:
+    pol = Policy()
+    banks = p.get("allowed_banks", [])
+    if not isinstance(banks, list) or not all(isinstance(b, str) for b in banks):
+        raise InvalidInput(f"{path}: policy.allowed_banks must be a list of strings")
+    if "*" in banks:
+        if len(banks) != 1:
+            raise InvalidInput(f"{path}: policy.allowed_banks: \"*\" stands alone")
+        pol.allowed_banks = None
+    else:
+        for b in banks:
+            if not _BANK_NAME.fullmatch(b):
+                raise InvalidInput(f"{path}: policy.allowed_banks: {b!r} is not a certificate "
+                                   "common name of [A-Za-z0-9._-]")
+        pol.allowed_banks = tuple(banks)
+    purposes = p.get("allowed_purposes", list(pol.allowed_purposes))
+    if not isinstance(purposes, list) or not all(isinstance(x, str) and x for x in purposes):
+        raise InvalidInput(f"{path}: policy.allowed_purposes must be a list of non-empty strings")
+    pol.allowed_purposes = tuple(purposes)
+    sec = "policy"
+    pol.min_node_samples = _int(p, "min_node_samples", pol.min_node_samples, path, sec, 1, 10**9)
+    pol.max_trees_per_session = _int(p, "max_trees_per_session", pol.max_trees_per_session,
+                                     path, sec, 1, 10**6)
+    pol.max_sessions_per_day = _int(p, "max_sessions_per_day", pol.max_sessions_per_day, path,
+                                    sec, 0, 10**9)
+    pol.max_trees_per_day = _int(p, "max_trees_per_day", pol.max_trees_per_day, path, sec, 0,
+                                 10**9)
+    pol.max_concurrent_sessions = _int(p, "max_concurrent_sessions",
+                                       pol.max_concurrent_sessions, path, sec, 1, 10**5)
+    pol.session_idle_seconds = _num(p, "session_idle_seconds", pol.session_idle_seconds, path,
+                                    sec, 1, 10**7)
+    pol.max_predict_ids = _int(p, "max_predict_ids", pol.max_predict_ids, path, sec, 1, 10**9)
+    pol.min_key_bits = _int(p, "min_key_bits", pol.min_key_bits, path, sec, 256, 16384)
+    insecure = p.get("allow_insecure_keys", False)
+    if not isinstance(insecure, bool):
+        raise InvalidInput(f"{path}: policy.allow_insecure_keys must be true or false")
+    pol.allow_insecure_keys = insecure
+    if pol.min_key_bits < SECURE_KEY_BITS and not insecure:
+        raise InvalidInput(f"{path}: policy.min_key_bits = {pol.min_key_bits} is below "
+                           f"{SECURE_KEY_BITS}; set allow_insecure_keys = true to allow it "
+                           "(tests only)")
+    return pol
+
+
+def _str(d: dict, key: str, default: str, path: Path, sec: str) -> str:
+    v = d.get(key, default)
+    if not isinstance(v, str) or not v:
+        raise InvalidInput(f"{path}: {sec}.{key} must be a non-empty string")
+    return v
+
+
+def _int(d: dict, key: str, default: int, path: Path, sec: str, lo: int, hi: int) -> int:
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise InvalidInput(f"{path}: {sec}.{key} must be an integer in [{lo}, {hi}], got {v!r}")
+    return v
+
+
+def _num(d: dict, key: str, default: float, path: Path, sec: str, lo: float, hi: float) -> float:
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+        raise InvalidInput(f"{path}: {sec}.{key} must be a number in [{lo}, {hi}], got {v!r}")
+    return float(v)
+
+
+def _str_map(d, path: Path, where: str) -> dict[str, str]:
+    if not isinstance(d, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                          for k, v in d.items()):
+        raise InvalidInput(f"{path}: [{where}] must map column names to non-empty strings")
+    return dict(d)

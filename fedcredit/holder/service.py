@@ -1,0 +1,239 @@
+"""``fedcredit holder serve``: the protocol core wired to the persistent store, over mTLS gRPC.
+
+:class:`HolderParty` is the protocol core (:class:`~fedcredit.protocol.PassiveParty`) with the
+service's duties added around its steps, none of the steps re-implemented:
+
+- refused and failed requests are audited too (the core audits the requests it answers);
+- per-bank daily caps on sessions and trees, counted from the audit log (so they survive a
+  restart);
+- a ``sessions`` table: opened, closed, expired, or interrupted by a restart (in-flight
+  training state lives in memory and cannot outlive the process; a bank reopens a session);
+- a new feature table loaded by ``fedcredit holder load-features`` is picked up at the next
+  request (and by a background check), the previous one serving until the swap.
+
+:func:`serve` runs the server until SIGTERM or SIGINT, then stops gracefully (health
+NOT_SERVING, running calls get ``shutdown_grace_seconds``) and returns 0.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from ..errors import FedCreditError, ResourceLimit
+from ..protocol import PassiveParty
+from ..protocol import messages as m
+from . import audit, features, logs, store
+from .audit import SqliteAuditor
+from .config import HolderConfig, Policy, load_config
+from .consent import SqliteConsent
+from .modelstore import SqliteModelStore
+
+log = logging.getLogger("fedcredit.holder.service")
+
+
+class HolderParty(PassiveParty):
+    """The passive party of the holder service (see the module notes)."""
+
+    def __init__(self, cfg: HolderConfig, *, features_frame=None, features_version: int = 0):
+        self.cfg = cfg
+        self.limits: Policy = cfg.policy
+        self._db = store.connect(cfg.db_path)
+        self._db_lock = threading.Lock()
+        self._reload = threading.Lock()
+        hooks = {name: store.connect(cfg.db_path) for name in ("audit", "consent", "models")}
+        self._hook_cons = list(hooks.values())
+        if features_frame is None:
+            features_frame, features_version = features.read_current(cfg, self._db)
+        super().__init__(features_frame, name=cfg.name, policy=cfg.policy.holder_policy(),
+                         consent=SqliteConsent(hooks["consent"]),
+                         auditor=SqliteAuditor(hooks["audit"]),
+                         models=SqliteModelStore(hooks["models"]))
+        self.features_version = features_version
+
+    # -- the request path ---------------------------------------------------------------------
+    def handle(self, caller, requests):
+        requests = iter(requests)
+        first = next(requests, None)
+        self.refresh_features()
+        head = () if first is None else (first,)
+        try:
+            yield from super().handle(caller, itertools.chain(head, requests))
+        except Exception as e:  # audited, then the transport maps it to a gRPC status
+            self._audit_refusal(caller, first, e)
+            raise
+
+    def _audit_refusal(self, caller, first, error: Exception) -> None:
+        kind = type(first).__name__ if first is not None else "empty"
+        sid = str(getattr(first, "session_id", "") or "")
+        with self._lock:
+            s = self._sessions.get(sid)
+        purpose = s.purpose if s is not None else str(getattr(first, "purpose", "") or "")
+        # a typed error's message is written for the bank and carries no data; anything else
+        # (a bug, a vanished bank) is named by its type only
+        reason = logs.scrub(str(error))[:200] if isinstance(error, FedCreditError) else \
+            "the call ended abnormally"
+        try:
+            self.auditor.record(bank=caller.bank, purpose=purpose[:64],
+                                operation=f"refused:{kind}", enterprises=0, session=sid[:64],
+                                detail=f"{type(error).__name__}: {reason}")
+        except Exception:  # the refusal stands even if its record cannot be written
+            log.exception("could not audit a refused request")
+
+    def _db_count_today(self, bank: str, like: str) -> int:
+        with self._db_lock:
+            return audit.count_today(self._db, bank, like)
+
+    def _open_session(self, caller, msg: m.OpenSession, rest):
+        cap = self.limits.max_sessions_per_day
+        if cap and self._db_count_today(caller.bank, "open_session:%") >= cap:
+            raise ResourceLimit(f"bank {caller.bank!r} has opened the {cap} sessions the "
+                                "holder's policy allows per day (UTC); retry tomorrow")
+        for out in super()._open_session(caller, msg, rest):
+            if isinstance(out, m.SessionOpened):
+                self._session_row(out.session_id, caller.bank, msg.purpose, msg.task,
+                                  msg.model_id)
+            yield out
+
+    def _close_session(self, caller, msg: m.CloseSession, rest):
+        yield from super()._close_session(caller, msg, rest)
+        self._session_state([msg.session_id], "closed")
+
+    def _tree_start(self, caller, msg: m.TreeStart, rest):
+        cap = self.limits.max_trees_per_day
+        if cap and self._db_count_today(caller.bank, "tree_start") >= cap:
+            raise ResourceLimit(f"bank {caller.bank!r} has trained the {cap} trees the "
+                                "holder's policy allows per day (UTC); retry tomorrow")
+        yield from super()._tree_start(caller, msg, rest)
+
+    def _expire_idle(self) -> None:
+        cutoff = time.time() - self.policy.session_idle_seconds
+        with self._lock:
+            stale = [k for k, s in self._sessions.items() if s.last_used < cutoff]
+        super()._expire_idle()
+        if stale:
+            self._session_state(stale, "expired")
+            log.info("idle sessions expired", extra={"fields": {"sessions": len(stale)}})
+
+    # -- sessions table -------------------------------------------------------------------------
+    def _session_row(self, sid, bank, purpose, task, model_id) -> None:
+        with self._db_lock, store.write(self._db):
+            self._db.execute("INSERT OR REPLACE INTO sessions (session_id, bank, purpose, task, "
+                             "model_id, opened_at, ended_at, state) VALUES (?,?,?,?,?,?,NULL,"
+                             "'open')", (sid, bank, purpose, task, model_id, time.time()))
+
+    def _session_state(self, sids, state: str) -> None:
+        with self._db_lock, store.write(self._db):
+            self._db.executemany("UPDATE sessions SET state = ?, ended_at = ? WHERE "
+                                 "session_id = ? AND state = 'open'",
+                                 [(state, time.time(), s) for s in sids])
+
+    def interrupt_open_sessions(self) -> int:
+        """Mark sessions a previous process left open (their state died with it)."""
+        with self._db_lock, store.write(self._db):
+            return self._db.execute("UPDATE sessions SET state = 'interrupted', ended_at = ? "
+                                    "WHERE state = 'open'", (time.time(),)).rowcount
+
+    # -- features -------------------------------------------------------------------------------
+    def refresh_features(self) -> None:
+        """Serve a newer feature table if one was loaded; keep the current one on failure."""
+        with self._db_lock:
+            version = features.current_version(self._db)
+        if version == self.features_version or not self._reload.acquire(blocking=False):
+            return
+        try:
+            with self._db_lock:
+                frame, version = features.read_current(self.cfg, self._db)
+            self.set_features(frame)
+            self.features_version = version
+            log.info("feature table loaded", extra={"fields": {
+                "version": version, "enterprises": len(frame), "columns": frame.shape[1]}})
+        except FedCreditError as e:
+            log.error("new feature table not served", extra={"fields": {"reason": str(e)}})
+        finally:
+            self._reload.release()
+
+    def close(self) -> None:
+        for con in [self._db, *self._hook_cons]:
+            try:
+                con.close()
+            except sqlite3.Error:
+                pass
+
+
+def _maintenance(party: HolderParty, done: threading.Event) -> None:
+    period = max(1.0, min(30.0, party.policy.session_idle_seconds / 4))
+    while not done.wait(period):
+        try:
+            party._expire_idle()
+            party.refresh_features()
+        except Exception:  # never let housekeeping take the server down
+            log.exception("maintenance failed")
+
+
+def serve(directory, port_file=None) -> int:
+    """Run the holder service of ``directory`` until SIGTERM/SIGINT; returns the exit code."""
+    from ..transport import HolderServer
+
+    cfg = load_config(directory)
+    logs.setup(cfg.log_format, cfg.log_level)
+    party = HolderParty(cfg)
+    interrupted = party.interrupt_open_sessions()
+    done = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum, _frame):
+        received.append(signum)
+        done.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server = HolderServer(party, cfg.listen, tls_dir=cfg.tls_dir,
+                              max_workers=cfg.max_workers).start()
+    except BaseException:
+        party.close()
+        raise
+    with party._db_lock:
+        audit.record_operator(party._db, "serve_start",
+                              f"address={server.address} features_version="
+                              f"{party.features_version}")
+    if port_file:
+        p = Path(port_file)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(str(server.port))
+        os.replace(tmp, p)
+    pol = cfg.policy
+    if party.features.shape[0] == 0:
+        log.warning("no feature table loaded yet: run `fedcredit holder load-features`")
+    log.info("serving", extra={"fields": {
+        "address": server.address, "holder": cfg.name, "pid": os.getpid(),
+        "features_version": party.features_version, "enterprises": party.features.shape[0],
+        "columns": party.features.shape[1],
+        "allowed_banks": "*" if pol.allowed_banks is None else list(pol.allowed_banks),
+        "allowed_purposes": list(pol.allowed_purposes),
+        "interrupted_sessions": interrupted}})
+    keeper = threading.Thread(target=_maintenance, args=(party, done), daemon=True,
+                              name="holder-maintenance")
+    keeper.start()
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        name = signal.Signals(received[0]).name if received else "exit"
+        log.info("stopping", extra={"fields": {"signal": name,
+                                               "grace_seconds": cfg.shutdown_grace_seconds}})
+        server.stop(grace=cfg.shutdown_grace_seconds)
+        stopped = party.interrupt_open_sessions()
+        with party._db_lock:
+            audit.record_operator(party._db, "serve_stop",
+                                  f"signal={name} open_sessions={stopped}")
+        party.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("stopped", extra={"fields": {"signal": name}})
+    return 0
