@@ -49,6 +49,7 @@ class SimulationConfig:
     json_out: str | None = None
     verbose: bool = True
     n_jobs: int | None = None
+    holder_stats: bool = False  # collect the holder's time budget and peak memory
 
 
 def _load_bank(cfg: SimulationConfig) -> tuple[pd.DataFrame, np.ndarray]:
@@ -95,8 +96,10 @@ def run(cfg: SimulationConfig) -> dict:
     with tempfile.TemporaryDirectory(prefix="fedcredit-sim-") as tmp:
         tls_dir = Path(tmp) / "tls"
         make_dev_certs(tls_dir)
+        stats_path = Path(tmp) / "holder_stats.json"
         with EphemeralHolder(cfg.holder_csv, cfg.id_column, tls_dir,
-                             allow_insecure_keys=cfg.insecure_key) as holder:
+                             allow_insecure_keys=cfg.insecure_key,
+                             stats_out=stats_path if cfg.holder_stats else None) as holder:
             channel = connect(holder.address, tls_dir=tls_dir)
             try:
                 t0 = time.perf_counter()
@@ -126,6 +129,11 @@ def run(cfg: SimulationConfig) -> dict:
                     summary["predict_seconds"] = time.perf_counter() - t1
             finally:
                 channel.close()
+        if cfg.holder_stats and stats_path.exists():
+            summary.update(json.loads(stats_path.read_text()))
+    import resource
+
+    summary["bank_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if len(te):
         y_te = ya[te]
         holder_df = load_csv_table(cfg.holder_csv, cfg.id_column)

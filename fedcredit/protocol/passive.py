@@ -70,6 +70,7 @@ class PassiveParty:
         self.models = models if models is not None else MemoryModelStore()
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+        self.last_timings: dict[str, float] = {}
         self.set_features(features)
         self._handlers: dict[type, Callable] = {
             m.Ping: self._ping,
@@ -181,6 +182,7 @@ class PassiveParty:
             self._sessions.pop(s.id, None)
         if s.boost is not None:
             s.boost.close()
+            self.last_timings = s.boost.watch.as_dict()  # for benchmarks' time budgets
 
     def _close_session(self, caller, msg: m.CloseSession, rest):
         s = self.session(caller, msg.session_id)
