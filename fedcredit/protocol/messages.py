@@ -224,11 +224,150 @@ class LeafMasks:
     masks: bytes = b""  # ids x n_leaves bits, row-major, numpy packbits order
 
 
+# -- hetero logistic regression (appended: field numbers are positional) ---------------------
+@dataclass
+class LrStart:
+    """Start LR training on the given aligned rows; the holder prepares its features."""
+
+    session_id: str = ""
+    rows: bytes = b""  # uint32 training rows in the aligned order
+    encoding: str = ""  # "standard" | "woe"
+    binning_id: str = ""  # for "woe": the holder's stored binning (from a WOE session)
+    features: list[int] = field(default_factory=list)  # for "woe": holder features used
+    woe: bytes = b""  # for "woe": float64 WOE per final bin of each used feature, in order
+    learning_rate: float = 0.0
+    decay: float = 0.0
+    l2: float = 0.0
+    frac_bits: int = 0  # fixed-point fraction bits of the features
+
+
+@dataclass
+class LrReady:
+    n_features: int = 0
+    feature_names: list[str] = field(default_factory=list)
+    x_bits: int = 0  # bits of the largest fixed-point feature magnitude (an aggregate)
+
+
+@dataclass
+class LrStep:
+    """Next mini-batch (rows), plus the masked holder gradient of the previous step."""
+
+    session_id: str = ""
+    step: int = 0
+    rows: bytes = b""
+    masked_gradient: list[str] = field(default_factory=list)  # decimal ints, one per feature
+    new_epoch: bool = False
+
+
+@dataclass
+class LrStats:
+    """The interval [center - radius, center + radius] holding the batch's holder partials."""
+
+    step: int = 0
+    center: float = 0.0
+    radius: float = 0.0
+    weight_change: float = 0.0  # max |change| of the holder's weights since the epoch began
+
+
+@dataclass
+class LrTerms:
+    """A chunk of Enc(coefficient * packed bank features), (degree + 1) * groups per row."""
+
+    session_id: str = ""
+    step: int = 0
+    degree: int = 0
+    groups: int = 0
+    slot_bits: list[int] = field(default_factory=list)  # slot width of each group
+    slots: list[int] = field(default_factory=list)  # slot count of each group
+    offset: int = 0
+    ciphertexts: bytes = b""
+    last: bool = False
+
+
+@dataclass
+class LrPartials:
+    """Enc(sums) per group, and per holder feature a masked Enc(packed gradient)."""
+
+    step: int = 0
+    sums: bytes = b""
+    gradients: bytes = b""
+
+
+@dataclass
+class LrFinish:
+    session_id: str = ""
+    masked_gradient: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LrModel:
+    model_id: str = ""
+    feature_names: list[str] = field(default_factory=list)
+    coefficients: list[float] = field(default_factory=list)
+
+
+@dataclass
+class PartialScoreRequest:
+    session_id: str = ""
+    ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PartialScores:
+    """Per id, the holder's part of the final model's linear score (float64)."""
+
+    scores: bytes = b""
+
+
+# -- hetero WOE/IV ---------------------------------------------------------------------------
+@dataclass
+class WoeStart:
+    """Bin the holder's features on these rows; Enc(label) per row follows in chunks."""
+
+    session_id: str = ""
+    rows: bytes = b""
+    max_bin: int = 0
+    key_fingerprint: str = ""
+
+
+@dataclass
+class WoeLabels:
+    offset: int = 0
+    ciphertexts: bytes = b""
+
+
+@dataclass
+class WoeStats:
+    """Per holder prebin: counts in the clear, packed re-randomised Enc(event sums)."""
+
+    binning_id: str = ""
+    feature_names: list[str] = field(default_factory=list)
+    n_bins: list[int] = field(default_factory=list)  # bins per feature, missing bin last
+    bin_labels: list[str] = field(default_factory=list)
+    counts: bytes = b""  # uint32 per bin, features in order
+    packed: bytes = b""
+    slots: int = 0
+    slot_bits: int = 0
+
+
+@dataclass
+class WoeMerge:
+    """Merge maps (prebin -> final bin, uint32) for some holder features."""
+
+    session_id: str = ""
+    binning_id: str = ""
+    features: list[int] = field(default_factory=list)
+    maps: bytes = b""
+
+
 MESSAGE_TYPES: tuple[type, ...] = (
     Ack, Ping, Pong, OpenSession, SessionOpened, CloseSession, PsiBlinded, PsiDoubleBlinded,
     PsiHolderSet, PsiAlign, BoostStart, BoostReady, TreeStart, GradientChunk, NodeTask,
     LayerRequest, NodeCandidates, SplitChoice, SplitRequest, SplitOutcome, SplitResult,
     TreeNode, TreeFinish, ModelFinish, ModelSaved, PredictRequest, LeafMasks,
+    # appended: hetero LR and WOE/IV
+    LrStart, LrReady, LrStep, LrStats, LrTerms, LrPartials, LrFinish, LrModel,
+    PartialScoreRequest, PartialScores, WoeStart, WoeLabels, WoeStats, WoeMerge,
 )
 
 #: messages that may stand alone in an envelope (the rest only appear nested)
