@@ -14,6 +14,7 @@ import json
 from ..errors import InvalidInput
 from .base import CipherVector, PrivateKey, PublicKey, security_bits
 from .encoding import FixedPoint, SlotLayout
+from .ou import OUPrivateKey, OUPublicKey
 from .paillier import PaillierPrivateKey, PaillierPublicKey
 
 _PUBLIC = {"paillier": PaillierPublicKey}
@@ -27,6 +28,9 @@ def _register(name: str, public_cls, private_cls) -> None:
     _PRIVATE[name] = private_cls
     global SCHEMES
     SCHEMES = tuple(_PUBLIC)
+
+
+_register("ou", OUPublicKey, OUPrivateKey)
 
 
 def generate_keypair(scheme: str = "paillier", bits: int = 2048, insecure: bool = False,
