@@ -242,7 +242,11 @@ def _consent_list(a) -> int:
         df = consent.list_consents(con, bank=a.bank, uscc=a.uscc, state=a.status)
     finally:
         con.close()
-    df.to_csv(sys.stdout, index=False)
+    try:
+        df.to_csv(sys.stdout, index=False)
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
     counts = df["status"].value_counts().to_dict() if len(df) else {}
     print(f"{len(df)} consents: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
                                      or "none"), file=sys.stderr)

@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""PSI alignment through the holder *service*: `fedcredit holder serve` as a real process.
+
+    python benchmarks/psi_alignment.py --ids 100000 --json benchmarks/results/psi_alignment_100k.json
+    python benchmarks/psi_alignment.py --ids 1000000 --json benchmarks/results/psi_alignment_1m.json
+
+Each party holds ``--ids`` valid USCCs, ``--overlap`` of them shared. The holder directory is
+made with the operator's commands (init, load-features, consent import: every holder id
+authorised for the bank), the server is started, and the bank aligns over mutual TLS on
+localhost with :meth:`ActiveSession.align` — the real path: consent lookup in SQLite, the
+audit records, protobuf framing, TLS. ``ids/s`` is ids per party over the alignment's
+wall-clock seconds (session open to PsiAlign's answer). The operator steps are timed too.
+Both processes share this machine's cores. Writes JSON and a Markdown table next to it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fedcredit.datasets.uscc import USCC_ALPHABET, uscc_from_parts  # noqa: E402
+
+
+def make_ids(n: int, overlap: float, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``n`` bank and ``n`` holder USCCs sharing ``round(overlap * n)``, each shuffled."""
+    rng = np.random.default_rng(seed)
+    total = 2 * n - round(overlap * n)
+    alphabet = np.frombuffer(USCC_ALPHABET.encode(), dtype=np.uint8)
+    prefix = np.frombuffer(b"91350100", dtype=np.uint8)[None, :].repeat(total, axis=0)
+    # distinct organisation bodies: serial numbers written in the USCC alphabet
+    serial = np.arange(total, dtype=np.int64) + 10_000_000
+    body = np.empty((total, 8), dtype=np.uint8)
+    for k in range(7, -1, -1):
+        body[:, k] = alphabet[serial % 31]
+        serial //= 31
+    codes = uscc_from_parts(prefix, body).view("S18").ravel().astype(str)
+    shared = round(overlap * n)
+    bank = codes[:n].copy()
+    holder = np.concatenate([codes[:shared], codes[n:]])
+    rng.shuffle(bank)
+    rng.shuffle(holder)
+    return bank, holder, shared
+
+
+def fc(*args) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import sys; from fedcredit.cli import main; "
+                    "sys.exit(main())", *map(str, args)], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def run(n: int, overlap: float, seed: int, work: Path) -> dict:
+    from fedcredit.protocol import ActiveSession
+    from fedcredit.transport import connect
+
+    bank_ids, holder_ids, shared = make_ids(n, overlap, seed)
+    d = work / "holder"
+    steps = {}
+    steps["init_s"] = fc("holder", "init", "--dir", d, "--listen", "127.0.0.1:0")
+    cfg = d / "holder.toml"
+    cfg.write_text(re.sub(r"(?m)^max_predict_ids = .*$", "max_predict_ids = 10000000",
+                          cfg.read_text()))
+    feats = pd.DataFrame({"uscc": holder_ids,
+                          "x": np.random.default_rng(seed).normal(size=len(holder_ids))})
+    feats.to_csv(work / "features.csv", index=False)
+    pd.DataFrame({"uscc": holder_ids, "bank": "demo-bank", "purpose": "credit",
+                  "granted_at": "2026-01-01T00:00:00Z", "expires_at": "2099-01-01T00:00:00Z"}
+                 ).to_csv(work / "consent.csv", index=False)
+    steps["load_features_s"] = fc("holder", "load-features", "--dir", d, "--csv",
+                                  work / "features.csv", "--id-column", "uscc")
+    steps["consent_import_s"] = fc("holder", "consent", "import", "--dir", d, "--csv",
+                                   work / "consent.csv")
+    port = d / "port"
+    log = open(work / "serve.log", "w")
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from fedcredit.cli import main; "
+                             "sys.exit(main())", "holder", "serve", "--dir", str(d),
+                             "--port-file", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while not port.exists():
+            if proc.poll() is not None or time.perf_counter() - t > 600:
+                raise SystemExit("holder serve did not start; see " + str(work / "serve.log"))
+            time.sleep(0.05)
+        steps["serve_start_s"] = time.perf_counter() - t
+        address = f"127.0.0.1:{port.read_text().strip()}"
+        with connect(address, tls_dir=d / "tls") as ch:
+            ids = bank_ids.tolist()
+            t = time.perf_counter()
+            s = ActiveSession(ch, "align")
+            al = s.align(ids)
+            seconds = time.perf_counter() - t
+            s.close()
+        if len(al) != shared:
+            raise SystemExit(f"wrong intersection: {len(al)}, expected {shared}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    return {"ids_per_party": n, "overlap": overlap, "intersection": len(al),
+            "align_seconds": seconds, "ids_per_s": n / seconds, "operator_steps": steps}
+
+
+def markdown(rows: list[dict], machine: dict) -> str:
+    lines = ["# PSI alignment through `fedcredit holder serve` (mTLS, localhost)", "",
+             f"{machine['cores']} cores shared by both processes; python {machine['python']}; "
+             f"load average {machine['load_average_1min_before']:.2f} before, "
+             f"{machine['load_average_1min_after']:.2f} after (other work slows every step)",
+             "", "| ids per party | shared | align s | ids/s | load-features s | "
+             "consent import s | serve start s |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        s = r["operator_steps"]
+        lines.append(f"| {r['ids_per_party']:,} | {r['intersection']:,} | "
+                     f"{r['align_seconds']:.1f} | {r['ids_per_s']:,.0f} | "
+                     f"{s['load_features_s']:.1f} | {s['consent_import_s']:.1f} | "
+                     f"{s['serve_start_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ids", type=int, nargs="+", default=[100_000])
+    ap.add_argument("--overlap", type=float, default=0.6)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="write results here (and a .md next to it)")
+    a = ap.parse_args(argv)
+    machine = {"cores": os.cpu_count(), "python": platform.python_version(),
+               "platform": platform.platform()}
+    rows = []
+    machine["load_average_1min_before"] = os.getloadavg()[0]
+    for n in a.ids:
+        with tempfile.TemporaryDirectory(prefix="fedcredit-psi-svc-") as tmp:
+            r = run(n, a.overlap, a.seed, Path(tmp))
+        print(f"{n:>10,} ids per party: aligned {r['intersection']:,} in "
+              f"{r['align_seconds']:.1f} s = {r['ids_per_s']:,.0f} ids/s  "
+              f"(operator: {json.dumps({k: round(v, 1) for k, v in r['operator_steps'].items()})})",
+              flush=True)
+        rows.append(r)
+    machine["load_average_1min_after"] = os.getloadavg()[0]
+    if a.json:
+        out = Path(a.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"machine": machine, "runs": rows}, indent=2) + "\n")
+        out.with_suffix(".md").write_text(markdown(rows, machine))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
