@@ -286,7 +286,7 @@ def test_audit_anchor_detects_a_rewritten_history(chain, capsys):
         con.execute("UPDATE audit_log SET enterprises = ?, prev_hash = ?, hash = ? WHERE seq = ?",
                     (row[6], prev, h, row[0]))
         prev = h
-    con.execute("UPDATE audit_chain_head SET hash = ?", (prev,))
+    con.execute("UPDATE chain_head SET hash = ?", (prev,))
     con.commit()
     con.close()
     assert fc("holder", "audit", "verify", "--dir", chain) == 0
@@ -398,3 +398,17 @@ def test_holder_directory_copies_stay_verifiable(chain, tmp_path):
     copy = tmp_path / "backup"
     shutil.copytree(chain, copy)
     assert fc("holder", "audit", "verify", "--dir", copy) == 0
+
+
+def test_daily_tree_cap(party_dir, tables):
+    from fedcredit.models import SecureBoostClassifier
+
+    party = _party(party_dir, max_trees_per_day=1, min_key_bits=1024, allow_insecure_keys=True,
+                   min_node_samples=10)
+    bank = tables["bank"]
+    model = SecureBoostClassifier(n_estimators=2, max_depth=2, key_bits=1024, insecure_key=True,
+                                  verbose=False, n_jobs=1)
+    with pytest.raises(ResourceLimit, match="trees the holder's policy allows per day"):
+        model.fit(bank.drop(columns="label"), bank["label"],
+                  holder=InProcessChannel(party, bank="demo-bank"))
+    party.close()

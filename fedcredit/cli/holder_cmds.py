@@ -332,7 +332,7 @@ def _status(a) -> int:
                                     "ELSE 'active' END, COUNT(*) FROM consent GROUP BY 1"))
         models = con.execute("SELECT COUNT(*) FROM models").fetchone()[0]
         sessions = dict(con.execute("SELECT state, COUNT(*) FROM sessions GROUP BY state"))
-        head = con.execute("SELECT seq, hash FROM audit_chain_head").fetchone()
+        head = con.execute("SELECT seq, hash FROM chain_head").fetchone()
         last = con.execute("SELECT ts, operation FROM audit_log ORDER BY seq DESC LIMIT 1"
                            ).fetchone()
     finally:

@@ -8,7 +8,7 @@ record, committed before the call returns. Record ``k`` stores::
                                                             operation, enterprises,
                                                             session, detail])
 
-with ``hash_0`` = 64 zeros. ``seq`` runs 1, 2, 3... without gaps, and ``audit_chain_head``
+with ``hash_0`` = 64 zeros. ``seq`` runs 1, 2, 3... without gaps, and ``chain_head``
 holds the last (seq, hash), written in the same transaction. :func:`verify` recomputes the
 chain and names the first record that was edited (its content no longer matches its hash),
 deleted or reordered (a gap in ``seq``, or a ``prev_hash`` that is not its predecessor's
@@ -65,7 +65,7 @@ def operator() -> str:
 def append(con: sqlite3.Connection, *, actor: str, bank: str = "", purpose: str = "",
            operation: str, enterprises: int = 0, session: str = "", detail: str = "") -> int:
     """Append one record inside the caller's write transaction; returns its seq."""
-    head = con.execute("SELECT seq, hash FROM audit_chain_head WHERE id = 1").fetchone()
+    head = con.execute("SELECT seq, hash FROM chain_head WHERE id = 1").fetchone()
     seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
     values = (seq, now_iso(), str(actor), str(bank), str(purpose), str(operation),
               int(enterprises), str(session), str(detail))
@@ -73,7 +73,7 @@ def append(con: sqlite3.Connection, *, actor: str, bank: str = "", purpose: str 
     con.execute("INSERT INTO audit_log (seq, ts, actor, bank, purpose, operation, enterprises,"
                 " session, detail, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (*values, prev, h))
-    con.execute("INSERT INTO audit_chain_head (id, seq, hash) VALUES (1, ?, ?) "
+    con.execute("INSERT INTO chain_head (id, seq, hash) VALUES (1, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
                 (seq, h))
     return seq
@@ -146,7 +146,7 @@ def verify(con: sqlite3.Connection, anchors: list[tuple[int, str]] = ()) -> Veri
         if seq in wanted:
             hashes[seq] = h
         prev, expected, n = h, expected + 1, n + 1
-    head = con.execute("SELECT seq, hash FROM audit_chain_head WHERE id = 1").fetchone()
+    head = con.execute("SELECT seq, hash FROM chain_head WHERE id = 1").fetchone()
     last = expected - 1
     if head is None:
         if n:
@@ -240,9 +240,11 @@ def stats(con: sqlite3.Connection, since: str | None = None) -> list[dict]:
     return [dict(zip(keys, r)) for r in rows]
 
 
-def count_today(con: sqlite3.Connection, bank: str, operation_like: str) -> int:
-    """Bank requests of one kind since 00:00 UTC today (the daily caps' counter)."""
+def count_today(con: sqlite3.Connection, bank: str, operation: str, prefix: bool = False) -> int:
+    """Bank requests of one kind (or, with ``prefix``, kinds starting with ``operation``)
+    since 00:00 UTC today: the daily caps' counter (an index range, not a scan)."""
     midnight = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT00:00:00.000000Z")
-    return con.execute("SELECT COUNT(*) FROM audit_log WHERE bank = ? AND operation LIKE ? "
-                       "AND ts >= ? AND actor = 'bank'",
-                       (bank, operation_like, midnight)).fetchone()[0]
+    hi = operation + "\uffff" if prefix else operation
+    return con.execute("SELECT COUNT(*) FROM audit_log WHERE bank = ? AND operation >= ? "
+                       "AND operation <= ? AND ts >= ? AND actor = 'bank'",
+                       (bank, operation, hi, midnight)).fetchone()[0]

@@ -85,13 +85,13 @@ class HolderParty(PassiveParty):
         except Exception:  # the refusal stands even if its record cannot be written
             log.exception("could not audit a refused request")
 
-    def _db_count_today(self, bank: str, like: str) -> int:
+    def _db_count_today(self, bank: str, operation: str, prefix: bool = False) -> int:
         with self._db_lock:
-            return audit.count_today(self._db, bank, like)
+            return audit.count_today(self._db, bank, operation, prefix)
 
     def _open_session(self, caller, msg: m.OpenSession, rest):
         cap = self.limits.max_sessions_per_day
-        if cap and self._db_count_today(caller.bank, "open_session:%") >= cap:
+        if cap and self._db_count_today(caller.bank, "open_session:", prefix=True) >= cap:
             raise ResourceLimit(f"bank {caller.bank!r} has opened the {cap} sessions the "
                                 "holder's policy allows per day (UTC); retry tomorrow")
         for out in super()._open_session(caller, msg, rest):

@@ -10,7 +10,7 @@ Schema (``schema_version`` 1)::
 
     audit_log(seq, ts, actor, bank, purpose, operation, enterprises, session, detail,
               prev_hash, hash)                     hash-chained, see fedcredit.holder.audit
-    audit_chain_head(id=1, seq, hash)              the last record (detects a cut tail)
+    chain_head(id=1, seq, hash)              the last record (detects a cut tail)
     consent(uscc, bank, purpose, granted_at, expires_at, revoked_at, imported_at, source)
     consent_version(id=1, version)                 bumped by triggers on every change
     models(model_id, bank, purpose, created_at, updated_at, n_trees, body)
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 CREATE INDEX IF NOT EXISTS audit_log_bank_op_ts ON audit_log(bank, operation, ts);
 CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log(ts);
-CREATE TABLE IF NOT EXISTS audit_chain_head (
+CREATE TABLE IF NOT EXISTS chain_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
     hash TEXT NOT NULL
