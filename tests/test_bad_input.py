@@ -188,3 +188,10 @@ def test_garbage_frames_do_not_crash_the_server(holder_party, tls_dir):
         assert ch.call(m.Ping()).holder_name == holder_party.name
     finally:
         h.stop()
+
+
+def test_max_trees_per_session(small_credit, make_channel):
+    bank, y, holder = small_credit
+    party = PassiveParty(holder, policy=test_policy(max_trees=1))
+    with pytest.raises(PolicyViolation, match="at most 1 trees"):
+        _model(n_estimators=2).fit(bank, y, holder=make_channel(party))
