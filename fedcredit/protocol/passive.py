@@ -86,6 +86,11 @@ class PassiveParty:
             m.ModelFinish: self._model_finish,
             m.PredictRequest: self._predict,
         }
+        from .passive_lr import register_lr
+        from .passive_woe import register_woe
+
+        register_lr(self)
+        register_woe(self)
 
     # -- data -----------------------------------------------------------------------------
     def set_features(self, features: pd.DataFrame) -> None:

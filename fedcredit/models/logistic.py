@@ -1,0 +1,354 @@
+"""``HeteroLogisticRegression``: two-party logistic regression, no arbiter (DESIGN.md step 7).
+
+>>> lr = HeteroLogisticRegression(key_bits=2048)                      # doctest: +SKIP
+>>> lr.fit(X_bank, y, holder=channel).predict_proba(X_new, holder=channel)[:, 1]
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..crypto import generate_keypair
+from ..errors import InvalidInput
+from ..protocol import active_lr
+from ..protocol import lr_common as lc
+from ..protocol.active import ActiveSession
+from .secureboost.estimator import as_channel, check_xy
+
+FORMAT = "fedcredit.hetero_lr/1"
+
+
+def _sigmoid(z):
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+class HeteroLogisticRegression:
+    """Logistic regression on the bank's and the holder's features, trained by the two
+    parties alone.
+
+    **Protocol** (semi-honest; the bank holds labels and a fresh Paillier key; the holder
+    keeps its own weights ``w_h`` in the clear, the bank ``w_b`` and the intercept). Per
+    mini-batch, with ``a_i = x_b,i . w_b + w0`` (bank) and ``u_i = x_h,i . w_h`` (holder):
+
+    1. ``LrStep`` (bank -> holder): the batch's rows, and the holder's masked gradient of the
+       previous batch. The holder removes its mask, takes its Adam step, computes ``u_i``.
+    2. ``LrStats`` (holder -> bank): ``center`` and ``radius`` of an interval holding 99.5 %
+       of the batch's ``u_i`` (both rounded to 1/8), and the change of the holder's weights
+       over the last epoch. ``t_i = clip((u_i - center) / radius, -1, 1)``.
+    3. ``LrTerms`` (bank -> holder, streamed): the bank expands, per row,
+       ``sigmoid(a_i + center + radius t) - y_i = sum_k c_ik T_k(t)`` in Chebyshev
+       polynomials (degree K chosen so that the dropped tail is below ``sigmoid_tol`` for
+       every row) and sends Enc(c_ik * (1, x_b,i packed in slots)) for k = 0..K.
+    4. ``LrPartials`` (holder -> bank): the holder raises each ciphertext to its fixed-point
+       ``T_k(t_i) + 1`` and multiplies: ``D_i = Enc(d_i * (1, x_b,i))`` with ``d_i`` the
+       residual. It returns ``prod_i D_i`` (the bank's gradient and the residual sum), and
+       per holder feature j ``prod_i D_i^{x_h,ij}`` (a Pippenger multi-exponentiation) plus
+       a uniformly random mask in every slot; all re-randomised. The bank decrypts, steps
+       its own Adam, and hands slot 0 of each masked product back in the next ``LrStep``.
+    5. ``LrFinish`` / ``LrModel``: the last masked gradient; the holder stores its
+       epoch-averaged weights under a model id and returns them.
+    6. ``PartialScoreRequest`` / ``PartialScores`` (scoring): per id, the holder returns
+       ``u_i`` of the final model; the bank adds its part and applies the sigmoid.
+
+    **What each message reveals.**
+
+    - LrStart: to the holder, the training rows and optimiser settings (for a scorecard, the
+      WOE of its own bins).
+    - LrReady: to the bank, the holder's derived feature names and the bit length of its
+      largest fixed-point feature value.
+    - LrStep: to the holder, the batch's rows; the masked gradient gives it its own gradient
+      summed over the batch (>= max(min_node_samples, 2 x its features) rows), never a
+      per-row value.
+    - LrStats: to the bank, the rounded interval of the holder's partial scores over the
+      batch and the holder's weight change per epoch (aggregates).
+    - LrTerms: to the holder, nothing (ciphertexts under the bank's key).
+    - LrPartials: to the bank, its own gradient and the residual sum over the batch (what
+      centralised training would give it); the holder's gradient only plus a 40-bit
+      statistical mask; re-randomisation hides which rows and exponents were combined.
+    - LrFinish/LrModel: to the bank, the holder's final coefficients.
+    - PartialScores: to the bank, the holder's part of the final score per scored id, which
+      the final score reveals anyway (the bank knows its own part).
+
+    The bank never receives a per-row holder value during training (no ``u_i``, no
+    ``w_h . x_h,i``, no residual: residuals exist only encrypted); the holder never receives
+    a label, a residual or a bank value.
+
+    **Approximation and cost.** The sigmoid is exact in the bank's part and a degree-K
+    Chebyshev expansion in the holder's normalised part: error <= ``sigmoid_tol`` for rows
+    whose ``u_i`` lies in the interval; the 0.5 % outside are clamped to its edge. Fixed
+    point: coefficients 2^-20, Chebyshev values 2^-12, features 2^-12. Per row and epoch:
+    (K+1) x groups encryptions by the bank (groups = 1 when the bank's features fit one
+    plaintext, e.g. <= 14 features with a 2048-bit key), K x groups 13-bit exponentiations
+    and about 4 multiplications per holder feature by the holder; per batch, groups + holder
+    features decryptions and re-randomisations.
+
+    Parameters
+    ----------
+    C : float
+        Inverse L2 strength, as in scikit-learn (penalty ``||w||^2 / (2C)`` on the summed
+        log-loss; the intercept is not penalised).
+    max_iter : int
+        Maximum epochs.
+    batch_size : int or "auto"
+        Rows per mini-batch; "auto": n/16 clipped to [128, 2048] (at least 16 Adam steps
+        per epoch; the holder refuses batches below its privacy floor).
+    learning_rate, lr_decay : float
+        Adam step size, divided by ``1 + lr_decay * epoch``.
+    tol : float
+        Stop when no weight moved more than ``tol`` over an epoch.
+    sigmoid_tol, max_degree : float, int
+        Accuracy of the sigmoid expansion and the largest degree allowed.
+    standardize : bool
+        Each party standardises its own features on the training rows (missing -> mean plus
+        an indicator; categorical -> one-hot).
+    key_bits, insecure_key, he_scheme, n_jobs, random_state, verbose : as for SecureBoost.
+    """
+
+    def __init__(self, C: float = 1.0, max_iter: int = 8, batch_size: int | str = "auto",
+                 learning_rate: float = 0.1, lr_decay: float = 0.5, tol: float = 1e-4,
+                 sigmoid_tol: float = 5e-3, max_degree: int = 8, standardize: bool = True,
+                 key_bits: int = 2048, insecure_key: bool = False, he_scheme: str = "paillier",
+                 n_jobs: int | None = None, random_state: int | None = 0, verbose: bool = True):
+        self.C = C
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.lr_decay = lr_decay
+        self.tol = tol
+        self.sigmoid_tol = sigmoid_tol
+        self.max_degree = max_degree
+        self.standardize = standardize
+        self.key_bits = key_bits
+        self.insecure_key = insecure_key
+        self.he_scheme = he_scheme
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    _PARAMS = ("C", "max_iter", "batch_size", "learning_rate", "lr_decay", "tol", "sigmoid_tol",
+               "max_degree", "standardize", "key_bits", "insecure_key", "he_scheme", "n_jobs",
+               "random_state", "verbose")
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {k: getattr(self, k) for k in self._PARAMS}
+
+    def set_params(self, **params):
+        for k, v in params.items():
+            if k not in self._PARAMS:
+                raise InvalidInput(f"unknown parameter {k!r}")
+            setattr(self, k, v)
+        return self
+
+    def _check_params(self) -> None:
+        if not float(self.C) > 0:
+            raise InvalidInput("C must be > 0")
+        if int(self.max_iter) < 1 or (self.batch_size != "auto" and int(self.batch_size) < 2):
+            raise InvalidInput("max_iter must be >= 1 and batch_size 'auto' or >= 2")
+        if not 0 < float(self.learning_rate) <= 10:
+            raise InvalidInput("learning_rate must be in (0, 10]")
+        if not 0 < float(self.sigmoid_tol) < 0.5 or not 1 <= int(self.max_degree) <= 16:
+            raise InvalidInput("sigmoid_tol must be in (0, 0.5) and max_degree in [1, 16]")
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(self, X, y, holder, *, id_column: str | None = None):
+        """Align with the holder (PSI), then train on the shared enterprises."""
+        self._check_params()
+        X, y = check_xy(X, y, id_column)
+        if not self.standardize and not all(pd.api.types.is_numeric_dtype(X[c]) for c in X):
+            raise InvalidInput("standardize=False needs numeric bank features")
+        t0 = time.perf_counter()
+        _, sk = generate_keypair(self.he_scheme, bits=self.key_bits, insecure=self.insecure_key)
+        sk.warm_up(self.n_jobs)
+        session = ActiveSession(as_channel(holder), "lr", sk, workers=self.n_jobs)
+        try:
+            al = session.align(X.index.tolist())
+            Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
+            if len(ya) < 2 or ya.min() == ya.max():
+                raise InvalidInput("the aligned rows must hold both classes")
+            self.alignment_seconds_ = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            self._fit_session(session, Xa, ya, np.arange(len(ya)), "standard")
+            self.fit_seconds_ = time.perf_counter() - t1
+        finally:
+            session.close()
+        return self
+
+    def _prepare_bank(self, X: pd.DataFrame, fit: bool) -> np.ndarray:
+        if fit:
+            if self.standardize:
+                self.prep_ = lc.FeaturePrep().fit(X)
+                self.feature_names_bank_ = self.prep_.output_names()
+            else:
+                self.prep_ = None
+                self.feature_names_bank_ = [str(c) for c in X.columns]
+        if self.prep_ is not None:
+            return self.prep_.transform(X)
+        return lc.quantize(X.to_numpy(dtype=np.float64))
+
+    def _fit_session(self, session, Xa: pd.DataFrame, ya: np.ndarray, rows: np.ndarray,
+                     encoding: str, **holder_kw) -> None:
+        """Train on aligned rows ``rows`` of an open, aligned LR session."""
+        XA = self._prepare_bank(Xa, fit=True)
+        XAi = lc.to_fixed(XA)
+        n = len(rows)
+        bs = (int(np.clip(n // 16, 128, 2048)) if self.batch_size == "auto"
+              else int(self.batch_size))
+        bs = min(bs, n)
+        l2 = 1.0 / (float(self.C) * n)
+        ready = active_lr.lr_start(session, rows, encoding=encoding,
+                                   learning_rate=self.learning_rate, decay=self.lr_decay,
+                                   l2=l2, **holder_kw)
+        self.holder_feature_names_ = list(ready.feature_names)
+        self.holder_name_ = session.holder_name
+        rate = float(ya.mean())
+        opt = lc.Adam(np.r_[np.log(rate / (1 - rate)), np.zeros(XA.shape[1])],
+                      self.learning_rate, self.lr_decay)
+        rng = np.random.default_rng(self.random_state)
+        masked: list[str] = []
+        step, history = 0, []
+        bar = _progress(self.verbose, int(self.max_iter) * (-(-n // bs)))
+        self.n_iter_ = 0
+        self.degrees_ = []
+        try:
+            for epoch in range(int(self.max_iter)):
+                order = rng.permutation(n)
+                batches = [np.sort(order[lo:lo + bs]) for lo in range(0, n, bs)]
+                if len(batches) > 1 and len(batches[-1]) < bs // 2:  # fold a short tail in
+                    batches[-2] = np.sort(np.concatenate([batches[-2], batches.pop()]))
+                for k, b_idx in enumerate(batches):
+                    new_epoch = epoch > 0 and k == 0
+                    bank_change = opt.new_epoch() if new_epoch else 0.0
+                    stats = active_lr.lr_step(session, step, rows[b_idx], masked, new_epoch)
+                    if new_epoch:
+                        history.append(max(bank_change, stats.weight_change))
+                        if history[-1] < float(self.tol):
+                            masked = []  # the holder applied it with this step
+                            break
+                    a = XA[b_idx] @ opt.w[1:] + opt.w[0]
+                    res = active_lr.lr_terms(session, step, a, ya[b_idx].astype(np.float64),
+                                             XAi[b_idx], stats, ready.x_bits,
+                                             float(self.sigmoid_tol), int(self.max_degree))
+                    grad = np.r_[res.intercept_grad, res.feature_grad] / len(b_idx)
+                    grad[1:] += l2 * opt.w[1:]
+                    opt.step(grad)
+                    masked = res.masked
+                    self.degrees_.append(res.degree)
+                    step += 1
+                    if bar:
+                        bar.update(1)
+                else:
+                    self.n_iter_ = epoch + 1
+                    continue
+                self.n_iter_ = epoch
+                break
+        finally:
+            if bar:
+                bar.close()
+        model = active_lr.lr_finish(session, masked)
+        w = opt.averaged()
+        self.intercept_ = np.array([w[0]])
+        self.coef_bank_ = w[1:]
+        self.coef_holder_ = np.asarray(model.coefficients, dtype=np.float64)
+        self.coef_ = np.r_[self.coef_bank_, self.coef_holder_][None, :]
+        self.model_id_ = model.model_id
+        self.epoch_changes_ = history
+        self.time_budget_ = session.watch.as_dict()
+
+    # -- prediction -------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_id_"):
+            raise InvalidInput("this HeteroLogisticRegression is not fitted yet")
+
+    def bank_score(self, X) -> np.ndarray:
+        """The bank's part of the linear score (its features and the intercept)."""
+        return self._prepare_bank(X, fit=False) @ self.coef_bank_ + self.intercept_[0]
+
+    def decision_function(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
+        """Log-odds of default: the bank's part plus the holder's partial score per id."""
+        self._check_fitted()
+        X, _ = check_xy(X, None, id_column)
+        session = ActiveSession(as_channel(holder), "score", model_id=self.model_id_)
+        try:
+            u = active_lr.partial_scores(session, X.index.tolist())
+        finally:
+            session.close()
+        return self.bank_score(X) + u
+
+    def predict_proba(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
+        p = _sigmoid(self.decision_function(X, holder, id_column=id_column))
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X, holder, *, threshold: float = 0.5, id_column: str | None = None):
+        return (self.predict_proba(X, holder, id_column=id_column)[:, 1] >= threshold).astype(int)
+
+    @property
+    def feature_names_(self) -> list[str]:
+        self._check_fitted()
+        return list(self.feature_names_bank_) + [f"holder:{n}" for n in self.holder_feature_names_]
+
+    def coefficients(self) -> pd.Series:
+        """Coefficients by feature (holder features prefixed ``holder:``), intercept first."""
+        self._check_fitted()
+        return pd.Series(np.r_[self.intercept_, self.coef_[0]],
+                         index=["intercept"] + self.feature_names_, name="coefficient")
+
+    # -- persistence ------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"params": self.get_params(), "intercept": float(self.intercept_[0]),
+                "coef_bank": self.coef_bank_.tolist(), "coef_holder": self.coef_holder_.tolist(),
+                "prep": self.prep_.to_dict() if self.prep_ is not None else None,
+                "bank_features": self.feature_names_bank_,
+                "holder_features": self.holder_feature_names_, "model_id": self.model_id_,
+                "holder_name": self.holder_name_}
+
+    def _restore(self, d: dict) -> None:
+        self.intercept_ = np.array([d["intercept"]])
+        self.coef_bank_ = np.asarray(d["coef_bank"])
+        self.coef_holder_ = np.asarray(d["coef_holder"])
+        self.coef_ = np.r_[self.coef_bank_, self.coef_holder_][None, :]
+        self.prep_ = lc.FeaturePrep.from_dict(d["prep"]) if d["prep"] else None
+        self.feature_names_bank_ = d["bank_features"]
+        self.holder_feature_names_ = d["holder_features"]
+        self.model_id_ = d["model_id"]
+        self.holder_name_ = d["holder_name"]
+
+    def save(self, path) -> None:
+        """Write the bank's half (its preprocessing and weights; the holder's model id)."""
+        self._check_fitted()
+        _atomic_json(path, {"format": FORMAT, **self._state()})
+
+    @classmethod
+    def load(cls, path) -> "HeteroLogisticRegression":
+        d = _read_json(path, FORMAT)
+        model = cls(**d["params"])
+        model._restore(d)
+        return model
+
+
+def _atomic_json(path, d: dict) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(d))
+    tmp.replace(path)
+
+
+def _read_json(path, fmt: str) -> dict:
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InvalidInput(f"cannot read a saved model from {path}: {e}") from None
+    if d.get("format") != fmt:
+        raise InvalidInput(f"{path} is not a saved {fmt.split('/')[0]} model")
+    return d
+
+
+def _progress(verbose: bool, total: int):
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="Hetero LR steps", unit="step")

@@ -1,0 +1,215 @@
+"""The bank's side of hetero logistic regression and WOE/IV, over an :class:`ActiveSession`.
+
+Each function sends exactly the messages of one step and returns decoded results; the
+estimators in :mod:`fedcredit.models` are written against these functions only. The
+protocol and what each message reveals are described on
+:class:`fedcredit.models.HeteroLogisticRegression` and :class:`fedcredit.models.HeteroWOE`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..crypto import SlotLayout
+from ..errors import ProtocolError
+from . import lr_common as lc
+from . import messages as m
+from .active import ActiveSession, _single
+from .packing import rows_to_bytes
+
+
+@dataclass
+class StepResult:
+    intercept_grad: float  # sum over the batch of the residuals
+    feature_grad: np.ndarray  # sum over the batch of x_ij * residual_i (bank features)
+    masked: list[str]  # the holder's masked gradient slots, to hand back
+    degree: int
+
+
+def lr_start(session: ActiveSession, rows: np.ndarray, *, encoding: str = "standard",
+             binning_id: str = "", features: Sequence[int] = (), woe: np.ndarray | None = None,
+             learning_rate: float, decay: float, l2: float,
+             frac_bits: int = lc.FEATURE_BITS) -> m.LrReady:
+    """**Privacy**: the holder learns the training rows (of the aligned ids it knows) and the
+    optimiser's settings; for ``encoding="woe"`` also the WOE of its own bins."""
+    r = session.channel.call(m.LrStart(
+        session_id=session.id, rows=rows_to_bytes(rows), encoding=encoding,
+        binning_id=binning_id, features=list(features),
+        woe=b"" if woe is None else np.asarray(woe, dtype="<f8").tobytes(),
+        learning_rate=float(learning_rate), decay=float(decay), l2=float(l2),
+        frac_bits=int(frac_bits)))
+    if not isinstance(r, m.LrReady):
+        raise ProtocolError(f"expected LrReady, got {type(r).__name__}")
+    return r
+
+
+def lr_step(session: ActiveSession, step: int, rows: np.ndarray, masked: list[str],
+            new_epoch: bool) -> m.LrStats:
+    """Open a mini-batch; returns the holder's (center, radius) of its partial scores.
+
+    **Privacy**: the holder learns the batch's rows and, from ``masked``, its own gradient
+    summed over the previous batch; the bank learns the interval of the holder's partial
+    scores over the batch, rounded to 1/8 (an aggregate).
+    """
+    with session.watch("bank_wait_stats"):
+        r = session.channel.call(m.LrStep(session_id=session.id, step=step,
+                                          rows=rows_to_bytes(rows), masked_gradient=masked,
+                                          new_epoch=new_epoch))
+    if not isinstance(r, m.LrStats) or r.step != step:
+        raise ProtocolError("unexpected answer to an LR step")
+    return r
+
+
+def lr_terms(session: ActiveSession, step: int, a: np.ndarray, y: np.ndarray,
+             X_int: np.ndarray, stats: m.LrStats, holder_x_bits: int, tol: float,
+             max_degree: int, chunk: int = 1024) -> StepResult:
+    """Send Enc(coefficient x packed bank features) per row; decrypt the batch sums.
+
+    For row i the bank expands ``sigmoid(a_i + center + radius * t) - y_i`` in Chebyshev
+    polynomials of t (the holder's normalised partial score) and encrypts each coefficient
+    times the row's packed vector ``(1, x_i1, ..., x_id)``. The holder raises them to its
+    ``T_k(t_i)`` and multiplies: Enc(residual_i * (1, x_i)), which it sums over the batch
+    (the bank's gradient) and multiplies by its own features (its gradient, masked).
+
+    **Privacy**: the holder receives ciphertexts only; the bank learns its own gradient and
+    the residuals' sum over the batch, and the holder's gradient plus the holder's mask.
+    """
+    pk, sk = session.pk, session.sk
+    c = lc.chebyshev_coefficients(a, stats.center, stats.radius)
+    K = lc.choose_degree(c, tol, max_degree)
+    gam = np.rint(c[:, 1:K + 1] * 2.0 ** lc.COEF_BITS).astype(object)  # b x K
+    g0 = np.rint((c[:, 0] - y) * 2.0 ** lc.COEF_BITS).astype(object) - gam.sum(axis=1)
+    g0 = g0 * (1 << lc.CHEB_BITS)
+    bound = int(max(abs(int(v)) for v in g0)) + int(
+        max(sum(abs(int(v)) for v in row) for row in gam)) * (2 << lc.CHEB_BITS)
+    b, d = X_int.shape
+    x_bits = int(np.abs(X_int).max()).bit_length() if X_int.size else 1
+    widths, counts = lc.slot_layout(pk.plaintext_bits, b, bound, max(1, x_bits),
+                                    holder_x_bits, d)
+    cols = [np.ones(b, dtype=np.int64)] + [X_int[:, j] for j in range(d)]
+    packs, at = [], 0
+    for w, k in zip(widths, counts):
+        packs.append(SlotLayout.repeat(w, k).pack(cols[at:at + k]))
+        at += k
+    plains = []
+    for i in range(b):
+        coefs = [int(g0[i])] + [int(v) for v in gam[i]]
+        for V in packs:
+            plains.extend(ci * V[i] for ci in coefs)
+
+    def requests() -> Iterator:
+        offset = 0
+        with session.watch("bank_encrypt"):
+            it = sk.encrypt_bytes_iter(plains, chunk=chunk, workers=session.workers)
+        for data in it:
+            yield m.LrTerms(session_id=session.id, step=step, degree=K, groups=len(widths),
+                            slot_bits=widths, slots=counts, offset=offset, ciphertexts=data,
+                            last=False)
+            offset += len(data) // pk.ciphertext_bytes
+
+    with session.watch("bank_encrypt_and_wait"):
+        r = _single(session.channel.exchange(requests()))
+    if not isinstance(r, m.LrPartials) or r.step != step:
+        raise ProtocolError("unexpected answer to LR coefficients")
+    sums = pk.from_bytes_batch(r.sums, count=len(widths), what="LR sums")
+    grads = pk.from_bytes_batch(r.gradients, what="LR gradients")
+    with session.watch("bank_decrypt"):
+        plain = sk.decrypt(type(sums).concat([sums, grads]) if len(grads) else sums,
+                           workers=session.workers)
+    slot_vals = []
+    for g, (w, k) in enumerate(zip(widths, counts)):
+        slot_vals.extend(SlotLayout.repeat(w, k).unpack([plain[g]]))
+    vals = [col[0] for col in slot_vals]
+    layout0 = SlotLayout.repeat(widths[0], counts[0])
+    masked = [str(layout0.unpack([v])[0][0]) for v in plain[len(widths):]]
+    scale = 2.0 ** (lc.COEF_BITS + lc.CHEB_BITS)
+    return StepResult(intercept_grad=float(vals[0]) / scale,
+                      feature_grad=np.array(vals[1:], dtype=np.float64) / scale / 2.0 ** lc.FEATURE_BITS,
+                      masked=masked, degree=K)
+
+
+def lr_finish(session: ActiveSession, masked: list[str]) -> m.LrModel:
+    """**Privacy**: the bank learns the holder's final (epoch-averaged) coefficients."""
+    r = session.channel.call(m.LrFinish(session_id=session.id, masked_gradient=masked))
+    if not isinstance(r, m.LrModel):
+        raise ProtocolError(f"expected LrModel, got {type(r).__name__}")
+    return r
+
+
+def partial_scores(session: ActiveSession, ids: Sequence[str], batch: int = 100_000) -> np.ndarray:
+    """The holder's part of the final model's score for each id.
+
+    **Privacy**: the holder learns the ids scored; the bank learns, per id, the holder's
+    partial score of the final model — exactly what the final score reveals, since the bank
+    subtracts its own part from the score it computes anyway.
+    """
+    ids = [str(i) for i in ids]
+    out = []
+    for lo in range(0, len(ids), batch):
+        part = ids[lo:lo + batch]
+        r = session.channel.call(m.PartialScoreRequest(session_id=session.id, ids=part))
+        if not isinstance(r, m.PartialScores):
+            raise ProtocolError(f"expected PartialScores, got {type(r).__name__}")
+        u = np.frombuffer(r.scores, dtype="<f8")
+        if len(u) != len(part):
+            raise ProtocolError("the holder scored a different number of ids")
+        out.append(u)
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+# -- WOE/IV -------------------------------------------------------------------------------------
+@dataclass
+class HolderBinStats:
+    binning_id: str
+    feature_names: list[str]
+    n_bins: list[int]
+    bin_labels: list[str]
+    counts: np.ndarray
+    events: np.ndarray
+
+
+def woe_stats(session: ActiveSession, rows: np.ndarray, y: np.ndarray, max_bin: int,
+              chunk: int = 2048) -> HolderBinStats:
+    """Encrypt the labels, stream them; decrypt the holder's per-bin event sums.
+
+    **Privacy**: the holder receives one ciphertext per row; the bank learns per holder bin
+    the count and the number of events.
+    """
+    pk, sk = session.pk, session.sk
+
+    def requests() -> Iterator:
+        yield m.WoeStart(session_id=session.id, rows=rows_to_bytes(rows), max_bin=int(max_bin),
+                         key_fingerprint=pk.fingerprint)
+        offset = 0
+        for data in sk.encrypt_bytes_iter([int(v) for v in y], chunk=chunk,
+                                          workers=session.workers):
+            yield m.WoeLabels(offset=offset, ciphertexts=data)
+            offset += len(data) // pk.ciphertext_bytes
+
+    r = _single(session.channel.exchange(requests()))
+    if not isinstance(r, m.WoeStats):
+        raise ProtocolError(f"expected WoeStats, got {type(r).__name__}")
+    total = int(sum(r.n_bins))
+    counts = np.frombuffer(r.counts, dtype="<u4").astype(np.int64)
+    if len(counts) != total or len(r.bin_labels) != total:
+        raise ProtocolError("the holder's bin statistics do not match its bin counts")
+    cv = pk.from_bytes_batch(r.packed, what="WOE sums")
+    plain = sk.decrypt(cv, workers=session.workers)
+    cols = SlotLayout.repeat(r.slot_bits, r.slots).unpack(plain)
+    events = np.array([cols[j][i] for i in range(len(plain)) for j in range(r.slots)][:total],
+                      dtype=np.int64)
+    if np.any(events < 0) or np.any(events > counts):
+        raise ProtocolError("decrypted event counts are out of range")
+    return HolderBinStats(r.binning_id, list(r.feature_names), [int(v) for v in r.n_bins],
+                          list(r.bin_labels), counts, events)
+
+
+def woe_merge(session: ActiveSession, binning_id: str, maps: dict[int, np.ndarray]) -> None:
+    """**Privacy**: the holder learns which of its adjacent bins the bank's optimal binning
+    joins (a function of the labels aggregated per bin)."""
+    feats = sorted(maps)
+    data = b"".join(np.asarray(maps[f], dtype="<u4").tobytes() for f in feats)
+    session.channel.call(m.WoeMerge(session_id=session.id, binning_id=binning_id,
+                                    features=feats, maps=data))

@@ -1,0 +1,269 @@
+"""What both parties of hetero logistic regression share: feature preparation, the optimizer,
+the Chebyshev expansion of the sigmoid, fixed-point constants and a multi-exponentiation.
+
+The protocol itself (who sends what) is documented on
+:class:`fedcredit.models.HeteroLogisticRegression`; this module only holds the arithmetic
+that each party applies to its own data.
+"""
+from __future__ import annotations
+
+import math
+
+import gmpy2
+import numpy as np
+import pandas as pd
+from gmpy2 import mpz
+
+from ..errors import InvalidInput
+
+#: fraction bits of the bank's Chebyshev coefficients
+COEF_BITS = 20
+#: fraction bits of the holder's Chebyshev values T_k(t) + 1 (its exponents)
+CHEB_BITS = 12
+#: fraction bits of both parties' features
+FEATURE_BITS = 12
+#: features are clipped to |x| < 2**FEATURE_INT_BITS after preparation
+FEATURE_INT_BITS = 7
+#: statistical security of the holder's additive masks, in bits
+MASK_BITS = 40
+#: Chebyshev nodes used to expand sigmoid(a + center + radius * t) in t
+NODES = 32
+#: the holder's interval covers this quantile of |u - center| (the rest is clamped)
+RADIUS_QUANTILE = 0.995
+#: center and radius are rounded to multiples of 1/GRID (they are all the bank learns of u)
+GRID = 8
+
+
+def quantize(x: np.ndarray, frac_bits: int = FEATURE_BITS) -> np.ndarray:
+    lim = 2.0 ** FEATURE_INT_BITS - 1
+    return np.round(np.clip(x, -lim, lim) * 2.0 ** frac_bits) / 2.0 ** frac_bits
+
+
+def to_fixed(x: np.ndarray, frac_bits: int = FEATURE_BITS) -> np.ndarray:
+    return np.rint(np.asarray(x, dtype=np.float64) * 2.0 ** frac_bits).astype(np.int64)
+
+
+class FeaturePrep:
+    """One party's features -> a float matrix: numeric columns standardised (missing -> mean,
+    plus a missing-indicator column when training rows had missing values), categorical
+    columns one-hot over their training levels (at most ``max_levels``; others and missing
+    -> all zero). Fitted on the party's own training rows; never leaves its owner."""
+
+    def __init__(self, max_levels: int = 16):
+        self.max_levels = int(max_levels)
+        self.columns: list[dict] = []
+
+    def fit(self, X: pd.DataFrame) -> "FeaturePrep":
+        cols = []
+        for name in X.columns:
+            col = X[name]
+            if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+                v = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                ok = np.isfinite(v)
+                mean = float(v[ok].mean()) if ok.any() else 0.0
+                std = float(v[ok].std()) if ok.sum() > 1 else 0.0
+                cols.append({"name": str(name), "kind": "numeric", "mean": mean,
+                             "std": std if std > 1e-12 else 1.0,
+                             "indicator": bool((~ok).any())})
+            else:
+                counts = col.dropna().astype(str).value_counts()
+                levels = sorted(counts.index[: self.max_levels].tolist())
+                cols.append({"name": str(name), "kind": "categorical", "levels": levels})
+        self.columns = cols
+        return self
+
+    def output_names(self, publish_levels: bool = True) -> list[str]:
+        out = []
+        for c in self.columns:
+            if c["kind"] == "numeric":
+                out.append(c["name"])
+                if c["indicator"]:
+                    out.append(f"{c['name']}[missing]")
+            else:
+                for k, lev in enumerate(c["levels"]):
+                    out.append(f"{c['name']}={lev}" if publish_levels else f"{c['name']}[level {k}]")
+        return out
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        parts = []
+        for c in self.columns:
+            if c["name"] not in X.columns:
+                raise InvalidInput(f"column {c['name']!r} is missing")
+            col = X[c["name"]]
+            if c["kind"] == "numeric":
+                v = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                miss = ~np.isfinite(v)
+                z = np.where(miss, 0.0, (np.where(miss, 0, v) - c["mean"]) / c["std"])
+                parts.append(z[:, None])
+                if c["indicator"]:
+                    parts.append(miss.astype(np.float64)[:, None])
+            else:
+                s = col.astype(object).where(col.notna(), None).map(
+                    lambda v: None if v is None else str(v))
+                parts.append(np.stack([(s == lev).to_numpy(dtype=np.float64)
+                                       for lev in c["levels"]], axis=1)
+                             if c["levels"] else np.zeros((len(X), 0)))
+        if not parts:
+            return np.zeros((len(X), 0))
+        return quantize(np.hstack(parts))
+
+    def to_dict(self) -> dict:
+        return {"max_levels": self.max_levels, "columns": self.columns}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeaturePrep":
+        p = cls(d["max_levels"])
+        p.columns = d["columns"]
+        return p
+
+
+class Adam:
+    """Adam on one party's own coordinates (coordinate-wise, so the two parties' halves
+    together are exactly Adam on the joint weights), with a learning rate decaying per
+    epoch and the average of the iterates of the current epoch kept for the final model."""
+
+    def __init__(self, w: np.ndarray, learning_rate: float, decay: float,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        self.w = np.asarray(w, dtype=np.float64).copy()
+        self.lr, self.decay = float(learning_rate), float(decay)
+        self.b1, self.b2, self.eps = beta1, beta2, eps
+        self.m = np.zeros_like(self.w)
+        self.v = np.zeros_like(self.w)
+        self.t = 0
+        self.epoch = 0
+        self.epoch_start = self.w.copy()
+        self.avg_sum = np.zeros_like(self.w)
+        self.avg_count = 0
+
+    def step(self, grad: np.ndarray) -> None:
+        self.t += 1
+        self.m = self.b1 * self.m + (1 - self.b1) * grad
+        self.v = self.b2 * self.v + (1 - self.b2) * grad * grad
+        mh = self.m / (1 - self.b1 ** self.t)
+        vh = self.v / (1 - self.b2 ** self.t)
+        lr = self.lr / (1.0 + self.decay * self.epoch)
+        self.w = self.w - lr * mh / (np.sqrt(vh) + self.eps)
+        self.avg_sum += self.w
+        self.avg_count += 1
+
+    def new_epoch(self) -> float:
+        """Mark an epoch boundary; returns max |change| of the weights over the epoch."""
+        change = float(np.max(np.abs(self.w - self.epoch_start))) if len(self.w) else 0.0
+        self.last_avg = self.averaged()
+        self.epoch += 1
+        self.epoch_start = self.w.copy()
+        self.avg_sum = np.zeros_like(self.w)
+        self.avg_count = 0
+        return change
+
+    def averaged(self) -> np.ndarray:
+        """Mean iterate of the current epoch (of the last one right after a boundary)."""
+        if self.avg_count:
+            return self.avg_sum / self.avg_count
+        return getattr(self, "last_avg", self.w).copy()
+
+
+def interval(u: np.ndarray) -> tuple[float, float]:
+    """(center, radius) of the holder's partial scores for a batch, on a coarse grid."""
+    if len(u) == 0:
+        return 0.0, 1.0 / GRID
+    center = round(float(np.mean(u)) * GRID) / GRID
+    r = float(np.quantile(np.abs(u - center), RADIUS_QUANTILE))
+    radius = max(1.0, math.ceil(r * GRID)) / GRID
+    return center, radius
+
+
+def chebyshev_coefficients(a: np.ndarray, center: float, radius: float) -> np.ndarray:
+    """Coefficients c[i, k] with sigmoid(a_i + center + radius*t) = sum_k c[i,k] T_k(t) on
+    [-1, 1] (Chebyshev interpolation at ``NODES`` nodes; exact to float precision for
+    the degrees used)."""
+    th = (np.arange(NODES) + 0.5) * np.pi / NODES
+    z = a[:, None] + center + radius * np.cos(th)[None, :]
+    f = 0.5 * (1.0 + np.tanh(0.5 * z))
+    T = np.cos(np.outer(np.arange(NODES), th))
+    c = (2.0 / NODES) * f @ T.T
+    c[:, 0] /= 2
+    return c
+
+
+def choose_degree(c: np.ndarray, tol: float, max_degree: int) -> int:
+    """Smallest K whose dropped tail sum_{k>K} |c_k| is below ``tol`` for every row: the
+    approximation error of the sigmoid on the interval is then at most ``tol``."""
+    if len(c) == 0:
+        return 1
+    tail = np.abs(c[:, ::-1]).cumsum(axis=1)[:, ::-1].max(axis=0)  # tail[k] = sum_{j>=k}
+    for K in range(1, max_degree + 1):
+        if K + 1 >= tail.shape[0] or tail[K + 1] <= tol:
+            return K
+    return max_degree
+
+
+def holder_exponents(t: np.ndarray, degree: int) -> np.ndarray:
+    """round(2**CHEB_BITS * (T_k(t) + 1)) for k = 1..degree: non-negative exponents."""
+    th = np.arccos(np.clip(t, -1.0, 1.0))
+    T = np.cos(np.outer(th, np.arange(1, degree + 1)))
+    return np.rint((T + 1.0) * 2.0 ** CHEB_BITS).astype(np.int64)
+
+
+def multi_exp(bases: list, exps: np.ndarray, N) -> mpz:
+    """prod_i bases[i] ** exps[i] mod N for non-negative integer exponents (Pippenger's
+    bucket method): about ``bits/w * (len + 2**(w+1))`` multiplications instead of
+    ``len * bits``."""
+    exps = np.asarray(exps, dtype=np.int64)
+    if len(bases) == 0 or not exps.any():
+        return mpz(1)
+    if exps.min() < 0:
+        raise InvalidInput("multi_exp needs non-negative exponents")
+    bits = int(exps.max()).bit_length()
+    n = len(bases)
+    w = min(range(1, 13), key=lambda w: -(-bits // w) * (n + (2 << w)))
+    mask = (1 << w) - 1
+    result = None
+    for p in range(-(-bits // w) - 1, -1, -1):
+        digits = ((exps >> (p * w)) & mask).tolist()
+        buckets: list = [None] * (1 << w)
+        for c, d in zip(bases, digits):
+            if d:
+                cur = buckets[d]
+                buckets[d] = c if cur is None else cur * c % N
+        running = total = None
+        for d in range(mask, 0, -1):
+            bd = buckets[d]
+            if bd is not None:
+                running = bd if running is None else running * bd % N
+            if running is not None:
+                total = running if total is None else total * running % N
+        if result is not None:
+            result = gmpy2.powmod(result, 1 << w, N)
+            if total is not None:
+                result = result * total % N
+        else:
+            result = total
+    return mpz(1) if result is None else result
+
+
+def slot_layout(plaintext_bits: int, n_rows: int, coef_bound: int, bank_x_bits: int,
+                holder_x_bits: int, n_bank: int) -> tuple[list[int], list[int]]:
+    """Slot widths and counts of the bank's packed groups.
+
+    Group 0 holds the constant slot (the residual itself, for the intercept and, multiplied
+    by the holder's features, for the holder's gradient) plus as many bank features as fit;
+    its slots are wide enough for the holder's products and a ``MASK_BITS`` mask. Further
+    groups hold the remaining bank features in narrower slots (sums over the batch only).
+    """
+    rb = int(n_rows).bit_length()
+    db = int(coef_bound).bit_length()
+    narrow = rb + db + bank_x_bits + 3
+    wide = narrow + holder_x_bits + 2 + MASK_BITS
+    slots0 = min(plaintext_bits // wide, 1 + n_bank)
+    if slots0 < 1:
+        raise InvalidInput("the key is too small for one slot of the LR layout")
+    widths, counts = [wide], [slots0]
+    left = 1 + n_bank - slots0
+    per = plaintext_bits // narrow
+    while left > 0:
+        k = min(per, left)
+        widths.append(narrow)
+        counts.append(k)
+        left -= k
+    return widths, counts

@@ -1,0 +1,327 @@
+"""The holder's side of hetero logistic regression and of scoring with its partial score.
+
+The protocol and what each message reveals are described on
+:class:`fedcredit.models.HeteroLogisticRegression`. Per session the holder keeps its own
+weights in the clear (it needs ``u_i = x_i . w`` to evaluate its half of the sigmoid
+expansion) and learns its own gradient, summed over each mini-batch; it never sees a label,
+a residual or a bank value: everything it computes on is encrypted under the bank's key.
+"""
+from __future__ import annotations
+
+import secrets
+import uuid
+
+import gmpy2
+import numpy as np
+from gmpy2 import mpz
+
+from ..binning import BinMapper
+from ..crypto.parallel import map_ordered, resolve_workers
+from ..errors import InvalidInput, PolicyViolation, ProtocolError
+from . import lr_common as lc
+from . import messages as m
+from .hooks import StoredModel
+from .packing import rows_from_bytes
+from .timing import Stopwatch
+
+KIND = "hetero_lr"
+MAX_STEPS = 1_000_000
+
+
+class HolderLR:
+    """State of one LR training session on the holder."""
+
+    def __init__(self, party, session, msg: m.LrStart):
+        self.party, self.session = party, session
+        self.pk = session.public_key
+        feats = party.aligned_features(session)
+        self.n_aligned = len(feats)
+        rows = rows_from_bytes(msg.rows, self.n_aligned, "training rows")
+        if len(rows) < party.policy.min_node_samples:
+            raise PolicyViolation("too few training rows for the holder's policy")
+        self.frac_bits = int(msg.frac_bits) or lc.FEATURE_BITS
+        if not 4 <= self.frac_bits <= 20:
+            raise InvalidInput("frac_bits must lie in [4, 20]")
+        self.encoding = msg.encoding or "standard"
+        if self.encoding == "standard":
+            self.prep = lc.FeaturePrep().fit(feats.iloc[rows])
+            self.names = self.prep.output_names(publish_levels=False)
+            self.spec = {"encoding": "standard", "prep": self.prep.to_dict()}
+        elif self.encoding == "woe":
+            self.spec = woe_spec(party, session, msg)
+            self.names = [party.feature_names[f] for f in self.spec["features"]]
+        else:
+            raise InvalidInput(f"unknown encoding {msg.encoding!r}")
+        self.X = encode(self.spec, feats, self.frac_bits)  # all aligned rows, quantised
+        self.Xi = lc.to_fixed(self.X, self.frac_bits)
+        self.train_rows = rows
+        self.opt = lc.Adam(np.zeros(self.X.shape[1]), msg.learning_rate, msg.decay)
+        self.l2 = float(msg.l2)
+        if not (0 < self.opt.lr <= 10 and 0 <= self.opt.decay and 0 <= self.l2 <= 100):
+            raise InvalidInput("learning_rate, decay or l2 out of range")
+        self.step_no = -1
+        self.batch: np.ndarray | None = None
+        self.t: np.ndarray | None = None
+        self.masks: list[int] | None = None
+        self.model: StoredModel | None = None
+        self.watch = Stopwatch()
+
+    @property
+    def x_bits(self) -> int:
+        return int(np.abs(self.Xi).max()).bit_length() if self.Xi.size else 1
+
+    # -- per step -----------------------------------------------------------------------
+    def apply_gradient(self, masked: list[str]) -> None:
+        if self.masks is None:
+            if masked:
+                raise ProtocolError("a gradient arrived before any partial sums were sent")
+            return
+        if len(masked) != len(self.masks):
+            raise ProtocolError(f"expected {len(self.masks)} gradient values, got {len(masked)}")
+        try:
+            raw = np.array([int(v) - r for v, r in zip(masked, self.masks)], dtype=np.float64)
+        except (ValueError, TypeError):
+            raise InvalidInput("masked gradient values must be decimal integers") from None
+        scale = 2.0 ** (lc.COEF_BITS + lc.CHEB_BITS + self.frac_bits)
+        grad = raw / scale / len(self.batch) + self.l2 * self.opt.w
+        self.opt.step(grad)
+        self.masks = None
+
+    def step(self, msg: m.LrStep) -> m.LrStats:
+        if msg.step != self.step_no + 1 or msg.step >= MAX_STEPS:
+            raise ProtocolError(f"LR step {msg.step} out of order (expected {self.step_no + 1})")
+        self.apply_gradient(list(msg.masked_gradient))
+        change = self.opt.new_epoch() if msg.new_epoch else 0.0
+        rows = rows_from_bytes(msg.rows, self.n_aligned, "batch rows")
+        floor = max(self.party.policy.min_node_samples, 2 * self.X.shape[1] + 2)
+        if len(rows) < floor:
+            raise PolicyViolation(f"a batch of {len(rows)} rows is below the holder's floor of "
+                                  f"{floor} (min_node_samples, and twice its features)")
+        if not np.isin(rows, self.train_rows).all():
+            raise InvalidInput("batch rows must be training rows")
+        self.step_no = msg.step
+        self.batch = rows
+        u = self.X[rows] @ self.opt.w
+        center, radius = lc.interval(u)
+        self.t = np.clip((u - center) / radius, -1.0, 1.0)
+        return m.LrStats(step=msg.step, center=center, radius=radius, weight_change=change)
+
+    def partials(self, first: m.LrTerms, rest) -> m.LrPartials:
+        if self.batch is None or first.step != self.step_no or self.masks is not None:
+            raise ProtocolError("coefficients arrived for a step the holder did not open")
+        K, G = int(first.degree), int(first.groups)
+        widths, counts = list(first.slot_bits), list(first.slots)
+        if not 1 <= K <= 32 or G < 1 or len(widths) != G or len(counts) != G:
+            raise InvalidInput("bad degree or group layout")
+        pb = self.pk.plaintext_bits
+        if any(w * c > pb for w, c in zip(widths, counts)) or widths[0] < (
+                lc.MASK_BITS + self.x_bits + len(self.batch).bit_length() + 8):
+            raise InvalidInput("the slot layout leaves no room for the holder's masks")
+        b = len(self.batch)
+        per_row = (K + 1) * G
+        chunks, offset = [], 0
+        for msg in [first, *rest]:
+            if not isinstance(msg, m.LrTerms) or msg.step != first.step:
+                raise ProtocolError("an LR coefficient stream mixes in other messages")
+            if msg.offset != offset:
+                raise ProtocolError(f"coefficient chunk at {msg.offset}, expected {offset}")
+            with self.watch("holder_validate"):
+                cv = self.pk.from_bytes_batch(msg.ciphertexts, what="LR coefficients")
+            chunks.append(msg.ciphertexts)
+            offset += len(cv)
+        if offset != b * per_row:
+            raise ProtocolError(f"expected {b * per_row} coefficient ciphertexts, got {offset}")
+        data = b"".join(chunks)
+        width = self.pk.ciphertext_bytes
+        E = lc.holder_exponents(self.t, K)  # b x K
+        N = self.pk.cipher_modulus
+        Xb = self.Xi[self.batch]
+        offs = np.maximum(0, -Xb.min(axis=0)) if Xb.size else np.zeros(0, np.int64)
+        workers = resolve_workers(None)
+        size = max(64, -(-b // (2 * workers)))
+        tasks = [(data[lo * per_row * width:(lo + size) * per_row * width], E[lo:lo + size],
+                  Xb[lo:lo + size] + offs[None, :]) for lo in range(0, b, size)]
+        sums = [mpz(1)] * G
+        grads = [mpz(1)] * Xb.shape[1]
+        with self.watch("holder_partials"):
+            for part in map_ordered(_chunk_partials, tasks, workers, int(N), width, K, G):
+                frm = mpz.from_bytes
+                vals = [frm(part[i:i + width], "big") for i in range(0, len(part), width)]
+                sums = [a * v % N for a, v in zip(sums, vals[:G])]
+                grads = [a * v % N for a, v in zip(grads, vals[G:])]
+        if offs.any():
+            inv_total = gmpy2.invert(sums[0], N)
+            grads = [g if not o else g * gmpy2.powmod(inv_total, int(o), N) % N
+                     for g, o in zip(grads, offs.tolist())]
+        slot_w, n_slots = widths[0], counts[0]
+        masks, masked = [], []
+        for acc in grads:
+            rs = [secrets.randbelow(1 << (slot_w - 2)) for _ in range(n_slots)]
+            R = sum(r << (slot_w * s) for s, r in enumerate(rs))
+            masks.append(rs[0])
+            masked.append(acc * self.pk.trivial([R])[0] % N)
+        self.masks = masks
+        out_sums = self.pk.rerandomize(self.pk._wrap(sums))
+        out_grads = self.pk.rerandomize(self.pk._wrap(masked)) if masked else self.pk._wrap([])
+        return m.LrPartials(step=first.step, sums=self.pk.to_bytes_batch(out_sums),
+                            gradients=self.pk.to_bytes_batch(out_grads))
+
+    def finish(self, msg: m.LrFinish) -> m.LrModel:
+        if self.model is None:
+            self.apply_gradient(list(msg.masked_gradient))
+            w = self.opt.averaged()
+            s = self.session
+            model_id = uuid.UUID(bytes=secrets.token_bytes(16)).hex
+            self.model = StoredModel(model_id, s.bank, s.purpose, list(self.names),
+                                     {"kind": KIND, **self.spec, "frac_bits": self.frac_bits,
+                                      "coef": [float(v) for v in w]})
+            self.party.models.save(self.model)
+        return m.LrModel(model_id=self.model.model_id, feature_names=list(self.names),
+                         coefficients=list(self.model.mapper["coef"]))
+
+
+def _chunk_partials(task, N: int, width: int, K: int, G: int) -> bytes:
+    """Worker: for a chunk of rows, D_ig = C_ig0 * prod_k C_igk^e_ik; returns the chunk's
+    product of D_ig per group and, per holder feature, prod_i D_i0^x_ij (offset exponents)."""
+    data, E, X = task
+    N = mpz(N)
+    frm = mpz.from_bytes
+    cts = [frm(data[i:i + width], "big") for i in range(0, len(data), width)]
+    per_row = (K + 1) * G
+    sums = [mpz(1)] * G
+    d0 = []
+    for i, e in enumerate(E.tolist()):
+        base = i * per_row
+        for g in range(G):
+            at = base + g * (K + 1)
+            acc = cts[at]
+            for k in range(K):
+                acc = acc * gmpy2.powmod(cts[at + 1 + k], e[k], N) % N
+            sums[g] = sums[g] * acc % N
+            if g == 0:
+                d0.append(acc)
+    grads = [lc.multi_exp(d0, X[:, j], N) for j in range(X.shape[1])]
+    return b"".join(int(v).to_bytes(width, "big") for v in sums + grads)
+
+
+# -- feature encodings --------------------------------------------------------------------------
+def woe_spec(party, session, msg: m.LrStart) -> dict:
+    from .passive_woe import load_binning
+
+    binning = load_binning(party, session, msg.binning_id)
+    n_feat = len(binning["mapper"]["features"])
+    feats = [int(f) for f in msg.features]
+    if not feats or len(set(feats)) != len(feats) or min(feats) < 0 or max(feats) >= n_feat:
+        raise InvalidInput("features must name distinct holder features of the binning")
+    sizes = [binning["n_final"][f] for f in feats]
+    woe = np.frombuffer(msg.woe, dtype="<f8")
+    if len(woe) != sum(sizes) or not np.all(np.isfinite(woe)):
+        raise InvalidInput(f"expected {sum(sizes)} finite WOE values")
+    return {"encoding": "woe", "binning_id": msg.binning_id, "binning": binning,
+            "features": feats, "woe": woe.tolist()}
+
+
+def encode(spec: dict, frame, frac_bits: int) -> np.ndarray:
+    """The holder's model inputs for these rows (quantised to ``frac_bits``)."""
+    if spec["encoding"] == "standard":
+        return lc.quantize(lc.FeaturePrep.from_dict(spec["prep"]).transform(frame), frac_bits)
+    from .passive_woe import final_bins
+
+    bins = final_bins(spec["binning"], frame)
+    cols, at = [], 0
+    for f in spec["features"]:
+        size = spec["binning"]["n_final"][f]
+        table = np.asarray(spec["woe"][at:at + size])
+        at += size
+        cols.append(table[bins[:, f]])
+    return lc.quantize(np.stack(cols, axis=1), frac_bits)
+
+
+def partial_scores(model: StoredModel, frame) -> np.ndarray:
+    spec = model.mapper
+    X = encode(spec, frame, int(spec.get("frac_bits", lc.FEATURE_BITS)))
+    return X @ np.asarray(spec["coef"], dtype=np.float64)
+
+
+# -- handlers -------------------------------------------------------------------------------------
+def register_lr(party) -> None:
+    party.register(m.LrStart, lambda c, msg, rest: _start(party, c, msg))
+    party.register(m.LrStep, lambda c, msg, rest: _step(party, c, msg))
+    party.register(m.LrTerms, lambda c, msg, rest: _terms(party, c, msg, rest))
+    party.register(m.LrFinish, lambda c, msg, rest: _finish(party, c, msg))
+    party.register(m.PartialScoreRequest, lambda c, msg, rest: _score(party, c, msg))
+
+
+def _lr_session(party, caller, sid):
+    s = party.session(caller, sid)
+    if s.task != "lr":
+        raise ProtocolError(f"session {s.id[:16]} is a {s.task} session, not an LR one")
+    return s
+
+
+def _state(s) -> HolderLR:
+    st = s.extra.get("lr")
+    if st is None:
+        raise ProtocolError("send LrStart first")
+    return st
+
+
+def _start(party, caller, msg: m.LrStart):
+    s = _lr_session(party, caller, msg.session_id)
+    with s.lock:
+        st = HolderLR(party, s, msg)
+        s.extra["lr"] = st
+        party._audit(caller, s, "lr_start", len(st.train_rows),
+                     f"encoding={st.encoding} features={len(st.names)}")
+        ready = m.LrReady(n_features=len(st.names), feature_names=list(st.names),
+                          x_bits=st.x_bits)
+    yield ready
+
+
+def _step(party, caller, msg: m.LrStep):
+    s = _lr_session(party, caller, msg.session_id)
+    with s.lock:
+        st = _state(s)
+        stats = st.step(msg)
+        party._audit(caller, s, "lr_step", len(st.batch), f"step={msg.step}")
+    yield stats
+
+
+def _terms(party, caller, first: m.LrTerms, rest):
+    s = _lr_session(party, caller, first.session_id)
+    with s.lock:
+        st = _state(s)
+        out = st.partials(first, rest)
+        party._audit(caller, s, "lr_partials", len(st.batch), f"step={first.step}")
+    yield out
+
+
+def _finish(party, caller, msg: m.LrFinish):
+    s = _lr_session(party, caller, msg.session_id)
+    with s.lock:
+        out = _state(s).finish(msg)
+        party._audit(caller, s, "lr_finish", 0, f"model={out.model_id}")
+    yield out
+
+
+def _score(party, caller, msg: m.PartialScoreRequest):
+    s = party.session(caller, msg.session_id)
+    with s.lock:
+        if s.task == "score":
+            model = party.models.load(s.model_id)
+        elif s.task == "lr" and s.extra.get("lr") is not None and s.extra["lr"].model:
+            model = s.extra["lr"].model
+        else:
+            raise ProtocolError(f"a {s.task} session cannot return partial scores")
+        if model.mapper.get("kind") != KIND:
+            raise InvalidInput(f"model {model.model_id!r} is not a logistic regression")
+        if len(msg.ids) > party.policy.max_predict_ids:
+            raise PolicyViolation(f"at most {party.policy.max_predict_ids} ids per request")
+        ids = [str(i) for i in msg.ids]
+        rows = party.features.reindex(ids)
+        present = np.asarray(rows.index.isin(party.features.index))
+        consented = party.consent_mask(s, ids) & present
+        rows.loc[~consented] = np.nan  # unknown or not consented: the holder's data is unused
+        u = partial_scores(model, rows)
+        party._audit(caller, s, "lr_score", int(consented.sum()), f"ids={len(ids)}")
+    yield m.PartialScores(scores=np.asarray(u, dtype="<f8").tobytes())
