@@ -112,8 +112,9 @@ def import_consents(con: sqlite3.Connection, path, allowed_purposes: Sequence[st
     key = uscc + "\x1f" + bank + "\x1f" + purpose
     dup = key.duplicated(keep=False).to_numpy()
     first_of = {}
+    keys = key.tolist() if dup.any() else []
     for i in np.flatnonzero(dup).tolist():
-        k = key.iloc[i]
+        k = keys[i]
         if k in first_of:
             rej.add(i, f"duplicate (uscc, bank, purpose): same as row {first_of[k] + 1}")
             rej.add(first_of[k], f"duplicate (uscc, bank, purpose): same as row {i + 1}")
@@ -122,8 +123,9 @@ def import_consents(con: sqlite3.Connection, path, allowed_purposes: Sequence[st
     # a replayed grant must not undo a revocation made after it
     revoked = _revoked_for(con, bank, purpose, uscc)
     if revoked:
+        u_l, b_l, p_l = uscc.tolist(), bank.tolist(), purpose.tolist()
         for i in range(n):
-            r = revoked.get((uscc.iloc[i], bank.iloc[i], purpose.iloc[i]))
+            r = revoked.get((u_l[i], b_l[i], p_l[i]))
             if r is not None and not granted[i] > r:
                 rej.add(i, f"this consent was revoked at {fmt_time(r)}, after this grant; a "
                            "new grant must be dated after the revocation")
@@ -133,11 +135,12 @@ def import_consents(con: sqlite3.Connection, path, allowed_purposes: Sequence[st
         audit.record_operator(con, "consent_import_refused",
                               f"file={Path(path).name} rows={n} rejected={rej.count}")
         return result
-    idx = np.flatnonzero(ok)
-    rows = [(uscc.iloc[i], bank.iloc[i], purpose.iloc[i], float(granted[i]), float(expires[i]),
-             now, Path(path).name) for i in idx.tolist()]
-    reactivated = sum(1 for i in idx.tolist()
-                      if (uscc.iloc[i], bank.iloc[i], purpose.iloc[i]) in revoked)
+    idx = np.flatnonzero(ok).tolist()
+    u_l, b_l, p_l = uscc.tolist(), bank.tolist(), purpose.tolist()
+    source = Path(path).name
+    rows = [(u_l[i], b_l[i], p_l[i], float(granted[i]), float(expires[i]), now, source)
+            for i in idx]
+    reactivated = sum(1 for i in idx if (u_l[i], b_l[i], p_l[i]) in revoked) if revoked else 0
     with write(con):
         con.executemany(
             "INSERT INTO consent (uscc, bank, purpose, granted_at, expires_at, revoked_at, "
@@ -145,7 +148,7 @@ def import_consents(con: sqlite3.Connection, path, allowed_purposes: Sequence[st
             "ON CONFLICT(bank, purpose, uscc) DO UPDATE SET granted_at = excluded.granted_at, "
             "expires_at = excluded.expires_at, revoked_at = NULL, "
             "imported_at = excluded.imported_at, source = excluded.source", rows)
-        banks = sorted(set(bank.iloc[idx].tolist())) if len(idx) else []
+        banks = sorted({b_l[i] for i in idx})
         audit.append(con, actor=audit.operator(), operation="consent_import",
                      bank=",".join(banks)[:200], enterprises=len(rows),
                      detail=f"file={Path(path).name} rows={n} imported={len(rows)} "
@@ -231,12 +234,12 @@ class SqliteConsent:
     def __init__(self, con: sqlite3.Connection):
         self.con = con
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str], tuple[int, float, pd.Index]] = {}
+        self._cache: dict[tuple[str, str], tuple[int, float, frozenset]] = {}
 
     def _version(self) -> int:
         return self.con.execute("SELECT version FROM consent_version WHERE id = 1").fetchone()[0]
 
-    def active_ids(self, bank: str, purpose: str) -> pd.Index:
+    def active_ids(self, bank: str, purpose: str) -> frozenset:
         now = time.time()
         with self._lock:
             version = self._version()
@@ -253,9 +256,9 @@ class SqliteConsent:
                 live = g <= now
                 until = min(float(e[live].min()) if live.any() else np.inf,
                             float(g[~live].min()) if (~live).any() else np.inf)
-                ids = pd.Index(np.asarray(u, dtype=object)[live])
+                ids = frozenset(np.asarray(u, dtype=object)[live].tolist())
             else:
-                ids, until = pd.Index([], dtype=object), np.inf
+                ids, until = frozenset(), np.inf
             self._cache[(bank, purpose)] = (version, until, ids)
             return ids
 
@@ -263,4 +266,5 @@ class SqliteConsent:
         active = self.active_ids(bank, purpose)
         if len(ids) == 0 or len(active) == 0:
             return np.zeros(len(ids), dtype=bool)
-        return pd.Index(ids).isin(active)
+        # a set lookup per id: pandas' isin on string indexes is ~50x slower here
+        return np.fromiter((i in active for i in ids), dtype=bool, count=len(ids))
