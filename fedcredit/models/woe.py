@@ -1,0 +1,306 @@
+"""``HeteroWOE``: weight of evidence and information value of both parties' features.
+
+The bank learns, per bin of each holder feature, the count and the number of events — from
+which WOE and IV follow — without seeing a holder value or bin edge (DESIGN.md step 8):
+
+1. ``WoeStart`` + ``WoeLabels`` (bank -> holder): the training rows and Enc(y_i) per row.
+   The holder learns the rows (of ids it already aligned) and nothing of the labels.
+2. ``WoeStats`` (holder -> bank): per holder bin, the count in the clear and the encrypted
+   sum of labels, packed and re-randomised; bins below the holder's ``min_node_samples``
+   were merged into a neighbour first. The bank learns counts and event counts per bin
+   (the bin sizes follow the holder's quantiles, so counts say little beyond the feature's
+   share of missing or repeated values), and bins' order within a feature — no edge.
+3. ``WoeMerge`` (bank -> holder, optional): the optimal binning, solved by the bank on the
+   decrypted per-bin counts (monotonic WOE trend), as merge maps of adjacent bins. The
+   holder learns which of its bins the bank joins; its edges never leave.
+
+WOE and IV follow optbinning's convention: ``WoE = ln(%non-events / %events)`` per bin
+(0 for a bin without events or without non-events), ``IV = sum (%events - %non-events) *
+ln(%events / %non-events)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..binning import BinMapper
+from ..crypto import generate_keypair
+from ..errors import InvalidInput
+from ..protocol import active_lr
+from ..protocol.active import ActiveSession
+from ..protocol.passive_woe import floor_map
+from .secureboost.estimator import as_channel, check_xy
+
+TRENDS = ("auto", "ascending", "descending", "none")
+
+
+def woe_table(events: np.ndarray, counts: np.ndarray, labels: list[str]) -> pd.DataFrame:
+    """A binning table with optbinning's columns and formulas."""
+    ev = np.asarray(events, dtype=np.float64)
+    cnt = np.asarray(counts, dtype=np.float64)
+    ne = cnt - ev
+    te, tn, tc = ev.sum(), ne.sum(), cnt.sum()
+    p_e = ev / te if te else np.zeros_like(ev)
+    p_n = ne / tn if tn else np.zeros_like(ne)
+    ok = (ev > 0) & (ne > 0)
+    woe = np.zeros_like(ev)
+    iv = np.zeros_like(ev)
+    rate = np.divide(ev, cnt, out=np.zeros_like(ev), where=cnt > 0)
+    woe[ok] = np.log(p_n[ok] / p_e[ok])
+    iv[ok] = (p_e[ok] - p_n[ok]) * np.log(p_e[ok] / p_n[ok])
+    return pd.DataFrame({"Bin": labels, "Count": cnt.astype(np.int64),
+                         "Count (%)": cnt / tc if tc else cnt, "Non-event": ne.astype(np.int64),
+                         "Event": ev.astype(np.int64), "Event rate": rate, "WoE": woe, "IV": iv})
+
+
+def _seg_iv(e: float, n: float, te: float, tn: float) -> tuple[float, float]:
+    if e <= 0 or n <= 0:
+        return 0.0, 0.0
+    pe, pn = e / te, n / tn
+    return float(np.log(pn / pe)), float((pe - pn) * np.log(pe / pn))
+
+
+def monotonic_merge(events: np.ndarray, counts: np.ndarray, min_count: int,
+                    trend: str = "auto", max_bins: int = 20) -> np.ndarray:
+    """Optimal merge of adjacent bins (the last one, missing, stays apart): maximise IV
+    subject to a monotonic WOE trend and at least ``min_count`` rows per bin, by dynamic
+    programming over segment ends (exact for the given prebins). Returns prebin -> bin."""
+    ev = np.asarray(events, dtype=np.float64)
+    cnt = np.asarray(counts, dtype=np.float64)
+    te, tn = ev.sum(), (cnt - ev).sum()
+    m = len(ev) - 1
+    ce = np.concatenate([[0.0], np.cumsum(ev[:m])])
+    cc = np.concatenate([[0.0], np.cumsum(cnt[:m])])
+    if m <= 1 or te == 0 or tn == 0:
+        return np.r_[np.zeros(m, dtype=np.int64), min(m, 1)]
+    seg = {}
+    for i in range(m):
+        for j in range(i + 1, m + 1):
+            c = cc[j] - cc[i]
+            if c >= min_count:
+                e = ce[j] - ce[i]
+                seg[i, j] = _seg_iv(e, c - e, te, tn)
+    best_map, best_iv = None, -np.inf
+    for tr in (("ascending", "descending") if trend == "auto" else (trend,)):
+        sign = {"ascending": 1, "descending": -1, "none": 0}[tr]
+        # dp[(i, j)] = (iv, bins, prev) for a prefix ending with segment [i, j)
+        dp: dict = {}
+        for j in range(1, m + 1):
+            for i in range(0, j):
+                if (i, j) not in seg:
+                    continue
+                w, v = seg[i, j]
+                if i == 0:
+                    dp[i, j] = (v, 1, None)
+                    continue
+                cand = None
+                for h in range(0, i):
+                    prev = dp.get((h, i))
+                    if prev is None or prev[1] >= max_bins:
+                        continue
+                    if sign and sign * (w - seg[h, i][0]) < 0:
+                        continue
+                    if cand is None or prev[0] > cand[0]:
+                        cand = (prev[0], prev[1], h)
+                if cand is not None:
+                    dp[i, j] = (cand[0] + v, cand[1] + 1, cand[2])
+        ends = [(dp[i, m][0], i) for i in range(m) if (i, m) in dp]
+        if not ends:
+            continue
+        iv, i = max(ends)
+        if iv > best_iv:
+            cuts, j = [], m
+            while True:
+                cuts.append(i)
+                h = dp[i, j][2]
+                if h is None:
+                    break
+                i, j = h, i
+            starts = sorted(cuts)
+            mp = np.searchsorted(np.array(starts), np.arange(m), side="right") - 1
+            best_map, best_iv = mp, iv
+    if best_map is None:  # no valid segmentation: one bin
+        best_map = np.zeros(m, dtype=np.int64)
+    return np.r_[best_map, best_map.max() + 1].astype(np.int64)
+
+
+def optbinning_merge(events, counts, min_count, trend="auto", max_bins=20) -> np.ndarray:
+    """The same merge solved by optbinning (optional dependency) from prebin index and
+    counts as sample weights: an exact input, since every row of a prebin is alike."""
+    from optbinning import OptimalBinning
+
+    ev = np.asarray(events, dtype=np.float64)
+    cnt = np.asarray(counts, dtype=np.float64)
+    m = len(ev) - 1
+    x = np.r_[np.arange(m), np.arange(m), np.nan, np.nan].astype(np.float64)
+    yv = np.r_[np.ones(m), np.zeros(m), 1, 0]
+    sw = np.r_[ev[:m], cnt[:m] - ev[:m], ev[m], cnt[m] - ev[m]]
+    keep = sw > 0
+    ob = OptimalBinning(dtype="numerical", monotonic_trend=None if trend == "none" else
+                        ("auto_asc_desc" if trend == "auto" else trend),
+                        user_splits=np.arange(m - 1) + 0.5, max_n_bins=max_bins,
+                        min_bin_size=min_count / max(cnt.sum(), 1))
+    ob.fit(x[keep], yv[keep], sample_weight=sw[keep])
+    mp = np.searchsorted(np.asarray(ob.splits, dtype=np.float64), np.arange(m))
+    return np.r_[mp, mp.max() + 1 if m else 0].astype(np.int64)
+
+
+class HeteroWOE:
+    """WOE/IV of the bank's and the holder's features; optional optimal monotonic binning.
+
+    Parameters
+    ----------
+    max_bin : int
+        Quantile prebins per feature (each party bins its own).
+    optimal : bool
+        Merge prebins optimally (max IV, monotonic WOE, ``min_bin_size``); for holder
+        features the bank solves it on decrypted counts and sends only merge maps.
+    monotonic_trend : {"auto", "ascending", "descending", "none"}
+    min_bin_size : float
+        Smallest final bin as a fraction of the rows.
+    max_n_bins : int
+    solver : {"dp", "optbinning"}
+        Own exact dynamic programme (no extra dependency), or optbinning's solver.
+    iv_threshold : float
+        Features with IV below it are not :attr:`selected_`.
+    key_bits, insecure_key, he_scheme, n_jobs, random_state : as for SecureBoost.
+    """
+
+    def __init__(self, max_bin: int = 20, optimal: bool = True, monotonic_trend: str = "auto",
+                 min_bin_size: float = 0.05, max_n_bins: int = 10, solver: str = "dp",
+                 iv_threshold: float = 0.02, key_bits: int = 2048, insecure_key: bool = False,
+                 he_scheme: str = "paillier", n_jobs: int | None = None,
+                 random_state: int | None = 0):
+        self.max_bin = max_bin
+        self.optimal = optimal
+        self.monotonic_trend = monotonic_trend
+        self.min_bin_size = min_bin_size
+        self.max_n_bins = max_n_bins
+        self.solver = solver
+        self.iv_threshold = iv_threshold
+        self.key_bits = key_bits
+        self.insecure_key = insecure_key
+        self.he_scheme = he_scheme
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def fit(self, X, y, holder, *, id_column: str | None = None):
+        if self.monotonic_trend not in TRENDS or self.solver not in ("dp", "optbinning"):
+            raise InvalidInput(f"monotonic_trend must be one of {TRENDS}; solver 'dp' or "
+                               "'optbinning'")
+        X, y = check_xy(X, y, id_column)
+        _, sk = generate_keypair(self.he_scheme, bits=self.key_bits, insecure=self.insecure_key)
+        session = ActiveSession(as_channel(holder), "woe", sk, workers=self.n_jobs)
+        try:
+            al = session.align(X.index.tolist())
+            Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
+            if len(ya) == 0 or ya.min() == ya.max():
+                raise InvalidInput("the aligned rows must hold both classes")
+            floor = max(int(session.min_node_samples), 1)
+            self._fit_aligned(session, Xa, ya, floor)
+        finally:
+            session.close()
+        return self
+
+    def _merge(self, events, counts, n_rows) -> np.ndarray:
+        min_count = max(1, int(np.ceil(float(self.min_bin_size) * n_rows)))
+        fn = monotonic_merge if self.solver == "dp" else optbinning_merge
+        return fn(events, counts, min_count, self.monotonic_trend, int(self.max_n_bins))
+
+    def _fit_aligned(self, session, Xa: pd.DataFrame, ya: np.ndarray, floor: int) -> None:
+        n = len(ya)
+        stats = active_lr.woe_stats(session, np.arange(n), ya, self.max_bin)
+        self.binning_id_ = stats.binning_id
+        self.holder_name_ = session.holder_name
+        self.alignment_ids_ = list(session.alignment.ids)
+        tables, party, holder_maps = {}, {}, {}
+        at = 0
+        self.holder_features_ = list(stats.feature_names)
+        self.holder_bins_ = {}
+        for f, (name, size) in enumerate(zip(stats.feature_names, stats.n_bins)):
+            ev, cnt = stats.events[at:at + size], stats.counts[at:at + size]
+            at += size
+            mp = self._merge(ev, cnt, n) if self.optimal else np.arange(size)
+            if self.optimal:
+                holder_maps[f] = mp
+            fe = np.bincount(mp, weights=ev, minlength=mp.max() + 1)
+            fc = np.bincount(mp, weights=cnt, minlength=mp.max() + 1)
+            labels = [f"bin {k}" for k in range(len(fc) - 1)] + ["missing"]
+            key = f"holder:{name}"
+            tables[key] = woe_table(fe, fc, labels)
+            party[key] = "holder"
+            self.holder_bins_[f] = len(fc)
+        if holder_maps:
+            active_lr.woe_merge(session, self.binning_id_, holder_maps)
+        # the bank's own features: the same procedure in the clear
+        self.mapper_ = BinMapper(self.max_bin, self.random_state).fit(Xa)
+        raw = self.mapper_.transform(Xa).astype(np.int64)
+        self.bank_maps_ = {}
+        for f, fb in enumerate(self.mapper_.features_):
+            cnt0 = np.bincount(raw[:, f], minlength=fb.n_bins + 1)
+            pre, size = floor_map(cnt0, floor)
+            pb = pre[raw[:, f]]
+            ev = np.bincount(pb, weights=ya, minlength=size)
+            cnt = np.bincount(pb, minlength=size)
+            mp = self._merge(ev, cnt, n) if self.optimal else np.arange(size)
+            full = mp[pre]  # raw bin -> final bin
+            self.bank_maps_[fb.name] = full
+            fe = np.bincount(full[raw[:, f]], weights=ya, minlength=mp.max() + 1)
+            fc = np.bincount(full[raw[:, f]], minlength=mp.max() + 1)
+            tables[fb.name] = woe_table(fe, fc, self._bank_labels(f, full, mp.max() + 1))
+            party[fb.name] = "bank"
+        self.tables_ = tables
+        self.iv_ = pd.Series({k: float(t["IV"].sum()) for k, t in tables.items()},
+                             name="iv").sort_values(ascending=False)
+        self.party_ = pd.Series(party, name="party")
+
+    def _bank_labels(self, f: int, full: np.ndarray, n_final: int) -> list[str]:
+        fb = self.mapper_.features_[f]
+        if fb.kind != "numeric":
+            out = []
+            for k in range(n_final - 1):
+                cats = [str(c) for i, c in enumerate(fb.categories) if full[i] == k]
+                out.append(", ".join(cats) if cats else f"bin {k}")
+            return out + ["missing"]
+        edges = np.r_[-np.inf, fb.upper, np.inf]
+        out = []
+        for k in range(n_final - 1):
+            idx = np.flatnonzero(full[:-1] == k)
+            if len(idx) == 0:
+                out.append(f"bin {k}")
+                continue
+            lo, hi = edges[idx.min()], edges[idx.max() + 1]
+            out.append(f"[{lo:.6g}, {hi:.6g})")
+        return out + ["missing"]
+
+    # -- results ----------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "tables_"):
+            raise InvalidInput("this HeteroWOE is not fitted yet")
+
+    @property
+    def selected_(self) -> list[str]:
+        """Features whose IV reaches ``iv_threshold``, strongest first."""
+        self._check_fitted()
+        return [k for k, v in self.iv_.items() if v >= float(self.iv_threshold)]
+
+    def iv_table(self) -> pd.DataFrame:
+        self._check_fitted()
+        return pd.DataFrame({"feature": self.iv_.index, "party": self.party_[self.iv_.index].values,
+                             "iv": self.iv_.values, "selected": self.iv_.values >= float(self.iv_threshold)})
+
+    def woe_values(self, feature: str) -> np.ndarray:
+        self._check_fitted()
+        return self.tables_[feature]["WoE"].to_numpy()
+
+    def transform_bank(self, X: pd.DataFrame, features: list[str] | None = None) -> pd.DataFrame:
+        """WOE-encode the bank's own features (the holder encodes its own)."""
+        self._check_fitted()
+        names = [f for f in (features or self.mapper_.feature_names)]
+        raw = self.mapper_.transform(X).astype(np.int64)
+        cols = {}
+        for f, fb in enumerate(self.mapper_.features_):
+            if fb.name in names:
+                final = self.bank_maps_[fb.name][raw[:, f]]
+                cols[fb.name] = self.woe_values(fb.name)[final]
+        return pd.DataFrame(cols, index=X.index)[names]
