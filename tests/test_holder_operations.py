@@ -412,3 +412,18 @@ def test_daily_tree_cap(party_dir, tables):
         model.fit(bank.drop(columns="label"), bank["label"],
                   holder=InProcessChannel(party, bank="demo-bank"))
     party.close()
+
+
+def test_status_and_a_tampered_table_stops_serve_at_start(party_dir, capsys):
+    import subprocess
+
+    from test_holder_service import fedcredit_cmd
+
+    assert fc("holder", "status", "--dir", party_dir) == 0
+    out = capsys.readouterr().out
+    assert "version 1: 1000 enterprises x 38 columns" in out and "'active': 1000" in out
+    path = next((party_dir / "features").glob("*.parquet"))
+    path.write_bytes(path.read_bytes() + b"\0")
+    r = subprocess.run(fedcredit_cmd() + ["holder", "serve", "--dir", str(party_dir)],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "modified outside" in r.stderr
