@@ -19,12 +19,12 @@ from ..datasets import load_csv_table
 from ..errors import InvalidInput
 from ..holder.ephemeral import EphemeralHolder
 from ..metrics import auc, ks
-from ..models import SecureBoostClassifier
+from ..models import HeteroLogisticRegression, HeteroWOE, SecureBoostClassifier
 from ..protocol import ActiveSession
 from ..transport import connect
 from ..transport.tls import make_dev_certs
 
-MODELS = ("secureboost",)
+MODELS = ("secureboost", "lr", "woe")
 
 
 @dataclass
@@ -111,6 +111,10 @@ def run(cfg: SimulationConfig) -> dict:
                 summary["rows_aligned"] = len(aligned)
                 Xa, ya = bank.iloc[aligned.bank_positions], y[aligned.bank_positions]
                 tr, te = _split(len(Xa), ya, cfg)
+                if cfg.model == "woe":
+                    return _run_woe(cfg, summary, Xa.iloc[tr], ya[tr], channel)
+                if cfg.model == "lr":
+                    return _run_lr(cfg, summary, Xa, ya, tr, te, channel)
                 model = SecureBoostClassifier(
                     n_estimators=cfg.trees, max_depth=cfg.depth, learning_rate=cfg.learning_rate,
                     max_bin=cfg.bins, min_child_samples=cfg.min_child_samples,
@@ -156,6 +160,78 @@ def run(cfg: SimulationConfig) -> dict:
     return summary
 
 
+def _write_json(summary: dict, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    tmp.replace(path)
+
+
+def _run_woe(cfg: SimulationConfig, summary: dict, X, y, channel) -> dict:
+    """WOE/IV of every feature of both parties on the training rows."""
+    t0 = time.perf_counter()
+    woe = HeteroWOE(max_bin=cfg.bins, key_bits=cfg.key_bits, insecure_key=cfg.insecure_key,
+                    he_scheme=cfg.he_scheme, n_jobs=cfg.n_jobs, random_state=cfg.random_state)
+    woe.fit(X, y, holder=channel)
+    summary["fit_seconds"] = time.perf_counter() - t0
+    summary["rows_train"] = int(len(y))
+    summary["iv"] = {"bank": {k: v for k, v in woe.iv_.items() if woe.party_[k] == "bank"},
+                     "holder": {k[len("holder:"):]: v for k, v in woe.iv_.items()
+                                if woe.party_[k] == "holder"}}
+    summary["selected"] = woe.selected_
+    summary["auc"] = summary["ks"] = None
+    if cfg.json_out:
+        _write_json(summary, cfg.json_out)
+    return summary
+
+
+def _run_lr(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channel) -> dict:
+    """Federated LR against scikit-learn LR on the bank's features and on the joined table
+    (each standardised the same way: mean/std of the training rows, one-hot categories)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ..protocol.lr_common import FeaturePrep
+
+    model = HeteroLogisticRegression(key_bits=cfg.key_bits, insecure_key=cfg.insecure_key,
+                                     he_scheme=cfg.he_scheme, n_jobs=cfg.n_jobs,
+                                     random_state=cfg.random_state, verbose=cfg.verbose)
+    model.fit(Xa.iloc[tr], ya[tr], holder=channel)
+    summary["fit_seconds"] = model.fit_seconds_
+    summary["time_budget_bank"] = model.time_budget_
+    summary["rows_train"], summary["rows_test"] = int(len(tr)), int(len(te))
+    summary["epochs"] = model.n_iter_
+    summary["coefficients"] = model.coefficients().round(6).to_dict()
+    if not len(te):
+        summary["auc"] = summary["ks"] = None
+        if cfg.json_out:
+            _write_json(summary, cfg.json_out)
+        return summary
+    t1 = time.perf_counter()
+    p_fed = model.predict_proba(Xa.iloc[te], holder=channel)[:, 1]
+    summary["predict_seconds"] = time.perf_counter() - t1
+    holder_df = load_csv_table(cfg.holder_csv, cfg.id_column)
+    joined = Xa.join(holder_df.add_prefix("holder_"), how="left")
+
+    def sk_lr(X):
+        prep = FeaturePrep().fit(X.iloc[tr])
+        m = LogisticRegression(C=1.0, max_iter=5000).fit(prep.transform(X.iloc[tr]), ya[tr])
+        return m.predict_proba(prep.transform(X.iloc[te]))[:, 1]
+
+    y_te = ya[te]
+    p_bank, p_cent = sk_lr(Xa), sk_lr(joined)
+    summary["auc"] = {"federated": auc(y_te, p_fed), "bank_only": auc(y_te, p_bank),
+                      "centralized": auc(y_te, p_cent)}
+    summary["ks"] = {"federated": ks(y_te, p_fed), "bank_only": ks(y_te, p_bank),
+                     "centralized": ks(y_te, p_cent)}
+    if cfg.predictions_out:
+        _atomic_csv(pd.DataFrame({cfg.id_column: Xa.index[te], "score": p_fed}),
+                    cfg.predictions_out)
+    if cfg.json_out:
+        _write_json(summary, cfg.json_out)
+    return summary
+
+
 def _split(n: int, y: np.ndarray, cfg: SimulationConfig) -> tuple[np.ndarray, np.ndarray]:
     idx = np.arange(n)
     if cfg.test_size == 0:
@@ -176,6 +252,12 @@ def _atomic_csv(df: pd.DataFrame, path) -> None:
 
 
 def format_table(summary: dict) -> str:
+    if summary.get("model") == "woe" and "iv" in summary:
+        rows = [f"{'party':<8}{'feature':<40}{'IV':>8}"]
+        items = [(p, f, v) for p in ("bank", "holder") for f, v in summary["iv"][p].items()]
+        for p, f, v in sorted(items, key=lambda r: -r[2]):
+            rows.append(f"{p:<8}{f:<40}{v:>8.4f}")
+        return "\n".join(rows)
     if not summary.get("auc"):
         return f"trained on {summary['rows_aligned']} aligned rows in {summary['fit_seconds']:.1f} s"
     rows = [f"{'model':<14}{'AUC':>8}{'KS':>8}"]

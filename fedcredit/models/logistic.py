@@ -202,6 +202,8 @@ class HeteroLogisticRegression:
         ready = active_lr.lr_start(session, rows, encoding=encoding,
                                    learning_rate=self.learning_rate, decay=self.lr_decay,
                                    l2=l2, **holder_kw)
+        # the holder refuses batches below its floor (min_node_samples, twice its features)
+        bs = min(n, max(bs, 2 * int(ready.n_features) + 2, int(session.min_node_samples)))
         self.holder_feature_names_ = list(ready.feature_names)
         self.holder_name_ = session.holder_name
         rate = float(ya.mean())
@@ -217,7 +219,7 @@ class HeteroLogisticRegression:
             for epoch in range(int(self.max_iter)):
                 order = rng.permutation(n)
                 batches = [np.sort(order[lo:lo + bs]) for lo in range(0, n, bs)]
-                if len(batches) > 1 and len(batches[-1]) < bs // 2:  # fold a short tail in
+                if len(batches) > 1 and len(batches[-1]) < bs:  # fold a short tail in
                     batches[-2] = np.sort(np.concatenate([batches[-2], batches.pop()]))
                 for k, b_idx in enumerate(batches):
                     new_epoch = epoch > 0 and k == 0
