@@ -220,7 +220,8 @@ class HeteroLogisticRegression:
                 order = rng.permutation(n)
                 batches = [np.sort(order[lo:lo + bs]) for lo in range(0, n, bs)]
                 if len(batches) > 1 and len(batches[-1]) < bs:  # fold a short tail in
-                    batches[-2] = np.sort(np.concatenate([batches[-2], batches.pop()]))
+                    tail = batches.pop()
+                    batches[-1] = np.sort(np.concatenate([batches[-1], tail]))
                 for k, b_idx in enumerate(batches):
                     new_epoch = epoch > 0 and k == 0
                     bank_change = opt.new_epoch() if new_epoch else 0.0
