@@ -5,8 +5,10 @@
 strength of n, 112 for 2048 bits, so 224-bit t and s). Modulo ``p**2``, ``h`` has order t and
 ``g = (1 + p)**alpha * h**beta`` has order ``p*t``; modulo q, ``h`` has order s and
 ``g = h**gamma``. alpha, beta, gamma are random and known to the key owner only; ``(n, g, h)``
-is public. (CNP/HEU write ``G = g**u``, ``H = g'**(n*u)``: the same subgroups, built here by
-CRT so that the key owner knows the discrete logs it uses to encrypt fast.)
+is public. (HEU writes ``G = g**u``, ``H = g'**(n*u)``: the same subgroups mod ``p**2``. Mod q
+its H has a large order; here it has the 2*kappa-bit order s, so the key owner's exponent mod
+q is short too. g and h are built by CRT so that the key owner knows the logarithms alpha,
+beta, gamma it encrypts with.)
 
 **Encryption** of a signed m, ``|m| < 2**plaintext_bits``, is ``g**m * h**r mod n`` with r
 uniform below ``2**exponent_bits`` (default ``2*kappa``). With the public key only it takes
@@ -22,11 +24,12 @@ ciphertext made from g and h has its mod-``p**2`` randomness in the order-t subg
 whose ``c**t`` is not 1 mod p is not of that form and is refused. The result is read as a
 signed number in ``(-p/2, p/2)`` and **refused unless** ``|m| < 2**plaintext_bits``: OU
 decrypts modulo the secret p, so a party that learns the decryption v of ``g**M`` for some
-``M >= p`` gets ``p = gcd(M - v, n)`` (HEU's warning; hetero LR sends decrypted masked values
-back). ``plaintext_bits = ceil(bits/3) - 2 - 40``: honest values always decode
-(``2**plaintext_bits <= p/2``), and an M chosen without knowing p lands in the accepted window
-with probability about ``2**-40`` (a statistical parameter of 40, as usual for online attacks;
-every miss is a refused decryption, which aborts the session with a fresh key next time).
+``M >= p`` gets ``p = gcd(M - v, n)`` (HEU's warning; protocols such as hetero LR send
+decrypted masked values back). ``plaintext_bits = ceil(bits/3) - 2 - 40``: honest values
+always decode (``2**plaintext_bits <= p/2``), and an M chosen without knowing p lands in the
+accepted window with probability about ``2**-40`` (a statistical parameter of 40, as usual
+for online attacks: every miss is a refused decryption, which aborts the session, and
+session keys are fresh).
 
 **Security.** Semantic security rests on (1) the p-subgroup assumption of Okamoto and
 Uchiyama in the CNP form: an element of ``<h>`` (order ``t*s``) cannot be told from an
