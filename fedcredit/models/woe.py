@@ -82,8 +82,9 @@ def monotonic_merge(events: np.ndarray, counts: np.ndarray, min_count: int,
                 seg[i, j] = _seg_iv(e, c - e, te, tn)
     best_map, best_iv = None, -np.inf
     for tr in (("ascending", "descending") if trend == "auto" else (trend,)):
-        sign = {"ascending": 1, "descending": -1, "none": 0}[tr]
-        # dp[(i, j)] = (iv, bins, prev) for a prefix ending with segment [i, j)
+        # trends name the event rate, as in optbinning: WoE moves the other way
+        sign = {"ascending": -1, "descending": 1, "none": 0}[tr]
+        # dp[i, j, q] = (iv, prev start) for a prefix ending with segment [i, j) as bin q
         dp: dict = {}
         for j in range(1, m + 1):
             for i in range(0, j):
@@ -91,32 +92,31 @@ def monotonic_merge(events: np.ndarray, counts: np.ndarray, min_count: int,
                     continue
                 w, v = seg[i, j]
                 if i == 0:
-                    dp[i, j] = (v, 1, None)
+                    dp[i, j, 1] = (v, None)
                     continue
-                cand = None
-                for h in range(0, i):
-                    prev = dp.get((h, i))
-                    if prev is None or prev[1] >= max_bins:
-                        continue
-                    if sign and sign * (w - seg[h, i][0]) < 0:
-                        continue
-                    if cand is None or prev[0] > cand[0]:
-                        cand = (prev[0], prev[1], h)
-                if cand is not None:
-                    dp[i, j] = (cand[0] + v, cand[1] + 1, cand[2])
-        ends = [(dp[i, m][0], i) for i in range(m) if (i, m) in dp]
+                for q in range(2, max_bins + 1):
+                    cand = None
+                    for h in range(0, i):
+                        prev = dp.get((h, i, q - 1))
+                        if prev is None or (sign and sign * (w - seg[h, i][0]) < 0):
+                            continue
+                        if cand is None or prev[0] > cand[0]:
+                            cand = (prev[0], h)
+                    if cand is not None:
+                        dp[i, j, q] = (cand[0] + v, cand[1])
+        ends = [(dp[key][0], key) for key in dp if key[1] == m]
         if not ends:
             continue
-        iv, i = max(ends)
+        iv, (i, j, q) = max(ends)
         if iv > best_iv:
-            cuts, j = [], m
+            starts = []
             while True:
-                cuts.append(i)
-                h = dp[i, j][2]
+                starts.append(i)
+                h = dp[i, j, q][1]
                 if h is None:
                     break
-                i, j = h, i
-            starts = sorted(cuts)
+                i, j, q = h, i, q - 1
+            starts = sorted(starts)
             mp = np.searchsorted(np.array(starts), np.arange(m), side="right") - 1
             best_map, best_iv = mp, iv
     if best_map is None:  # no valid segmentation: one bin
