@@ -5,7 +5,7 @@ import warnings
 
 from fedcredit.transport.generated import fedcredit_pb2 as fedcredit_dot_transport_dot_generated_dot_fedcredit__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class PassivePartyStub:
+class PassivePartyStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -41,7 +41,7 @@ class PassivePartyStub:
                 _registered_method=True)
 
 
-class PassivePartyServicer:
+class PassivePartyServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Exchange(self, request_iterator, context):
@@ -67,7 +67,7 @@ def add_PassivePartyServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class PassiveParty:
+class PassiveParty(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
