@@ -180,10 +180,6 @@ def serve(directory, port_file=None) -> int:
     """Run the holder service of ``directory`` until SIGTERM/SIGINT; returns the exit code."""
     from ..transport import HolderServer
 
-    cfg = load_config(directory)
-    logs.setup(cfg.log_format, cfg.log_level)
-    party = HolderParty(cfg)
-    interrupted = party.interrupt_open_sessions()
     done = threading.Event()
     received: list[int] = []
 
@@ -191,7 +187,12 @@ def serve(directory, port_file=None) -> int:
         received.append(signum)
         done.set()
 
+    # first: a SIGTERM while a large feature table loads still means a clean exit 0
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    cfg = load_config(directory)
+    logs.setup(cfg.log_format, cfg.log_level)
+    party = HolderParty(cfg)
+    interrupted = party.interrupt_open_sessions()
     try:
         server = HolderServer(party, cfg.listen, tls_dir=cfg.tls_dir,
                               max_workers=cfg.max_workers).start()
