@@ -10,6 +10,7 @@ from fedcredit.models import HeteroLogisticRegression, HeteroWOE, Scorecard
 from fedcredit.protocol import PassiveParty
 
 from conftest import TEST_KEY_BITS, test_policy
+from optbinning_ref import run
 
 
 def test_scorecard_points_and_scores(small_credit, make_channel):
@@ -30,13 +31,14 @@ def test_scorecard_points_and_scores(small_credit, make_channel):
     hb = table[table["party"] == "holder"]["Bin"]
     assert set(hb) <= {f"bin {k}" for k in range(50)} | {"missing"}
     # optbinning's pdo_odds formula with the same coefficients and WOE
-    pytest.importorskip("optbinning")
-    from optbinning.scorecard.scorecard import _compute_scorecard_points
-
     coef = table["Coefficient"].to_numpy()
-    ref = _compute_scorecard_points(coef * table["WoE"].to_numpy(), [None] * len(feats),
-                                    "pdo_odds", {"pdo": 20, "odds": 50, "scorecard_points": 600},
-                                    float(sc.model_.intercept_[0]), False)
+    ref = run("""
+from optbinning.scorecard.scorecard import _compute_scorecard_points
+out = _compute_scorecard_points(np.array(p["pts"]), [None] * p["n"], "pdo_odds",
+                                {"pdo": 20, "odds": 50, "scorecard_points": 600},
+                                p["b0"], False).tolist()
+""", pts=(coef * table["WoE"].to_numpy()).tolist(), n=len(feats),
+              b0=float(sc.model_.intercept_[0]))
     np.testing.assert_allclose(table["Points"].to_numpy(), ref, atol=1e-9)
     # a score is the sum of the enterprise's points; higher score = lower risk
     s = sc.score(bank, holder=channel)

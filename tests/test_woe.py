@@ -12,23 +12,26 @@ from fedcredit.protocol import PassiveParty
 from fedcredit.protocol.passive_woe import final_bins
 
 from conftest import TEST_KEY_BITS, test_policy
-
-optbinning = pytest.importorskip("optbinning")
+from optbinning_ref import run
 
 
 def _reference(x_bins: np.ndarray, y: np.ndarray, n_final: int):
     """optbinning's binning table for the centralized rows on the same bins (its own
-    counting of the rows and its own WOE/IV formulas)."""
-    from optbinning.binning.binning_statistics import BinningTable
-
+    formulas, from the counts of the centralized data)."""
     ev = np.bincount(x_bins, weights=y, minlength=n_final)
     cnt = np.bincount(x_bins, minlength=n_final)
     # optbinning's layout: regular bins, then "Special" (none here), then "Missing"
-    n_ev = np.r_[ev[:-1], 0, ev[-1]]
-    n_ne = np.r_[cnt[:-1] - ev[:-1], 0, cnt[-1] - ev[-1]]
-    bt = BinningTable("x", "numerical", None, np.arange(n_final - 2) + 0.5, n_ne, n_ev)
-    t = bt.build(add_totals=False)
-    return t.iloc[:n_final - 1], t.iloc[-1], bt.iv
+    out = run("""
+from optbinning.binning.binning_statistics import BinningTable
+bt = BinningTable("x", "numerical", None, np.array(p["splits"]), np.array(p["ne"]), np.array(p["ev"]))
+t = bt.build(add_totals=False)
+out = {c: t[c].astype(float).tolist() for c in ("Count", "Event", "WoE", "IV")}
+out["iv"] = float(bt.iv)
+""", splits=(np.arange(n_final - 2) + 0.5).tolist(),
+              ev=np.r_[ev[:-1], 0, ev[-1]].tolist(),
+              ne=np.r_[cnt[:-1] - ev[:-1], 0, cnt[-1] - ev[-1]].tolist())
+    k = n_final - 1
+    return {c: np.asarray(out[c])[:k] for c in ("Count", "Event", "WoE", "IV")}, None, out["iv"]
 
 
 def test_holder_woe_iv_equal_optbinning_on_centralized_data(small_credit, make_channel):
@@ -45,10 +48,9 @@ def test_holder_woe_iv_equal_optbinning_on_centralized_data(small_credit, make_c
         ours = woe.tables_[f"holder:{name}"]
         n_final = len(ours)
         regular, missing, iv = _reference(bins[:, f], ya, n_final)
-        np.testing.assert_array_equal(ours["Count"].to_numpy()[:-1], regular["Count"].to_numpy())
-        np.testing.assert_array_equal(ours["Event"].to_numpy()[:-1], regular["Event"].to_numpy())
-        np.testing.assert_allclose(ours["WoE"].to_numpy()[:-1], regular["WoE"].to_numpy(dtype=float),
-                                   atol=1e-12)
+        np.testing.assert_array_equal(ours["Count"].to_numpy()[:-1], regular["Count"])
+        np.testing.assert_array_equal(ours["Event"].to_numpy()[:-1], regular["Event"])
+        np.testing.assert_allclose(ours["WoE"].to_numpy()[:-1], regular["WoE"], atol=1e-12)
         np.testing.assert_allclose(ours["IV"].sum(), iv, atol=1e-12)
         checked += 1
         # optimal binning: WOE monotonic over the regular bins, none below the size floor
@@ -66,27 +68,28 @@ def test_holder_woe_iv_equal_optbinning_on_centralized_data(small_credit, make_c
 
 
 def test_woe_table_matches_optbinning_formulas():
-    from optbinning import OptimalBinning
-
     rng = np.random.default_rng(0)
     x = rng.integers(0, 6, 5000).astype(float)
     y = (rng.random(5000) < 0.1 + 0.05 * x).astype(int)
-    ob = OptimalBinning(dtype="numerical", user_splits=np.arange(5) + 0.5,
-                        monotonic_trend=None, min_prebin_size=1e-4, min_bin_size=1e-4).fit(x, y)
-    splits = np.asarray(ob.splits)
-    ref = ob.binning_table.build(add_totals=False).iloc[:len(splits) + 1]
-    x = np.searchsorted(splits, x).astype(float)  # optbinning's own bins
+    ref = run("""
+from optbinning import OptimalBinning
+ob = OptimalBinning(dtype="numerical", user_splits=np.arange(5) + 0.5, monotonic_trend=None,
+                    min_prebin_size=1e-4, min_bin_size=1e-4).fit(np.array(p["x"]), np.array(p["y"]))
+t = ob.binning_table.build(add_totals=False)
+out = {"splits": np.asarray(ob.splits, dtype=float).tolist(),
+       "woe": t["WoE"].astype(float).tolist(), "iv": t["IV"].astype(float).tolist()}
+""", x=x.tolist(), y=y.tolist())
+    splits = np.asarray(ref["splits"])
     k = len(splits) + 1
-    ev = np.bincount(x.astype(int), weights=y, minlength=k)
-    cnt = np.bincount(x.astype(int), minlength=k)
+    xb = np.searchsorted(splits, x)  # optbinning's own bins
+    ev = np.bincount(xb, weights=y, minlength=k)
+    cnt = np.bincount(xb, minlength=k)
     ours = woe_table(np.r_[ev, 0], np.r_[cnt, 0], [f"bin {j}" for j in range(k)] + ["missing"])
-    np.testing.assert_allclose(ours["WoE"][:k], ref["WoE"].astype(float), atol=1e-12)
-    np.testing.assert_allclose(ours["IV"][:k], ref["IV"].astype(float), atol=1e-12)
+    np.testing.assert_allclose(ours["WoE"][:k], ref["woe"][:k], atol=1e-12)
+    np.testing.assert_allclose(ours["IV"][:k], ref["iv"][:k], atol=1e-12)
 
 
 def test_dp_merge_is_monotonic_and_at_least_as_good_as_optbinning():
-    from fedcredit.models.woe import optbinning_merge
-
     rng = np.random.default_rng(3)
     cnt = np.r_[rng.integers(80, 200, 15), 40]
     rate = np.r_[np.linspace(0.02, 0.3, 15) + rng.normal(0, 0.03, 15).clip(-0.01, 0.01), 0.1]
@@ -101,5 +104,8 @@ def test_dp_merge_is_monotonic_and_at_least_as_good_as_optbinning():
     t = iv_of(ours)
     assert np.all(np.diff(t["WoE"].to_numpy()[:-1]) <= 1e-12)  # event rate up, WoE down
     assert (t["Count"].to_numpy()[:-1] >= 100).all() and ours[-1] == ours[:-1].max() + 1
-    ref = optbinning_merge(ev, cnt, 100, "ascending", 8)
+    ref = np.asarray(run("""
+from fedcredit.models.woe import optbinning_merge
+out = optbinning_merge(np.array(p["ev"]), np.array(p["cnt"]), 100, "ascending", 8).tolist()
+""", ev=ev.tolist(), cnt=cnt.tolist()))
     assert t["IV"].sum() >= iv_of(ref)["IV"].sum() - 1e-9
