@@ -28,7 +28,7 @@ from fedcredit.crypto import generate_keypair
 from fedcredit.datasets import make_credit_data
 from fedcredit.errors import (InsecureParameters, InvalidCiphertext, InvalidInput,
                               PeerUnavailable, PolicyViolation, SessionNotFound)
-from fedcredit.holder import audit, store
+from fedcredit.holder import store
 from fedcredit.models import SecureBoostClassifier
 from fedcredit.protocol import ActiveSession
 from fedcredit.protocol import messages as m

@@ -322,7 +322,7 @@ def _stats(a) -> int:
 
 
 def _status(a) -> int:
-    from ..holder import audit, features
+    from ..holder import features
 
     cfg, con = _open(a.dir)
     try:
