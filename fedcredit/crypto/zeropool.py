@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+import weakref
 from collections import deque
 
 import gmpy2
@@ -19,9 +21,13 @@ import gmpy2
 class ZeroPool:
     """Keeps up to ``capacity`` encryptions of zero ready for ``public_key``."""
 
+    #: a full pool nobody draws from for this long stops its thread (an abandoned session)
+    IDLE_SECONDS = 120.0
+
     def __init__(self, public_key, capacity: int = 2048, batch: int = 4):
-        self.pk = public_key
+        self._pk = weakref.ref(public_key)  # the pool must not keep a dropped key alive
         self.capacity = int(capacity)
+        self._last_take = time.monotonic()
         self.batch = int(batch)
         self._ready: deque = deque()
         self._lock = threading.Lock()
@@ -38,15 +44,22 @@ class ZeroPool:
         gmpy2.set_context(gmpy2.context(allow_release_gil=True))
         while not self._stop.is_set():
             if len(self._ready) >= self.capacity:
+                if time.monotonic() - self._last_take > self.IDLE_SECONDS:
+                    return
                 self._stop.wait(0.05)
                 continue
-            zeros = self.pk._random_zeros_now(self.batch, threads=False)
+            pk = self._pk()
+            if pk is None:
+                return
+            zeros = pk._random_zeros_now(self.batch, threads=False)
+            del pk
             with self._lock:
                 self._ready.extend(zeros)
 
     def take(self, count: int) -> list:
         """Up to ``count`` ready zeros (possibly fewer; the caller makes the rest)."""
         with self._lock:
+            self._last_take = time.monotonic()
             k = min(count, len(self._ready))
             return [self._ready.popleft() for _ in range(k)]
 

@@ -1,5 +1,5 @@
 """What both parties of hetero logistic regression share: feature preparation, the optimizer,
-the Chebyshev expansion of the sigmoid, fixed-point constants and a multi-exponentiation.
+the Chebyshev expansion of the sigmoid, fixed-point constants and (the multi-exponentiation it needs lives in :mod:`fedcredit.crypto.multiexp`).
 
 The protocol itself (who sends what) is documented on
 :class:`fedcredit.models.HeteroLogisticRegression`; this module only holds the arithmetic
@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import math
 
-import gmpy2
 import numpy as np
 import pandas as pd
-from gmpy2 import mpz
 
 from ..errors import InvalidInput
 
@@ -203,43 +201,6 @@ def holder_exponents(t: np.ndarray, degree: int) -> np.ndarray:
     th = np.arccos(np.clip(t, -1.0, 1.0))
     T = np.cos(np.outer(th, np.arange(1, degree + 1)))
     return np.rint((T + 1.0) * 2.0 ** CHEB_BITS).astype(np.int64)
-
-
-def multi_exp(bases: list, exps: np.ndarray, N) -> mpz:
-    """prod_i bases[i] ** exps[i] mod N for non-negative integer exponents (Pippenger's
-    bucket method): about ``bits/w * (len + 2**(w+1))`` multiplications instead of
-    ``len * bits``."""
-    exps = np.asarray(exps, dtype=np.int64)
-    if len(bases) == 0 or not exps.any():
-        return mpz(1)
-    if exps.min() < 0:
-        raise InvalidInput("multi_exp needs non-negative exponents")
-    bits = int(exps.max()).bit_length()
-    n = len(bases)
-    w = min(range(1, 13), key=lambda w: -(-bits // w) * (n + (2 << w)))
-    mask = (1 << w) - 1
-    result = None
-    for p in range(-(-bits // w) - 1, -1, -1):
-        digits = ((exps >> (p * w)) & mask).tolist()
-        buckets: list = [None] * (1 << w)
-        for c, d in zip(bases, digits):
-            if d:
-                cur = buckets[d]
-                buckets[d] = c if cur is None else cur * c % N
-        running = total = None
-        for d in range(mask, 0, -1):
-            bd = buckets[d]
-            if bd is not None:
-                running = bd if running is None else running * bd % N
-            if running is not None:
-                total = running if total is None else total * running % N
-        if result is not None:
-            result = gmpy2.powmod(result, 1 << w, N)
-            if total is not None:
-                result = result * total % N
-        else:
-            result = total
-    return mpz(1) if result is None else result
 
 
 def slot_layout(plaintext_bits: int, n_rows: int, coef_bound: int, bank_x_bits: int,

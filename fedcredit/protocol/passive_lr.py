@@ -11,11 +11,10 @@ from __future__ import annotations
 import secrets
 import uuid
 
-import gmpy2
 import numpy as np
-from gmpy2 import mpz
 
 from ..binning import BinMapper
+from ..crypto.multiexp import combine_partials, row_polynomial_products, subtract_multiples
 from ..crypto.parallel import map_ordered, resolve_workers
 from ..errors import InvalidInput, PolicyViolation, ProtocolError
 from . import lr_common as lc
@@ -141,18 +140,11 @@ class HolderLR:
         size = max(64, -(-b // (2 * workers)))
         tasks = [(data[lo * per_row * width:(lo + size) * per_row * width], E[lo:lo + size],
                   Xb[lo:lo + size] + offs[None, :]) for lo in range(0, b, size)]
-        sums = [mpz(1)] * G
-        grads = [mpz(1)] * Xb.shape[1]
         with self.watch("holder_partials"):
-            for part in map_ordered(_chunk_partials, tasks, workers, int(N), width, K, G):
-                frm = mpz.from_bytes
-                vals = [frm(part[i:i + width], "big") for i in range(0, len(part), width)]
-                sums = [a * v % N for a, v in zip(sums, vals[:G])]
-                grads = [a * v % N for a, v in zip(grads, vals[G:])]
+            parts = map_ordered(row_polynomial_products, tasks, workers, int(N), width, K, G)
+            sums, grads = combine_partials(parts, N, width, G)
         if offs.any():
-            inv_total = gmpy2.invert(sums[0], N)
-            grads = [g if not o else g * gmpy2.powmod(inv_total, int(o), N) % N
-                     for g, o in zip(grads, offs.tolist())]
+            grads = subtract_multiples(grads, sums[0], offs.tolist(), N)
         slot_w, n_slots = widths[0], counts[0]
         masks, masked = [], []
         for acc in grads:
@@ -178,30 +170,6 @@ class HolderLR:
             self.party.models.save(self.model)
         return m.LrModel(model_id=self.model.model_id, feature_names=list(self.names),
                          coefficients=list(self.model.mapper["coef"]))
-
-
-def _chunk_partials(task, N: int, width: int, K: int, G: int) -> bytes:
-    """Worker: for a chunk of rows, D_ig = C_ig0 * prod_k C_igk^e_ik; returns the chunk's
-    product of D_ig per group and, per holder feature, prod_i D_i0^x_ij (offset exponents)."""
-    data, E, X = task
-    N = mpz(N)
-    frm = mpz.from_bytes
-    cts = [frm(data[i:i + width], "big") for i in range(0, len(data), width)]
-    per_row = (K + 1) * G
-    sums = [mpz(1)] * G
-    d0 = []
-    for i, e in enumerate(E.tolist()):
-        base = i * per_row
-        for g in range(G):
-            at = base + g * (K + 1)
-            acc = cts[at]
-            for k in range(K):
-                acc = acc * gmpy2.powmod(cts[at + 1 + k], e[k], N) % N
-            sums[g] = sums[g] * acc % N
-            if g == 0:
-                d0.append(acc)
-    grads = [lc.multi_exp(d0, X[:, j], N) for j in range(X.shape[1])]
-    return b"".join(int(v).to_bytes(width, "big") for v in sums + grads)
 
 
 # -- feature encodings --------------------------------------------------------------------------
