@@ -103,6 +103,13 @@ class PassiveParty:
         features.index = idx
         self.features = features
         self.feature_names = [str(c) for c in features.columns]
+        self._known = None
+
+    def _known_ids(self) -> frozenset:
+        """The holder's ids as a set: membership of 100k ids in microseconds, not seconds."""
+        if self._known is None:
+            self._known = frozenset(self.features.index.tolist())
+        return self._known
 
     def register(self, message_type: type, handler: Callable) -> None:
         """Add a protocol step (used by other protocols: logistic regression, WOE)."""
@@ -340,7 +347,8 @@ class PassiveParty:
                                     f"most {self.policy.max_predict_ids}")
             ids = [str(i) for i in msg.ids]
             rows = self.features.reindex(ids)
-            present = pd.Index(ids).isin(self.features.index)
+            known = self._known_ids()
+            present = np.fromiter((i in known for i in ids), dtype=bool, count=len(ids))
             consented = self.consent_mask(s, ids) & present
             rows.loc[~consented] = np.nan  # unknown or not consented: holder data unused
             trees = list(msg.trees) or sorted(model.trees)

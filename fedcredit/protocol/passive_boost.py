@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from ..binning import BinMapper
-from ..errors import InvalidCiphertext, InvalidInput, PolicyViolation, ProtocolError
+from ..errors import (InvalidCiphertext, InvalidInput, PolicyViolation, ProtocolError,
+                      ResourceLimit)
 from . import messages as m
 from .hooks import HolderPolicy, StoredModel
 from .histograms import NodeHistogram, cumulative_by_feature
@@ -152,6 +153,10 @@ class HolderBoost:
             batch = self.pk.from_bytes_batch(data, what="gradient ciphertexts")
         if len(t.cts) + len(batch) > len(t.rows):
             raise InvalidInput("more gradient ciphertexts than tree rows")
+        held = (len(t.cts) + len(batch)) * self.pk.ciphertext_bytes * 2  # values + histograms
+        if held > self.policy.max_session_bytes:
+            raise ResourceLimit(f"the tree's ciphertexts would exceed the holder's "
+                                f"{self.policy.max_session_bytes >> 20} MiB session limit")
         t.cts.extend(batch.values)
         with self.watch("holder_histograms"):
             t.root_hist.add(batch.values)  # overlap: sum while later chunks are encrypted
