@@ -130,11 +130,12 @@ def main(argv=None) -> int:
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--scale", default="", help="comma-separated row counts, e.g. 100000,1000000")
     ap.add_argument("--scale-trees", type=int, default=2)
+    ap.add_argument("--no-race", action="store_true", help="only the scaling runs")
     a = ap.parse_args(argv)
     data_dir = find_data_dir()
     res = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
            "date": time.strftime("%Y-%m-%d %H:%M"), "race": {}, "scaling": []}
-    for scheme in a.schemes.split(","):
+    for scheme in ([] if a.no_race else a.schemes.split(",")):
         entry = {"fedcredit": fedcredit_race(scheme, data_dir, a.trees, a.depth)}
         if a.peer == "secretflow":
             entry["secretflow"] = secretflow(scheme, a.trees, a.depth)

@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import gmpy2
 import numpy as np
@@ -77,15 +77,11 @@ from gmpy2 import mpz
 
 from ..errors import InvalidCiphertext, InvalidInput, PackingOverflow
 from . import parallel
-from .base import (CipherVector, PrivateKey, PublicKey, check_key_size, iter_chunks,
-                   security_bits)
+from .base import CipherVector, PrivateKey, PublicKey, check_key_size, security_bits
 from .fixedbase import FixedBaseTable, batch_invert
 
 #: bits between the accepted plaintext range and p/2 (see the module docstring)
 RANGE_MARGIN_BITS = 40
-
-#: below this many plaintexts, worker processes cost more than they save
-PARALLEL_THRESHOLD = 1024
 
 
 def prime_bits(bits: int) -> int:
@@ -351,33 +347,6 @@ class OUPrivateKey(PrivateKey):
             out.append(cq + q * ((cp - cq) * inv % p2))
         return out
 
-    def encrypt(self, plaintexts: Sequence[int], workers: int | None = None) -> CipherVector:
-        pk = self.public_key
-        w = parallel.resolve_workers(workers)
-        if w <= 1 or len(plaintexts) < PARALLEL_THRESHOLD:
-            return pk._wrap(self._encrypt_local(plaintexts))
-        data = b"".join(self.encrypt_bytes_iter(plaintexts, workers=w))
-        frm, width = mpz.from_bytes, pk.ciphertext_bytes
-        return pk._wrap([frm(data[i:i + width], "big") for i in range(0, len(data), width)])
-
-    def encrypt_bytes_iter(self, plaintexts: Sequence[int], chunk: int = 2048,
-                           workers: int | None = None) -> Iterator[bytes]:
-        pk = self.public_key
-        pk._checked(plaintexts)
-        w = parallel.resolve_workers(workers)
-        chunks = [list(map(int, c)) for c in iter_chunks(plaintexts, chunk)]
-        if w <= 1 or len(plaintexts) < PARALLEL_THRESHOLD:
-            for c in chunks:
-                yield pk.to_bytes_batch(pk._wrap(self._encrypt_local(c)))
-            return
-        yield from parallel.map_ordered(_worker_encrypt, chunks, w, self.to_bytes())
-
-    def warm_up(self, workers: int | None = None) -> None:
-        """Start the worker processes and build their tables now, without waiting."""
-        w = parallel.resolve_workers(workers)
-        if w > 1:
-            parallel.warm(_worker_encrypt, [[0]] * w, w, self.to_bytes())
-
     # -- decryption ---------------------------------------------------------------------------
     def _decrypt_local(self, values: list, offset: int = 0) -> list[int]:
         p, p2 = self.p, self.p2
@@ -399,49 +368,3 @@ class OUPrivateKey(PrivateKey):
                                         "plaintext range; refused")
             out.append(int(m))
         return out
-
-    def decrypt(self, a: CipherVector, workers: int | None = None) -> list[int]:
-        pk = self.public_key
-        pk._check(a)
-        n = pk.n
-        for i, c in enumerate(a.values):
-            if not 0 < c < n:
-                raise InvalidCiphertext(f"ciphertext {i} is outside (0, n)")
-        w = parallel.resolve_workers(workers)
-        if w <= 1 or len(a) < 64:
-            return self._decrypt_local(a.values)
-        size = max(16, -(-len(a) // (4 * w)))
-        chunks = [(pk.to_bytes_batch(pk._wrap(c)), i * size)
-                  for i, c in enumerate(iter_chunks(a.values, size))]
-        out: list[int] = []
-        for part in parallel.map_ordered(_worker_decrypt, chunks, w, self.to_bytes()):
-            out.extend(part)
-        return out
-
-
-# -- worker side ------------------------------------------------------------------------------
-_WORKER_KEYS: dict[bytes, OUPrivateKey] = {}
-
-
-def _worker_key(secret: bytes) -> OUPrivateKey:
-    key = _WORKER_KEYS.get(secret)
-    if key is None:
-        key = OUPrivateKey.from_fields(json.loads(secret))
-        _WORKER_KEYS.clear()  # one session's key at a time per worker
-        _WORKER_KEYS[secret] = key
-    return key
-
-
-def _worker_encrypt(chunk: list, secret: bytes) -> bytes:
-    key = _worker_key(secret)
-    pk = key.public_key
-    return pk.to_bytes_batch(pk._wrap(key._encrypt_local(chunk)))
-
-
-def _worker_decrypt(task: tuple[bytes, int], secret: bytes) -> list[int]:
-    data, offset = task
-    key = _worker_key(secret)
-    width = key.public_key.ciphertext_bytes
-    frm = mpz.from_bytes
-    return key._decrypt_local([frm(data[i:i + width], "big") for i in range(0, len(data), width)],
-                              offset)

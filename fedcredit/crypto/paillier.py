@@ -29,22 +29,18 @@ guesses about which ciphertexts were combined against the structure of ``h``.
 from __future__ import annotations
 
 import secrets
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import gmpy2
 from gmpy2 import mpz
 from phe import paillier as phe_paillier
 
-from ..errors import InvalidCiphertext, InvalidInput, PackingOverflow
+from ..errors import InvalidInput, PackingOverflow
 from . import parallel
-from .base import (CipherVector, PrivateKey, PublicKey, check_key_size, iter_chunks,
-                   security_bits)
+from .base import CipherVector, PrivateKey, PublicKey, check_key_size, security_bits
 from .fixedbase import FixedBaseTable
 
 OBFUSCATORS = ("djn", "full")
-
-#: below this many plaintexts, worker processes cost more than they save
-PARALLEL_THRESHOLD = 1024
 
 
 def default_exponent_bits(bits: int) -> int:
@@ -227,7 +223,7 @@ class PaillierPrivateKey(PrivateKey):
             tp, tq = self._crt_tables()
             op = tp.random_powers(count)
             oq = tq.random_powers(count)
-        inv, N = self.q2_inv_p2, pk.nsquare
+        inv = self.q2_inv_p2
         out = []
         for m, a, b in zip(ms, op, oq):
             cp = (1 + p * (m * q % p)) * a % p2
@@ -235,38 +231,8 @@ class PaillierPrivateKey(PrivateKey):
             out.append(cq + q2 * ((cp - cq) * inv % p2))
         return out
 
-    def encrypt(self, plaintexts: Sequence[int], workers: int | None = None) -> CipherVector:
-        pk = self.public_key
-        w = parallel.resolve_workers(workers)
-        if w <= 1 or len(plaintexts) < PARALLEL_THRESHOLD:
-            return pk._wrap(self._encrypt_local(plaintexts))
-        data = b"".join(self.encrypt_bytes_iter(plaintexts, workers=w))
-        frm, width = mpz.from_bytes, pk.ciphertext_bytes
-        return pk._wrap([frm(data[i:i + width], "big") for i in range(0, len(data), width)])
-
-    def encrypt_bytes_iter(self, plaintexts: Sequence[int], chunk: int = 2048,
-                           workers: int | None = None) -> Iterator[bytes]:
-        pk = self.public_key
-        pk._checked(plaintexts)
-        w = parallel.resolve_workers(workers)
-        chunks = [list(map(int, c)) for c in iter_chunks(plaintexts, chunk)]
-        if w <= 1 or len(plaintexts) < PARALLEL_THRESHOLD:
-            for c in chunks:
-                yield pk.to_bytes_batch(pk._wrap(self._encrypt_local(c)))
-            return
-        yield from parallel.map_ordered(_worker_encrypt, chunks, w, self.to_bytes())
-
-    def warm_up(self, workers: int | None = None) -> None:
-        """Start the worker processes and build their tables now, without waiting.
-
-        Called when a session key is made, so the table cost overlaps with alignment.
-        """
-        w = parallel.resolve_workers(workers)
-        if w > 1:
-            parallel.warm(_worker_encrypt, [[0]] * w, w, self.to_bytes())
-
     # -- decryption (CRT) -------------------------------------------------------------------
-    def _decrypt_local(self, values: list) -> list[int]:
+    def _decrypt_local(self, values: list, offset: int = 0) -> list[int]:
         p, q, p2, q2 = self.p, self.q, self.p2, self.q2
         xp = gmpy2.powmod_base_list([c % p2 for c in values], p - 1, p2)
         xq = gmpy2.powmod_base_list([c % q2 for c in values], q - 1, q2)
@@ -279,47 +245,3 @@ class PaillierPrivateKey(PrivateKey):
             m = mp_ + p * ((mq_ - mp_) * pinv % q)
             out.append(int(m - n if m > half else m))
         return out
-
-    def decrypt(self, a: CipherVector, workers: int | None = None) -> list[int]:
-        pk = self.public_key
-        pk._check(a)
-        N = pk.nsquare
-        for i, c in enumerate(a.values):
-            if not 0 < c < N:
-                raise InvalidCiphertext(f"ciphertext {i} is outside (0, n**2)")
-        w = parallel.resolve_workers(workers)
-        if w <= 1 or len(a) < 64:
-            return self._decrypt_local(a.values)
-        size = max(8, -(-len(a) // (4 * w)))
-        chunks = [pk.to_bytes_batch(pk._wrap(c)) for c in iter_chunks(a.values, size)]
-        out: list[int] = []
-        for part in parallel.map_ordered(_worker_decrypt, chunks, w, self.to_bytes()):
-            out.extend(part)
-        return out
-
-
-# -- worker side ------------------------------------------------------------------------------
-_WORKER_KEYS: dict[bytes, PaillierPrivateKey] = {}
-
-
-def _worker_key(secret: bytes) -> PaillierPrivateKey:
-    key = _WORKER_KEYS.get(secret)
-    if key is None:
-        import json
-        key = PaillierPrivateKey.from_fields(json.loads(secret))
-        _WORKER_KEYS.clear()  # one session's key at a time per worker
-        _WORKER_KEYS[secret] = key
-    return key
-
-
-def _worker_encrypt(chunk: list, secret: bytes) -> bytes:
-    key = _worker_key(secret)
-    pk = key.public_key
-    return pk.to_bytes_batch(pk._wrap(key._encrypt_local(chunk)))
-
-
-def _worker_decrypt(data: bytes, secret: bytes) -> list[int]:
-    key = _worker_key(secret)
-    width = key.public_key.ciphertext_bytes
-    frm = mpz.from_bytes
-    return key._decrypt_local([frm(data[i:i + width], "big") for i in range(0, len(data), width)])
