@@ -73,7 +73,10 @@ class NodeHistogram:
         self._cells: list[np.ndarray] = []
         self._keys: list[np.ndarray] = []
         self._acc: list[list] = []
-        self._threads = max(1, min(default_workers(), len(self.groups)))
+        # threads pay off only when one multiplication is long enough for gmpy2's GIL
+        # hand-off to be cheap: 4096-bit (Paillier mod n**2) yes, 2048-bit (OU) no
+        big = int(pk.cipher_modulus).bit_length() >= 3072
+        self._threads = max(1, min(default_workers(), len(self.groups))) if big else 1
         for g in self.groups:
             key = np.zeros(self.n, dtype=np.int64)
             for f in g:
