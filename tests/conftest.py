@@ -3,7 +3,6 @@ transports (in-process, and real gRPC with mutual TLS on localhost)."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from fedcredit.datasets import load_default_credit, make_credit_data

@@ -4,7 +4,6 @@ during training)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from fedcredit.crypto import load_public_key
 from fedcredit.metrics import auc

@@ -3,7 +3,6 @@ WOE; scoring over both channels adds the bank's and the holder's points."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from fedcredit.metrics import auc
 from fedcredit.models import HeteroLogisticRegression, HeteroWOE, Scorecard

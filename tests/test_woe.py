@@ -3,9 +3,7 @@ same bins; bank features too; optimal binning is monotonic and matches optbinnin
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from fedcredit.binning import BinMapper
 from fedcredit.models import HeteroWOE
 from fedcredit.models.woe import monotonic_merge, woe_table
 from fedcredit.protocol import PassiveParty

@@ -23,7 +23,7 @@ from ..errors import (InsecureParameters, InvalidInput, PolicyViolation, Protoco
 from ..psi import PsiHolder, split_points
 from . import messages as m
 from .channel import Caller
-from .hooks import AllowAll, HolderPolicy, MemoryAuditor, MemoryModelStore, StoredModel
+from .hooks import AllowAll, HolderPolicy, MemoryAuditor, MemoryModelStore
 from .packing import rows_from_bytes
 from .passive_boost import HolderBoost, reachable_leaves
 
@@ -361,6 +361,3 @@ class PassiveParty:
         for tree, (n_leaves, masks) in zip(trees, answers):
             yield m.LeafMasks(tree=tree, n_leaves=n_leaves, masks=masks)
 
-
-def new_model(model_id: str, bank: str, purpose: str, names: list[str], mapper: dict) -> StoredModel:
-    return StoredModel(model_id, bank, purpose, names, mapper)

@@ -371,7 +371,6 @@ def reachable_leaves(model: StoredModel, rows: pd.DataFrame, trees: list[int]
     out = []
     for tree in trees:
         nodes = model.trees[tree]
-        by_id = {nd[0]: nd for nd in nodes}
         reach = {0: np.ones(n, dtype=bool)}
         leaves = []
         for nid, left, right, owner, record in nodes:  # parents are listed before children
@@ -388,7 +387,6 @@ def reachable_leaves(model: StoredModel, rows: pd.DataFrame, trees: list[int]
                 b = bins[:, f].astype(np.int64)
                 go_left = np.where(b == missing[f], ml, b <= t)
                 reach[left], reach[right] = r & go_left, r & ~go_left
-        del by_id
         mat = np.stack(leaves, axis=1) if leaves else np.zeros((n, 0), dtype=bool)
         out.append((len(leaves), np.packbits(mat, axis=1).tobytes()))
     return out

@@ -13,7 +13,6 @@ import uuid
 
 import numpy as np
 
-from ..binning import BinMapper
 from ..crypto.multiexp import combine_partials, row_polynomial_products, subtract_multiples
 from ..crypto.parallel import map_ordered, resolve_workers
 from ..errors import InvalidInput, PolicyViolation, ProtocolError
