@@ -108,3 +108,23 @@ def stratified_split(y, test_size=0.3, seed=0):
     idx = np.arange(len(y))
     tr, te = train_test_split(idx, test_size=test_size, random_state=seed, stratify=y)
     return np.sort(tr), np.sort(te)
+
+
+class RecordingChannel(InProcessChannel):
+    """An in-process channel that keeps every message as the bytes the wire would carry
+    (and hands the holder the decoded copy), for tests that inspect the traffic."""
+
+    def __init__(self, passive):
+        super().__init__(passive)
+        self.sent, self.received = [], []
+
+    def exchange(self, requests):
+        from fedcredit.transport import serde
+
+        def tap(msgs, log):
+            for msg in msgs:
+                data = serde.encode(msg)
+                log.append((msg, data))
+                yield serde.decode(data)
+
+        yield from tap(super().exchange(tap(requests, self.sent)), self.received)

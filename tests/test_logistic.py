@@ -11,9 +11,8 @@ from fedcredit.models import HeteroLogisticRegression
 from fedcredit.protocol import InProcessChannel, PassiveParty
 from fedcredit.protocol import lr_common as lc
 from fedcredit.protocol import messages as m
-from fedcredit.transport import serde
 
-from conftest import TEST_KEY_BITS, stratified_split, test_policy
+from conftest import TEST_KEY_BITS, RecordingChannel, stratified_split, test_policy
 
 
 def _lr(**kw):
@@ -109,21 +108,6 @@ def test_gradients_match_a_plaintext_computation():
     np.testing.assert_allclose(g_holder, st.X.T @ d, atol=2e-3)
     # ... while what the bank holds of it is masked far beyond its size
     assert all(abs(int(v)) > 2 ** 60 for v in res.masked)
-
-
-class RecordingChannel(InProcessChannel):
-    def __init__(self, passive):
-        super().__init__(passive)
-        self.sent, self.received = [], []
-
-    def exchange(self, requests):
-        def tap(msgs, log):
-            for msg in msgs:
-                data = serde.encode(msg)
-                log.append((msg, data))
-                yield serde.decode(data)
-
-        yield from tap(super().exchange(tap(requests, self.sent)), self.received)
 
 
 def test_wire_privacy(small_credit):

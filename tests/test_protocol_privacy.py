@@ -9,28 +9,10 @@ import pytest
 
 from fedcredit.crypto import load_public_key
 from fedcredit.models import SecureBoostClassifier
-from fedcredit.protocol import InProcessChannel, PassiveParty
+from fedcredit.protocol import PassiveParty
 from fedcredit.protocol import messages as m
-from fedcredit.transport import serde
 
-from conftest import TEST_KEY_BITS, test_policy
-
-
-class RecordingChannel(InProcessChannel):
-    """An in-process channel that keeps each message as serialized wire bytes."""
-
-    def __init__(self, passive):
-        super().__init__(passive)
-        self.sent, self.received = [], []
-
-    def exchange(self, requests):
-        def tap(msgs, log):
-            for msg in msgs:
-                data = serde.encode(msg)
-                log.append((msg, data))
-                yield serde.decode(data)  # the holder sees what the wire carried
-
-        yield from tap(super().exchange(tap(requests, self.sent)), self.received)
+from conftest import TEST_KEY_BITS, RecordingChannel, test_policy
 
 
 @pytest.fixture(scope="module")
