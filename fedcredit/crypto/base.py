@@ -92,10 +92,12 @@ class PublicKey(ABC):
     scheme: str = ""
 
     # -- identity ------------------------------------------------------------------------
+    n: mpz  # the public modulus
+
     @property
-    @abstractmethod
     def bits(self) -> int:
         """Bit length of the public modulus n."""
+        return int(self.n.bit_length())
 
     @property
     @abstractmethod

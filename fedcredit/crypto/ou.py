@@ -165,10 +165,6 @@ class OUPublicKey(PublicKey):
 
     # -- identity ------------------------------------------------------------------------
     @property
-    def bits(self) -> int:
-        return int(self.n.bit_length())
-
-    @property
     def cipher_modulus(self) -> mpz:
         return self.n
 

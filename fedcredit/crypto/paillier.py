@@ -69,10 +69,6 @@ class PaillierPublicKey(PublicKey):
 
     # -- identity ------------------------------------------------------------------------
     @property
-    def bits(self) -> int:
-        return int(self.n.bit_length())
-
-    @property
     def cipher_modulus(self) -> mpz:
         return self.nsquare
 
