@@ -7,7 +7,7 @@
 Each party holds ``--ids`` valid USCCs, ``--overlap`` of them shared. The holder directory is
 made with the operator's commands (init, load-features, consent import: every holder id
 authorised for the bank), the server is started, and the bank aligns over mutual TLS on
-localhost with :meth:`ActiveSession.align` — the real path: consent lookup in SQLite, the
+localhost with :func:`fedcredit.protocol.align` — the real path: consent lookup in SQLite, the
 audit records, protobuf framing, TLS. ``ids/s`` is ids per party over the alignment's
 wall-clock seconds (session open to PsiAlign's answer). The operator steps are timed too.
 Both processes share this machine's cores. Writes JSON and a Markdown table next to it.
@@ -61,7 +61,7 @@ def fc(*args) -> float:
 
 
 def run(n: int, overlap: float, seed: int, work: Path) -> dict:
-    from fedcredit.protocol import ActiveSession
+    from fedcredit.protocol import BankSession, align
     from fedcredit.transport import connect
 
     bank_ids, holder_ids, shared = make_ids(n, overlap, seed)
@@ -97,8 +97,8 @@ def run(n: int, overlap: float, seed: int, work: Path) -> dict:
         with connect(address, tls_dir=d / "tls") as ch:
             ids = bank_ids.tolist()
             t = time.perf_counter()
-            s = ActiveSession(ch, "align")
-            al = s.align(ids)
+            s = BankSession(ch, "align")
+            al = align(s, ids)
             seconds = time.perf_counter() - t
             s.close()
         if len(al) != shared:

@@ -75,6 +75,10 @@ class PeerUnavailable(FedCreditError):
     grpc_status = "UNAVAILABLE"
 
 
+class UnsafeReply(FedCreditError):
+    """A ciphertext vector derived by homomorphic operations was about to leave un-re-randomised."""
+
+
 #: name -> class, used by the gRPC client to re-raise the server's error as the same type
 ERROR_TYPES = {
     cls.__name__: cls
@@ -91,5 +95,6 @@ ERROR_TYPES = {
         ProtocolError,
         ResourceLimit,
         PeerUnavailable,
+        UnsafeReply,
     )
 }

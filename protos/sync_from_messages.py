@@ -5,15 +5,15 @@ Run after adding a message type (append it to MESSAGE_TYPES: field numbers are p
 and must only grow), then run protos/generate.py.
 """
 import dataclasses, typing, re
-from fedcredit.protocol import messages as m
+from fedcredit.protocol.registry import ENVELOPE_TYPES, MESSAGE_TYPES
 def snake(name): return re.sub(r'(?<!^)(?=[A-Z])', '_', name).lower()
 lines = ['// fedcredit wire protocol, version 1.', '//', '// One bidirectional stream per exchange: the bank sends one or more Envelopes, the',
 '// holder answers with one or more. Each serialized Envelope travels as Frames of at most',
 '// 1 MiB (nothing relies on raising gRPC\'s 4 MB message limit). Message and field names',
-'// match the dataclasses in fedcredit/protocol/messages.py; transport/serde.py maps them.',
+'// match the dataclasses in the messages.py modules of fedcredit/protocol; transport/serde.py maps them.',
 '// Field numbers are append-only.', '', 'syntax = "proto3";', '', 'package fedcredit.v1;', '']
 tmap = {int: 'int64', float: 'double', str: 'string', bytes: 'bytes', bool: 'bool'}
-for t in m.MESSAGE_TYPES:
+for t in MESSAGE_TYPES:
     hints = typing.get_type_hints(t)
     doc = (t.__doc__ or '').strip().splitlines()
     if doc and not doc[0].startswith(t.__name__ + '('):
@@ -32,7 +32,7 @@ for t in m.MESSAGE_TYPES:
 lines.append('message Envelope {')
 lines.append('  uint32 protocol_version = 1;')
 lines.append('  oneof body {')
-for i, t in enumerate(m.ENVELOPE_TYPES, 10):
+for i, t in enumerate(ENVELOPE_TYPES, 10):
     lines.append(f'    {t.__name__} {snake(t.__name__)} = {i};')
 lines.append('  }'); lines.append('}'); lines.append('')
 lines += ['// A slice of one serialized Envelope; the last slice of each has end_of_message set.',

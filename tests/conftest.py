@@ -53,7 +53,7 @@ test_policy.__test__ = False  # a helper, not a test
 
 @pytest.fixture(scope="session")
 def tls_dir(tmp_path_factory):
-    from fedcredit.transport.tls import make_dev_certs
+    from fedcredit.holder.devca import make_dev_certs
 
     d = tmp_path_factory.mktemp("tls")
     make_dev_certs(d)

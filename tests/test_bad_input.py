@@ -10,9 +10,12 @@ from fedcredit.crypto import generate_keypair
 from fedcredit.errors import (InsecureParameters, InvalidCiphertext, InvalidInput,
                               PolicyViolation, ProtocolError, SessionNotFound)
 from fedcredit.models import SecureBoostClassifier
+from fedcredit.protocol.alignment.bank import align
+from fedcredit.protocol.secureboost import bank as sb
 from fedcredit.protocol import ActiveSession, PassiveParty
-from fedcredit.protocol import messages as m
-from fedcredit.protocol.packing import GradientLayout, rows_to_bytes
+from fedcredit.protocol.registry import MESSAGES as m
+from fedcredit.protocol.secureboost.math import GradientLayout
+from fedcredit.protocol.wire import rows_to_bytes
 
 from conftest import TEST_KEY_BITS, GrpcHolder, test_policy
 
@@ -33,14 +36,14 @@ def _trained_session(channel, keys, bank_ids, n_rows=None):
     """Open, align and start a tree by hand; returns the session and its layout."""
     pk, sk = keys
     s = ActiveSession(channel, "train", sk, workers=1)
-    al = s.align(bank_ids)
+    al = align(s, bank_ids)
     n = len(al) if n_rows is None else n_rows
     rows = np.arange(n)
-    s.boost_start(rows, 16, 20)
+    sb.boost_start(s, rows, 16, 20)
     g = np.linspace(-1, 1, n)
     g_int, h_int = (g * 2**20).astype(np.int64), np.full(n, 2**18, dtype=np.int64)
     layout = GradientLayout.for_rows(g_int, h_int, pk.plaintext_bits)
-    s.send_gradients(0, rows, layout, g_int, h_int)
+    sb.send_gradients(s, 0, rows, layout, g_int, h_int)
     return s, layout
 
 
@@ -92,14 +95,14 @@ def test_node_below_the_floor_is_refused(small_credit, make_channel, keys):
     bank, _, holder = small_credit
     party = PassiveParty(holder, policy=test_policy(min_node_samples=50))
     s, layout = _trained_session(make_channel(party), keys, bank.index.tolist())
-    s.layer(0, 0, [m.NodeTask(node_id=0)], layout)
-    s.split(0, [])  # nothing chosen: fine
+    sb.layer(s, 0, 0, [m.NodeTask(node_id=0)], layout)
+    sb.split(s, 0, [])  # nothing chosen: fine
     tiny = m.NodeTask(node_id=1, parent_id=0, rows=rows_to_bytes([1, 2, 3]))
     with pytest.raises(PolicyViolation, match="holds 3 enterprises, below"):
-        s.layer(0, 1, [tiny], layout)
+        sb.layer(s, 0, 1, [tiny], layout)
     empty = m.NodeTask(node_id=2, parent_id=0, rows=b"")
     with pytest.raises(PolicyViolation, match="holds 0 enterprises"):
-        s.layer(0, 1, [empty], layout)
+        sb.layer(s, 0, 1, [empty], layout)
 
 
 def test_malformed_and_out_of_range_ciphertexts(small_credit, make_channel, keys):
@@ -108,8 +111,8 @@ def test_malformed_and_out_of_range_ciphertexts(small_credit, make_channel, keys
     ch = make_channel(party)
     pk, sk = keys
     s = ActiveSession(ch, "train", sk, workers=1)
-    al = s.align(bank.index.tolist())
-    s.boost_start(np.arange(len(al)), 16, 20)
+    al = align(s, bank.index.tolist())
+    sb.boost_start(s, np.arange(len(al)), 16, 20)
     width = pk.ciphertext_bytes
     start = m.TreeStart(session_id=s.id, tree=0, slot_bits=80, rows=rows_to_bytes(range(30)),
                         key_fingerprint=pk.fingerprint)
@@ -146,9 +149,9 @@ def test_rows_outside_the_alignment_are_refused(small_credit, make_channel, keys
     bank, _, holder = small_credit
     ch = make_channel(PassiveParty(holder, policy=test_policy()))
     s = ActiveSession(ch, "train", keys[1])
-    al = s.align(bank.index.tolist())
+    al = align(s, bank.index.tolist())
     with pytest.raises(InvalidInput, match="beyond the"):
-        s.boost_start(np.array([0, len(al) + 5]), 16, 20)
+        sb.boost_start(s, np.array([0, len(al) + 5]), 16, 20)
 
 
 def test_holder_restart_mid_training_is_a_clear_error(small_credit, tls_dir, keys):
@@ -164,7 +167,7 @@ def test_holder_restart_mid_training_is_a_clear_error(small_credit, tls_dir, key
                          tls_dir=tls_dir).start()
     try:
         with pytest.raises(SessionNotFound, match="restarted"):
-            s.layer(0, 0, [m.NodeTask(node_id=0)], layout)
+            sb.layer(s, 0, 0, [m.NodeTask(node_id=0)], layout)
     finally:
         again.stop(0)
 
@@ -192,6 +195,6 @@ def test_garbage_frames_do_not_crash_the_server(holder_party, tls_dir):
 
 def test_max_trees_per_session(small_credit, make_channel):
     bank, y, holder = small_credit
-    party = PassiveParty(holder, policy=test_policy(max_trees=1))
+    party = PassiveParty(holder, policy=test_policy(max_trees_per_session=1))
     with pytest.raises(PolicyViolation, match="at most 1 trees"):
         _model(n_estimators=2).fit(bank, y, holder=make_channel(party))

@@ -8,9 +8,11 @@ import numpy as np
 
 from fedcredit.binning import BinMapper
 from fedcredit.crypto import generate_keypair
+from fedcredit.protocol.alignment.bank import align
+from fedcredit.protocol.secureboost import bank as sb
 from fedcredit.protocol import ActiveSession, PassiveParty
-from fedcredit.protocol import messages as m
-from fedcredit.protocol.packing import GradientLayout
+from fedcredit.protocol.registry import MESSAGES as m
+from fedcredit.protocol.secureboost.math import GradientLayout
 
 from conftest import TEST_KEY_BITS, test_policy
 
@@ -20,16 +22,16 @@ def test_encrypted_grouped_sums_match_numpy(small_credit, make_channel):
     party = PassiveParty(holder, policy=test_policy(min_node_samples=1))
     _, sk = generate_keypair("paillier", bits=TEST_KEY_BITS, insecure=True)
     s = ActiveSession(make_channel(party), "train", sk, workers=1)
-    al = s.align(bank.index.tolist())
+    al = align(s, bank.index.tolist())
     n = len(al)
     rows = np.arange(n)
-    s.boost_start(rows, 8, 1)
+    sb.boost_start(s, rows, 8, 1)
     rng = np.random.default_rng(0)
     g_int = rng.integers(-2**20, 2**20, n)
     h_int = rng.integers(0, 2**18, n)
     layout = GradientLayout.for_rows(g_int, h_int, sk.public_key.plaintext_bits)
-    assert s.send_gradients(0, rows, layout, g_int, h_int) == n
-    stats, derived = s.layer(0, 0, [m.NodeTask(node_id=0)], layout)[0]
+    assert sb.send_gradients(s, 0, rows, layout, g_int, h_int) == n
+    stats, derived = sb.layer(s, 0, 0, [m.NodeTask(node_id=0)], layout)[0]
     assert len(derived) == 0
     # numpy on the holder's side of the table: every (feature, threshold, missing side)
     feats = holder.loc[al.ids]

@@ -17,8 +17,9 @@ from fedcredit.datasets import make_credit_data
 from fedcredit.errors import InvalidInput, PolicyViolation, ResourceLimit, SessionNotFound
 from fedcredit.holder import audit, config, consent, features, store
 from fedcredit.holder.service import HolderParty
+from fedcredit.protocol.alignment.bank import align
 from fedcredit.protocol import ActiveSession, InProcessChannel
-from fedcredit.protocol import messages as m
+from fedcredit.protocol.registry import MESSAGES as m
 
 from test_holder_service import set_policy
 
@@ -75,7 +76,7 @@ def test_init_writes_everything_serve_needs_and_refuses_to_overwrite(hdir, capsy
 
 
 def test_init_with_real_certificates(tmp_path):
-    from fedcredit.transport.tls import make_dev_certs
+    from fedcredit.holder.devca import make_dev_certs
 
     make_dev_certs(tmp_path / "pki", bank_names=("bank-x",))
     d = tmp_path / "H"
@@ -351,7 +352,7 @@ def test_idle_sessions_expire_and_restarts_mark_open_ones(party_dir):
     left_open = ActiveSession(ch, "align")
     time.sleep(1.2)
     with pytest.raises(SessionNotFound):
-        s.align(["x"])
+        align(s, ["x"])
     con = db(party_dir)
     assert con.execute("SELECT state FROM sessions WHERE session_id = ?", (s.id,)
                        ).fetchone()[0] == "expired"

@@ -30,9 +30,12 @@ from fedcredit.errors import (InsecureParameters, InvalidCiphertext, InvalidInpu
                               PeerUnavailable, PolicyViolation, SessionNotFound)
 from fedcredit.holder import store
 from fedcredit.models import SecureBoostClassifier
+from fedcredit.protocol.alignment.bank import align
+from fedcredit.protocol.secureboost import bank as sb
 from fedcredit.protocol import ActiveSession
-from fedcredit.protocol import messages as m
-from fedcredit.protocol.packing import GradientLayout, rows_to_bytes
+from fedcredit.protocol.registry import MESSAGES as m
+from fedcredit.protocol.secureboost.math import GradientLayout
+from fedcredit.protocol.wire import rows_to_bytes
 from fedcredit.transport import connect, tls
 from fedcredit.transport.generated import fedcredit_pb2 as pb
 
@@ -233,7 +236,7 @@ def test_revoked_and_expired_consent_leave_the_next_request(server, tls_dir, dat
         unknown.index = [f"unknown-{k}" for k in range(len(gone))]
         as_unknown = model.predict_proba(unknown, holder=ch)[:, 1]
         session = ActiveSession(ch, "align")
-        aligned = set(session.align(X.index.tolist()).ids)
+        aligned = set(align(session, X.index.tolist()).ids)
         session.close()
     np.testing.assert_allclose(after.loc[gone].to_numpy(), as_unknown)
     np.testing.assert_allclose(after.loc[kept], before.loc[kept])
@@ -315,8 +318,8 @@ def test_bad_keys_ciphertexts_and_sessions(server, tls_dir, data):
             ch.call(m.BoostStart(session_id="0" * 32, rows=rows_to_bytes([0])))
         pk, sk = generate_keypair("paillier", bits=KEY_BITS, insecure=True)
         s = ActiveSession(ch, "train", sk, workers=1)
-        al = s.align(X.index.tolist())
-        s.boost_start(np.arange(len(al)), 16, 20)
+        al = align(s, X.index.tolist())
+        sb.boost_start(s, np.arange(len(al)), 16, 20)
         start = m.TreeStart(session_id=s.id, tree=0, slot_bits=80,
                             rows=rows_to_bytes(range(40)), key_fingerprint=pk.fingerprint)
         width = pk.ciphertext_bytes
@@ -336,8 +339,8 @@ def test_a_bank_that_vanishes_mid_stream(server, tls_dir, data):
     pk, sk = generate_keypair("paillier", bits=KEY_BITS, insecure=True)
     with connect(server.address, tls_dir=tls_dir) as ch:
         s = ActiveSession(ch, "train", sk, workers=1)
-        al = s.align(X.index.tolist())
-        s.boost_start(np.arange(len(al)), 16, 20)
+        al = align(s, X.index.tolist())
+        sb.boost_start(s, np.arange(len(al)), 16, 20)
         sent, hang = threading.Event(), threading.Event()
         one = pk.to_bytes_batch(sk.encrypt([1] * 8, workers=1))
 
@@ -360,13 +363,13 @@ def test_a_bank_that_vanishes_mid_stream(server, tls_dir, data):
         g = np.linspace(-1, 1, n)
         g_int, h_int = (g * 2**20).astype(np.int64), np.full(n, 2**18, dtype=np.int64)
         layout = GradientLayout.for_rows(g_int, h_int, pk.plaintext_bits)
-        assert s.send_gradients(0, np.arange(n), layout, g_int, h_int) == n
+        assert sb.send_gradients(s, 0, np.arange(n), layout, g_int, h_int) == n
         s.close()
     server.assert_up(tls_dir)
 
 
 def test_banks_outside_the_policy_or_the_ca_are_refused(server, tls_dir, tmp_path):
-    from fedcredit.transport.tls import make_dev_certs
+    from fedcredit.holder.devca import make_dev_certs
 
     assert fc("holder", "issue-bank-cert", "--dir", server.dir, "--bank", "other-bank") == 0
     with connect(server.address, tls_dir=tls_dir, bank_name="other-bank") as ch:

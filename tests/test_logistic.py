@@ -8,9 +8,11 @@ import numpy as np
 from fedcredit.crypto import load_public_key
 from fedcredit.metrics import auc
 from fedcredit.models import HeteroLogisticRegression
+from fedcredit.binning import FeaturePrep
+from fedcredit.protocol.alignment.bank import align
 from fedcredit.protocol import InProcessChannel, PassiveParty
-from fedcredit.protocol import lr_common as lc
-from fedcredit.protocol import messages as m
+from fedcredit.protocol.logistic import math as lc
+from fedcredit.protocol.registry import MESSAGES as m
 
 from conftest import TEST_KEY_BITS, RecordingChannel, stratified_split, test_policy
 
@@ -58,7 +60,7 @@ def test_trains_and_scores_over_both_channels(small_credit, make_channel, tmp_pa
     assert auc(y, p[:, 1]) > 0.6
     # the score is the bank's part plus the holder's partial score of the final model
     aligned = [i for i in bank.index if i in holder.index]
-    Xh = lc.FeaturePrep().fit(holder.loc[aligned]).transform(holder.loc[aligned[:50]])
+    Xh = FeaturePrep().fit(holder.loc[aligned]).transform(holder.loc[aligned[:50]])
     z = model.decision_function(bank.loc[aligned[:50]], holder=channel)
     np.testing.assert_allclose(z, model.bank_score(bank.loc[aligned[:50]]) + Xh @ model.coef_holder_,
                                atol=1e-6)
@@ -71,8 +73,8 @@ def test_trains_and_scores_over_both_channels(small_credit, make_channel, tmp_pa
 def test_gradients_match_a_plaintext_computation():
     """One protocol step against the same Chebyshev expansion computed in the clear."""
     from fedcredit.crypto import generate_keypair
-    from fedcredit.protocol import active_lr
-    from fedcredit.protocol.active import ActiveSession
+    from fedcredit.protocol.logistic import bank as active_lr
+    from fedcredit.protocol import ActiveSession
     import pandas as pd
 
     rng = np.random.default_rng(1)
@@ -82,10 +84,10 @@ def test_gradients_match_a_plaintext_computation():
     party = PassiveParty(holder, policy=test_policy())
     _, sk = generate_keypair(bits=TEST_KEY_BITS, insecure=True)
     s = ActiveSession(InProcessChannel(party), "lr", sk, workers=1)
-    s.align(ids)
+    align(s, ids)
     rows = np.arange(n)
     ready = active_lr.lr_start(s, rows, learning_rate=0.1, decay=0.0, l2=0.0)
-    st = party._sessions[s.id].extra["lr"]
+    st = party.find_session(s.id).state
     st.opt.w = np.array([0.5, -0.8, 0.3])  # the holder's weights, set for the test
     XA = lc.quantize(rng.normal(size=(n, 2)))
     y = (rng.random(n) < 0.3).astype(float)

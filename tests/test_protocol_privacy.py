@@ -10,7 +10,7 @@ import pytest
 from fedcredit.crypto import load_public_key
 from fedcredit.models import SecureBoostClassifier
 from fedcredit.protocol import PassiveParty
-from fedcredit.protocol import messages as m
+from fedcredit.protocol.registry import MESSAGES as m
 
 from conftest import TEST_KEY_BITS, RecordingChannel, test_policy
 
@@ -96,13 +96,12 @@ def test_returned_ciphertexts_are_rerandomised():
     again = pk.rerandomize(plain_pack)
     assert sk.decrypt(again) == sk.decrypt(plain_pack)
     assert not set(again.values) & set(plain_pack.values)
-    # and the holder's layer answer goes through rerandomize: check in the code path
-    import inspect
+    # and nothing derived can leave un-re-randomised: the encoder refuses it
+    from fedcredit.errors import UnsafeReply
 
-    from fedcredit.protocol import passive_boost
-
-    src = inspect.getsource(passive_boost.HolderBoost._candidates_message)
-    assert "rerandomize(" in src
+    with pytest.raises(UnsafeReply):
+        pk.to_bytes_batch(plain_pack)
+    assert pk.to_bytes_batch(again)
 
 
 def test_audit_log_holds_every_request(recorded):

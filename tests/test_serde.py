@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from fedcredit.errors import InvalidInput, ProtocolError, ResourceLimit
-from fedcredit.protocol import messages as m
+from fedcredit.protocol.registry import ENVELOPE_TYPES, MESSAGE_TYPES
+from fedcredit.protocol.registry import MESSAGES as m
 from fedcredit.transport import serde
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ def _scalar(t, i):
             bool: True}[t]
 
 
-@pytest.mark.parametrize("cls", m.ENVELOPE_TYPES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", ENVELOPE_TYPES, ids=lambda c: c.__name__)
 def test_roundtrip_every_message(cls):
     msg = _sample(cls)
     assert serde.decode(serde.encode(msg)) == msg
@@ -87,7 +88,7 @@ def test_generated_code_matches_the_proto(tmp_path):
 def test_proto_declares_every_message_field():
     from fedcredit.transport.generated import fedcredit_pb2 as pb
 
-    for cls in m.MESSAGE_TYPES:
+    for cls in MESSAGE_TYPES:
         desc = getattr(pb, cls.__name__).DESCRIPTOR
         assert [f.name for f in dataclasses.fields(cls)] == [f.name for f in desc.fields]
     assert sys.modules["fedcredit.transport.generated.fedcredit_pb2"] is pb

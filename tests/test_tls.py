@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from fedcredit.errors import InvalidInput, Unauthenticated
+from fedcredit.holder import devca
 from fedcredit.transport import tls
 
 TIMEOUT = 5
@@ -85,7 +86,7 @@ def assert_refused(server: WhoServer, credentials, options=()) -> grpc.RpcError:
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tls")
-    tls.make_dev_certs(out)
+    devca.make_dev_certs(out)
     return out
 
 
@@ -93,7 +94,7 @@ def dev(tmp_path_factory) -> Path:
 def other_dev(tmp_path_factory) -> Path:
     """A second, unrelated development PKI (same file names, another CA)."""
     out = tmp_path_factory.mktemp("tls-other")
-    tls.make_dev_certs(out)
+    devca.make_dev_certs(out)
     return out
 
 
@@ -145,21 +146,21 @@ def test_private_keys_are_0600(dev):
 
 
 def test_refuses_to_overwrite(tmp_path):
-    tls.make_dev_certs(tmp_path)
+    devca.make_dev_certs(tmp_path)
     before = tls.cert_fingerprint(tmp_path / "ca.pem")
     with pytest.raises(InvalidInput, match=r"ca\.pem already exists"):
-        tls.make_dev_certs(tmp_path)
+        devca.make_dev_certs(tmp_path)
     assert tls.cert_fingerprint(tmp_path / "ca.pem") == before
 
     # one existing file among many is enough to refuse, and nothing else is written
     (tmp_path / "new").mkdir()
     (tmp_path / "new" / "holder.key").write_bytes(b"keep me")
     with pytest.raises(InvalidInput, match=r"holder\.key already exists"):
-        tls.make_dev_certs(tmp_path / "new")
+        devca.make_dev_certs(tmp_path / "new")
     assert [p.name for p in (tmp_path / "new").iterdir()] == ["holder.key"]
     assert (tmp_path / "new" / "holder.key").read_bytes() == b"keep me"
 
-    paths = tls.make_dev_certs(tmp_path, overwrite=True)
+    paths = devca.make_dev_certs(tmp_path, overwrite=True)
     assert tls.cert_fingerprint(paths["ca.pem"]) != before
 
 
@@ -173,9 +174,9 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(tls.os, "replace", flaky_replace)
+    monkeypatch.setattr(devca.os, "replace", flaky_replace)
     with pytest.raises(InvalidInput, match="No space left"):
-        tls.make_dev_certs(tmp_path / "out")
+        devca.make_dev_certs(tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -192,7 +193,7 @@ def test_validates_arguments_before_writing(tmp_path):
         ({"days": 1.5}, "days"),
     ]:
         with pytest.raises(InvalidInput, match=msg):
-            tls.make_dev_certs(tmp_path / "x", **kwargs)
+            devca.make_dev_certs(tmp_path / "x", **kwargs)
     assert not (tmp_path / "x").exists()
 
 
@@ -355,7 +356,7 @@ def test_certificate_purposes_are_enforced(server, dev):
 
 @pytest.mark.grpc
 def test_issue_bank_cert_adds_a_bank(server, dev):
-    paths = tls.issue_bank_cert(dev, "second-bank")
+    paths = devca.issue_bank_cert(dev, "second-bank")
     assert sorted(paths) == ["second-bank.key", "second-bank.pem"]
     if os.name == "posix":
         assert stat.S_IMODE(paths["second-bank.key"].stat().st_mode) == 0o600
@@ -367,18 +368,18 @@ def test_issue_bank_cert_adds_a_bank(server, dev):
     assert ask(server.target, tls.channel_credentials(dev)) == "demo-bank"
 
     with pytest.raises(InvalidInput, match=r"second-bank\.pem already exists"):
-        tls.issue_bank_cert(dev, "second-bank")
+        devca.issue_bank_cert(dev, "second-bank")
     with pytest.raises(InvalidInput, match="reserved"):
-        tls.issue_bank_cert(dev, "ca")
+        devca.issue_bank_cert(dev, "ca")
 
 
 def test_issue_bank_cert_needs_the_ca(tmp_path, dev):
     with pytest.raises(InvalidInput, match=r"ca\.pem does not exist"):
-        tls.issue_bank_cert(tmp_path, "x-bank")
+        devca.issue_bank_cert(tmp_path, "x-bank")
     (tmp_path / "ca.pem").write_bytes((dev / "ca.pem").read_bytes())
     (tmp_path / "ca.key").write_bytes((dev / "holder.key").read_bytes())
     with pytest.raises(InvalidInput, match=r"ca\.key does not belong"):
-        tls.issue_bank_cert(tmp_path, "x-bank")
+        devca.issue_bank_cert(tmp_path, "x-bank")
     assert not (tmp_path / "x-bank.pem").exists()
 
 
@@ -386,7 +387,7 @@ def test_issue_bank_cert_needs_the_ca(tmp_path, dev):
 def test_target_name_override_for_certificates_without_ip_san(tmp_path):
     # A holder certificate naming only "localhost": dialling 127.0.0.1 fails hostname
     # verification unless the bank verifies the name "localhost" instead.
-    tls.make_dev_certs(tmp_path, holder_hosts=("localhost",))
+    devca.make_dev_certs(tmp_path, holder_hosts=("localhost",))
     srv = WhoServer(tls.server_credentials(tmp_path))
     try:
         creds = tls.channel_credentials(tmp_path)

@@ -7,7 +7,7 @@ import numpy as np
 from fedcredit.models import HeteroWOE
 from fedcredit.models.woe import monotonic_merge, woe_table
 from fedcredit.protocol import PassiveParty
-from fedcredit.protocol.passive_woe import final_bins
+from fedcredit.protocol.woe.math import final_bins
 
 from conftest import TEST_KEY_BITS, test_policy
 from optbinning_ref import run

@@ -44,7 +44,7 @@ def _certs(sub) -> None:
 
 
 def _cmd_certs_dev(a) -> int:
-    from ..transport.tls import make_dev_certs
+    from ..holder.devca import make_dev_certs
 
     kw = {}
     if a.banks:

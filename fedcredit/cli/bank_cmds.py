@@ -84,15 +84,15 @@ def _atomic_csv(df, path, index: bool) -> None:
 
 
 def _align(a) -> int:
-    from ..protocol import ActiveSession
+    from ..protocol import BankSession, align
 
     bank = _table(a)
     channel = _connect(a)
     try:
-        session = ActiveSession(channel, "align", purpose=a.purpose)
+        session = BankSession(channel, "align", purpose=a.purpose)
         try:
             t0 = time.perf_counter()
-            al = session.align(bank.index.tolist())
+            al = align(session, bank.index.tolist())
             seconds = time.perf_counter() - t0
         finally:
             session.close()

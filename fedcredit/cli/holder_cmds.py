@@ -128,7 +128,8 @@ def _open(d, create: bool = False):
 def _init(a) -> int:
     from ..errors import InvalidInput
     from ..holder import audit, config, store
-    from ..transport.tls import make_dev_certs, server_credentials
+    from ..holder.devca import make_dev_certs
+    from ..transport.tls import server_credentials
 
     d = Path(a.dir)
     cfg_path = d / config.CONFIG_NAME
@@ -360,7 +361,7 @@ def audit_ts(epoch: float) -> str:
 
 def _issue_cert(a) -> int:
     from ..holder import audit, config
-    from ..transport.tls import issue_bank_cert
+    from ..holder.devca import issue_bank_cert
 
     cfg, con = _open(a.dir)
     try:

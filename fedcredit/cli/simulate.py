@@ -17,12 +17,12 @@ import pandas as pd
 
 from ..datasets import load_csv_table
 from ..errors import InvalidInput
+from ..holder.devca import make_dev_certs
 from ..holder.ephemeral import EphemeralHolder
 from ..metrics import auc, ks
 from ..models import HeteroLogisticRegression, HeteroWOE, SecureBoostClassifier
-from ..protocol import ActiveSession
+from ..protocol import BankSession, align
 from ..transport import connect
-from ..transport.tls import make_dev_certs
 
 MODELS = ("secureboost", "lr", "woe")
 
@@ -103,8 +103,8 @@ def run(cfg: SimulationConfig) -> dict:
             channel = connect(holder.address, tls_dir=tls_dir)
             try:
                 t0 = time.perf_counter()
-                session = ActiveSession(channel, "align")
-                aligned = session.align(bank.index.tolist())
+                session = BankSession(channel, "align")
+                aligned = align(session, bank.index.tolist())
                 session.close()
                 summary["align_seconds"] = time.perf_counter() - t0
                 summary["rows_bank"] = len(bank)
@@ -191,7 +191,7 @@ def _run_lr(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channel) -> di
     (each standardised the same way: mean/std of the training rows, one-hot categories)."""
     from sklearn.linear_model import LogisticRegression
 
-    from ..protocol.lr_common import FeaturePrep
+    from ..binning import FeaturePrep
 
     model = HeteroLogisticRegression(key_bits=cfg.key_bits, insecure_key=cfg.insecure_key,
                                      he_scheme=cfg.he_scheme, n_jobs=cfg.n_jobs,

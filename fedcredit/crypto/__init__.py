@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 
 from ..errors import InvalidInput
-from .base import CipherVector, PrivateKey, PublicKey, security_bits
+from .base import MIN_SECURE_BITS, CipherVector, PrivateKey, PublicKey, security_bits
+from .histogram import EncryptedHistogram, candidate_sums, plan_groups
+from .multiexp import polynomial_partials
 from .encoding import FixedPoint, SlotLayout
 from .ou import OUPrivateKey, OUPublicKey
 from .paillier import PaillierPrivateKey, PaillierPublicKey
@@ -63,5 +65,7 @@ def load_private_key(data: bytes) -> PrivateKey:
     return _PRIVATE[d["scheme"]].from_fields(d)
 
 
-__all__ = ["CipherVector", "FixedPoint", "PrivateKey", "PublicKey", "SlotLayout", "SCHEMES",
-           "generate_keypair", "load_private_key", "load_public_key", "security_bits"]
+__all__ = ["MIN_SECURE_BITS", "SCHEMES", "CipherVector", "EncryptedHistogram", "FixedPoint",
+           "PrivateKey", "PublicKey", "SlotLayout", "candidate_sums", "generate_keypair",
+           "load_private_key", "load_public_key", "plan_groups", "polynomial_partials",
+           "security_bits"]

@@ -18,7 +18,7 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
-from ..errors import InsecureParameters, InvalidCiphertext, InvalidInput
+from ..errors import InsecureParameters, InvalidCiphertext, InvalidInput, UnsafeReply
 from .fixedbase import batch_invert
 from .parallel import map_ordered, resolve_workers, split_evenly, thread_map, warm
 
@@ -48,27 +48,33 @@ class CipherVector:
     """A batch of ciphertexts under one key: a list of raw ``mpz`` plus the key fingerprint.
 
     Deliberately thin: arithmetic lives on the public key, so one object knows the modulus.
+    ``fresh`` is true only for fresh encryptions and re-randomised vectors: those are the
+    only ones :meth:`PublicKey.to_bytes_batch` lets leave a party. A vector derived by
+    homomorphic operations (sums, packing, shifts) would show the key owner which of its
+    ciphertexts were combined, so serializing one is refused (safe by construction, as phe's
+    ``ciphertext(be_secure=True)``).
     """
 
-    __slots__ = ("values", "fingerprint")
+    __slots__ = ("fingerprint", "fresh", "values")
 
-    def __init__(self, values: list, fingerprint: str):
+    def __init__(self, values: list, fingerprint: str, fresh: bool = False):
         self.values = values
         self.fingerprint = fingerprint
+        self.fresh = fresh
 
     def __len__(self) -> int:
         return len(self.values)
 
     def __getitem__(self, item) -> "CipherVector":
         if isinstance(item, slice):
-            return CipherVector(self.values[item], self.fingerprint)
+            return CipherVector(self.values[item], self.fingerprint, self.fresh)
         if isinstance(item, (int, np.integer)):
-            return CipherVector([self.values[int(item)]], self.fingerprint)
+            return CipherVector([self.values[int(item)]], self.fingerprint, self.fresh)
         idx = np.asarray(item)
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
         vals = self.values
-        return CipherVector([vals[i] for i in idx.tolist()], self.fingerprint)
+        return CipherVector([vals[i] for i in idx.tolist()], self.fingerprint, self.fresh)
 
     def __repr__(self) -> str:  # never print ciphertext values
         return f"CipherVector(len={len(self.values)}, key={self.fingerprint[:12]})"
@@ -83,7 +89,7 @@ class CipherVector:
         out: list = []
         for p in parts:
             out.extend(p.values)
-        return CipherVector(out, fp)
+        return CipherVector(out, fp, all(p.fresh for p in parts))
 
 
 class PublicKey(ABC):
@@ -168,8 +174,16 @@ class PublicKey(ABC):
         """Deterministic, randomness-free encodings of plaintexts (to add constants)."""
 
     # -- kernels shared by every scheme ----------------------------------------------------
-    def _wrap(self, values: list) -> CipherVector:
-        return CipherVector(values, self.fingerprint)
+    def _wrap(self, values: list, fresh: bool = False) -> CipherVector:
+        return CipherVector(values, self.fingerprint, fresh)
+
+    def empty(self) -> CipherVector:
+        """A vector of no ciphertexts under this key."""
+        return self._wrap([], fresh=True)
+
+    def trivial_vector(self, plaintexts: Sequence[int]) -> CipherVector:
+        """Randomness-free encodings as a vector (constants to add; never to send as is)."""
+        return self._wrap(self.trivial(plaintexts))
 
     def _check(self, *vectors: CipherVector) -> None:
         fp = self.fingerprint
@@ -269,14 +283,41 @@ class PublicKey(ABC):
         self._check(a)
         N = self.cipher_modulus
         zeros = self.random_zeros(len(a))
-        return self._wrap([x * z % N for x, z in zip(a.values, zeros)])
+        return self._wrap([x * z % N for x, z in zip(a.values, zeros)], fresh=True)
+
+    def pack_flat(self, a: CipherVector, slot_bits: int, slots: int) -> CipherVector:
+        """Pack a flat vector ``slots`` values per ciphertext, in order, then re-randomise.
+
+        ``out[i]`` holds ``a[i*slots + j]`` in slot ``j`` (slot 0 lowest); the tail is padded
+        with zeros. The result is ready to leave the party.
+        """
+        self._check(a)
+        if slots < 1:
+            raise InvalidInput("at least one slot per ciphertext")
+        if len(a) == 0:
+            return self.empty()
+        vals = list(a.values)
+        groups = -(-len(vals) // slots)
+        vals += self.trivial([0] * (groups * slots - len(vals)))
+        columns = [self._wrap(vals[j::slots]) for j in range(slots)]
+        return self.rerandomize(self.pack(columns, slot_bits))
 
     # -- bytes -----------------------------------------------------------------------------
     def to_bytes_batch(self, a: CipherVector) -> bytes:
-        """Fixed-width big-endian concatenation: ``len(a) * ciphertext_bytes`` bytes."""
+        """Fixed-width big-endian concatenation: ``len(a) * ciphertext_bytes`` bytes.
+
+        Only fresh encryptions and re-randomised vectors may be serialized (see
+        :class:`CipherVector`); anything else raises :class:`~fedcredit.errors.UnsafeReply`.
+        """
         self._check(a)
+        if not a.fresh:
+            raise UnsafeReply("a ciphertext vector derived by homomorphic operations must be "
+                              "re-randomised (PublicKey.rerandomize) before it leaves")
+        return self._serialize(a.values)
+
+    def _serialize(self, values: list) -> bytes:
         width = self.ciphertext_bytes
-        return b"".join(x.to_bytes(width, "big") for x in a.values)
+        return b"".join(x.to_bytes(width, "big") for x in values)
 
     def from_bytes_batch(self, data: bytes, count: int | None = None,
                          fingerprint: str | None = None, what: str = "ciphertexts") -> CipherVector:
@@ -344,10 +385,11 @@ class PrivateKey(ABC):
         pk = self.public_key
         w = resolve_workers(workers)
         if w <= 1 or len(plaintexts) < self.PARALLEL_THRESHOLD:
-            return pk._wrap(self._encrypt_local(plaintexts))
+            return pk._wrap(self._encrypt_local(plaintexts), fresh=True)
         data = b"".join(self.encrypt_bytes_iter(plaintexts, workers=w))
         frm, width = mpz.from_bytes, pk.ciphertext_bytes
-        return pk._wrap([frm(data[i:i + width], "big") for i in range(0, len(data), width)])
+        return pk._wrap([frm(data[i:i + width], "big") for i in range(0, len(data), width)],
+                        fresh=True)
 
     def encrypt_bytes_iter(self, plaintexts: Sequence[int], chunk: int = 2048,
                            workers: int | None = None) -> Iterator[bytes]:
@@ -362,7 +404,7 @@ class PrivateKey(ABC):
         chunks = [list(map(int, c)) for c in iter_chunks(plaintexts, chunk)]
         if w <= 1 or len(plaintexts) < self.PARALLEL_THRESHOLD:
             for c in chunks:
-                yield pk.to_bytes_batch(pk._wrap(self._encrypt_local(c)))
+                yield pk._serialize(self._encrypt_local(c))
             return
         yield from map_ordered(_worker_encrypt, chunks, w, self.to_bytes())
 
@@ -387,7 +429,7 @@ class PrivateKey(ABC):
         if w <= 1 or len(a) < 64:
             return self._decrypt_local(a.values)
         size = max(8, -(-len(a) // (4 * w)))
-        chunks = [(pk.to_bytes_batch(pk._wrap(c)), i * size)
+        chunks = [(pk._serialize(list(c)), i * size)
                   for i, c in enumerate(iter_chunks(a.values, size))]
         out: list[int] = []
         for part in map_ordered(_worker_decrypt, chunks, w, self.to_bytes()):
@@ -416,7 +458,7 @@ def _worker_key(secret: bytes) -> PrivateKey:
 def _worker_encrypt(chunk: list, secret: bytes) -> bytes:
     key = _worker_key(secret)
     pk = key.public_key
-    return pk.to_bytes_batch(pk._wrap(key._encrypt_local(chunk)))
+    return pk._serialize(key._encrypt_local(chunk))
 
 
 def _worker_decrypt(task: tuple[bytes, int], secret: bytes) -> list[int]:

@@ -100,3 +100,31 @@ def subtract_multiples(values: list, total, multiples: list[int], N) -> list:
     inv = gmpy2.invert(total, N)
     return [v if not o else v * gmpy2.powmod(inv, int(o), N) % N
             for v, o in zip(values, multiples)]
+
+
+def polynomial_partials(pk, data: bytes, exponents: np.ndarray, X: np.ndarray, degree: int,
+                        groups: int, workers: int | None = None):
+    """The holder's LR kernel over a batch of serialized ciphertexts.
+
+    ``data`` holds, per row ``i`` and group ``g``, ``degree + 1`` ciphertexts ``C_ig0..C_igK``;
+    per row ``D_ig = C_ig0 * prod_k C_igk ** exponents[i, k]``. Returns two derived vectors:
+    ``prod_i D_ig`` per group, and per column ``j`` of the integer matrix ``X`` (any sign)
+    ``prod_i D_i0 ** X[i, j]``. Rows are split over worker processes.
+    """
+    from .parallel import map_ordered, resolve_workers
+
+    b = len(exponents)
+    width = pk.ciphertext_bytes
+    per_row = (degree + 1) * groups
+    X = np.asarray(X, dtype=np.int64)
+    offs = np.maximum(0, -X.min(axis=0)) if X.size else np.zeros(X.shape[1], np.int64)
+    w = resolve_workers(workers)
+    size = max(64, -(-b // (2 * w)))
+    tasks = [(data[lo * per_row * width:(lo + size) * per_row * width], exponents[lo:lo + size],
+              X[lo:lo + size] + offs[None, :]) for lo in range(0, b, size)]
+    N = pk.cipher_modulus
+    parts = map_ordered(row_polynomial_products, tasks, w, int(N), width, degree, groups)
+    sums, grads = combine_partials(parts, N, width, groups)
+    if offs.any():
+        grads = subtract_multiples(grads, sums[0], offs.tolist(), N)
+    return pk._wrap(sums), pk._wrap(grads)

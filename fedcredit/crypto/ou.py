@@ -223,7 +223,7 @@ class OUPublicKey(PublicKey):
         neg = [i for i, m in enumerate(ms) if m < 0]
         for i, inv in zip(neg, batch_invert([gm[i] for i in neg], n)):
             gm[i] = inv
-        return self._wrap([a * b % n for a, b in zip(gm, th.random_powers(len(ms)))])
+        return self._wrap([a * b % n for a, b in zip(gm, th.random_powers(len(ms)))], fresh=True)
 
     def _checked(self, plaintexts: Sequence[int]) -> Sequence[int]:
         limit = 1 << self.plaintext_bits

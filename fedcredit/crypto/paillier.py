@@ -126,7 +126,7 @@ class PaillierPublicKey(PublicKey):
             obf = self._random_zeros_now(len(nude))
         else:
             obf = self._public_table().random_powers(len(nude))
-        return self._wrap([a * b % N for a, b in zip(nude, obf)])
+        return self._wrap([a * b % N for a, b in zip(nude, obf)], fresh=True)
 
     def _checked(self, plaintexts: Sequence[int]) -> Sequence[int]:
         limit = 1 << self.plaintext_bits

@@ -14,13 +14,13 @@ must never be silently ignored.
 """
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..crypto import MIN_SECURE_BITS
 from ..errors import InvalidInput
-from ..protocol.hooks import HolderPolicy
+from ..protocol.policy import BANK_NAME, HolderPolicy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,40 +31,6 @@ CONFIG_NAME = "holder.toml"
 DB_NAME = "holder.db"
 FEATURES_DIR = "features"
 TLS_DIR = "tls"
-#: keys below this size need ``allow_insecure_keys = true`` (tests only)
-SECURE_KEY_BITS = 2048
-_BANK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-@dataclass
-class Policy:
-    """The ``[policy]`` table: what the holder allows every bank."""
-
-    allowed_banks: tuple[str, ...] | None = ()  # None: any bank whose certificate the CA signed
-    allowed_purposes: tuple[str, ...] = ("credit",)
-    min_node_samples: int = 20
-    max_trees_per_session: int = 200
-    max_sessions_per_day: int = 100  # per bank, UTC day; 0 = no cap
-    max_trees_per_day: int = 2000  # per bank, UTC day; 0 = no cap
-    max_concurrent_sessions: int = 16
-    session_idle_seconds: float = 1800.0
-    max_predict_ids: int = 1_000_000
-    min_key_bits: int = SECURE_KEY_BITS
-    allow_insecure_keys: bool = False
-
-    def holder_policy(self) -> HolderPolicy:
-        """The protocol core's policy object.
-
-        ``allow_insecure_keys`` only permits a ``min_key_bits`` below 2048; the floor itself
-        is always enforced, so the protocol core gets ``allow_insecure_keys=False``.
-        """
-        return HolderPolicy(
-            min_key_bits=self.min_key_bits, allow_insecure_keys=False,
-            min_node_samples=self.min_node_samples, max_trees=self.max_trees_per_session,
-            max_sessions=self.max_concurrent_sessions,
-            session_idle_seconds=self.session_idle_seconds,
-            allowed_purposes=tuple(self.allowed_purposes), allowed_banks=self.allowed_banks,
-            max_predict_ids=self.max_predict_ids)
 
 
 @dataclass
@@ -81,7 +47,7 @@ class HolderConfig:
     log_level: str = "info"
     feature_labels: dict[str, str] = field(default_factory=dict)
     feature_types: dict[str, str] = field(default_factory=dict)
-    policy: Policy = field(default_factory=Policy)
+    policy: HolderPolicy = field(default_factory=lambda: HolderPolicy(allowed_banks=()))
 
     @property
     def db_path(self) -> Path:
@@ -137,7 +103,9 @@ max_trees_per_day = 2000        # per bank, per UTC day (0 = no cap)
 max_concurrent_sessions = 16
 session_idle_seconds = 1800     # an idle session is dropped (its memory freed) after this
 max_predict_ids = 1000000       # enterprises per scoring request
-min_key_bits = 2048             # smallest Paillier key a bank may send
+max_psi_points = 20000000       # ids a bank may send for one alignment
+max_session_mib = 8192          # ciphertexts one session may hold
+min_key_bits = 2048             # smallest key (bits of n) a bank may send
 allow_insecure_keys = false     # must be true for min_key_bits below 2048 (tests only)
 
 [features]
@@ -156,7 +124,7 @@ _SECTIONS = {
     "holder": {"name", "listen"},
     "tls": {"dir"},
     "server": {"max_workers", "shutdown_grace_seconds", "log_format", "log_level"},
-    "policy": set(Policy.__dataclass_fields__),
+    "policy": set(HolderPolicy.keys()),
     "features": {"labels", "types"},
 }
 
@@ -218,48 +186,44 @@ def load_config(directory) -> HolderConfig:
     return cfg
 
 
-def _policy(p: dict, path: Path) -> Policy:
-    pol = Policy()
+def _policy(p: dict, path: Path) -> HolderPolicy:
+    """``[policy]`` -> HolderPolicy; a missing ``allowed_banks`` serves no bank."""
+    kw: dict = {}
     banks = p.get("allowed_banks", [])
     if not isinstance(banks, list) or not all(isinstance(b, str) for b in banks):
         raise InvalidInput(f"{path}: policy.allowed_banks must be a list of strings")
     if "*" in banks:
         if len(banks) != 1:
             raise InvalidInput(f"{path}: policy.allowed_banks: \"*\" stands alone")
-        pol.allowed_banks = None
+        kw["allowed_banks"] = None
     else:
         for b in banks:
-            if not _BANK_NAME.fullmatch(b):
+            if not BANK_NAME.fullmatch(b):
                 raise InvalidInput(f"{path}: policy.allowed_banks: {b!r} is not a certificate "
                                    "common name of [A-Za-z0-9._-]")
-        pol.allowed_banks = tuple(banks)
-    purposes = p.get("allowed_purposes", list(pol.allowed_purposes))
+        kw["allowed_banks"] = tuple(banks)
+    purposes = p.get("allowed_purposes", ["credit"])
     if not isinstance(purposes, list) or not all(isinstance(x, str) and x for x in purposes):
         raise InvalidInput(f"{path}: policy.allowed_purposes must be a list of non-empty strings")
-    pol.allowed_purposes = tuple(purposes)
+    kw["allowed_purposes"] = tuple(purposes)
+    d = HolderPolicy()
     sec = "policy"
-    pol.min_node_samples = _int(p, "min_node_samples", pol.min_node_samples, path, sec, 1, 10**9)
-    pol.max_trees_per_session = _int(p, "max_trees_per_session", pol.max_trees_per_session,
-                                     path, sec, 1, 10**6)
-    pol.max_sessions_per_day = _int(p, "max_sessions_per_day", pol.max_sessions_per_day, path,
-                                    sec, 0, 10**9)
-    pol.max_trees_per_day = _int(p, "max_trees_per_day", pol.max_trees_per_day, path, sec, 0,
-                                 10**9)
-    pol.max_concurrent_sessions = _int(p, "max_concurrent_sessions",
-                                       pol.max_concurrent_sessions, path, sec, 1, 10**5)
-    pol.session_idle_seconds = _num(p, "session_idle_seconds", pol.session_idle_seconds, path,
-                                    sec, 1, 10**7)
-    pol.max_predict_ids = _int(p, "max_predict_ids", pol.max_predict_ids, path, sec, 1, 10**9)
-    pol.min_key_bits = _int(p, "min_key_bits", pol.min_key_bits, path, sec, 256, 16384)
+    for key, lo, hi in (("min_node_samples", 1, 10**9), ("max_trees_per_session", 1, 10**6),
+                        ("max_sessions_per_day", 0, 10**9), ("max_trees_per_day", 0, 10**9),
+                        ("max_concurrent_sessions", 1, 10**5), ("max_predict_ids", 1, 10**9),
+                        ("max_psi_points", 1, 10**10), ("max_session_mib", 1, 10**7)):
+        kw[key] = _int(p, key, getattr(d, key), path, sec, lo, hi)
+    kw["session_idle_seconds"] = _num(p, "session_idle_seconds", d.session_idle_seconds, path,
+                                      sec, 1, 10**7)
+    kw["min_key_bits"] = _int(p, "min_key_bits", MIN_SECURE_BITS, path, sec, 256, 16384)
     insecure = p.get("allow_insecure_keys", False)
     if not isinstance(insecure, bool):
         raise InvalidInput(f"{path}: policy.allow_insecure_keys must be true or false")
-    pol.allow_insecure_keys = insecure
-    if pol.min_key_bits < SECURE_KEY_BITS and not insecure:
-        raise InvalidInput(f"{path}: policy.min_key_bits = {pol.min_key_bits} is below "
-                           f"{SECURE_KEY_BITS}; set allow_insecure_keys = true to allow it "
-                           "(tests only)")
-    return pol
+    kw["allow_insecure_keys"] = insecure
+    try:
+        return HolderPolicy(**kw)
+    except InvalidInput as e:
+        raise InvalidInput(f"{path}: {e}") from None
 
 
 def _str(d: dict, key: str, default: str, path: Path, sec: str) -> str:

@@ -27,12 +27,12 @@ import pandas as pd
 
 from ..datasets import invalid_uscc_rows
 from ..errors import InvalidInput
+from ..protocol.policy import BANK_NAME
 from . import audit
 from .rejects import Rejects, uscc_reason
 from .store import write
 
 COLUMNS = ("uscc", "bank", "purpose", "granted_at", "expires_at")
-_BANK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def parse_times(values: pd.Series) -> np.ndarray:
@@ -89,7 +89,7 @@ def import_consents(con: sqlite3.Connection, path, allowed_purposes: Sequence[st
     purpose = frame["purpose"].str.strip()
     for i in invalid_uscc_rows(uscc.where(uscc != "", None)).tolist():
         rej.add(i, f"uscc {uscc.iloc[i]!r}: {uscc_reason(uscc.iloc[i] or None)}")
-    bad_bank = ~bank.map(lambda b: bool(_BANK_NAME.fullmatch(b)))
+    bad_bank = ~bank.map(lambda b: bool(BANK_NAME.fullmatch(b)))
     for i in np.flatnonzero(bad_bank.to_numpy()).tolist():
         rej.add(i, f"bank {bank.iloc[i]!r} is not a certificate common name ([A-Za-z0-9._-])")
     bad_purpose = ~purpose.isin(list(allowed_purposes))

@@ -37,7 +37,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     features = load_csv_table(a.csv, a.id_column)
     policy = HolderPolicy(allow_insecure_keys=a.allow_insecure_keys,
-                          min_node_samples=a.min_node_samples, max_trees=10_000)
+                          min_node_samples=a.min_node_samples,
+                          max_trees_per_session=10_000)
     party = PassiveParty(features, name=a.name, policy=policy)
     server = HolderServer(party, a.address, tls_dir=a.tls_dir).start()
     port_file = Path(a.port_file)

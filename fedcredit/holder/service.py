@@ -1,7 +1,7 @@
 """``fedcredit holder serve``: the protocol core wired to the persistent store, over mTLS gRPC.
 
-:class:`HolderParty` is the protocol core (:class:`~fedcredit.protocol.PassiveParty`) with the
-service's duties added around its steps, none of the steps re-implemented:
+:class:`HolderParty` is the protocol core (:class:`~fedcredit.protocol.HolderCore`) with the
+service's duties added around its steps as middleware, none of the steps re-implemented:
 
 - refused and failed requests are audited too (the core audits the requests it answers);
 - per-bank daily caps on sessions and trees, counted from the audit log (so they survive a
@@ -16,7 +16,6 @@ NOT_SERVING, running calls get ``shutdown_grace_seconds``) and returns 0.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import signal
@@ -25,24 +24,28 @@ import threading
 import time
 from pathlib import Path
 
+from typing import Iterator
+
 from ..errors import FedCreditError, ResourceLimit
-from ..protocol import PassiveParty
+from ..protocol import HolderCore
 from ..protocol import messages as m
+from ..protocol.middleware import Next, Request, audit_refusals
+from ..protocol.secureboost.messages import TreeStart
 from . import audit, features, logs, store
 from .audit import SqliteAuditor
-from .config import HolderConfig, Policy, load_config
+from .config import HolderConfig, load_config
 from .consent import SqliteConsent
 from .modelstore import SqliteModelStore
 
 log = logging.getLogger("fedcredit.holder.service")
 
 
-class HolderParty(PassiveParty):
-    """The passive party of the holder service (see the module notes)."""
+class HolderParty(HolderCore):
+    """The holder's protocol core with the service's stores and middleware (see the module
+    notes); no protocol step is re-implemented or overridden."""
 
     def __init__(self, cfg: HolderConfig, *, features_frame=None, features_version: int = 0):
         self.cfg = cfg
-        self.limits: Policy = cfg.policy
         self._db = store.connect(cfg.db_path)
         self._db_lock = threading.Lock()
         self._reload = threading.Lock()
@@ -50,75 +53,54 @@ class HolderParty(PassiveParty):
         self._hook_cons = list(hooks.values())
         if features_frame is None:
             features_frame, features_version = features.read_current(cfg, self._db)
-        super().__init__(features_frame, name=cfg.name, policy=cfg.policy.holder_policy(),
+        super().__init__(features_frame, name=cfg.name, policy=cfg.policy,
                          consent=SqliteConsent(hooks["consent"]),
                          auditor=SqliteAuditor(hooks["audit"]),
-                         models=SqliteModelStore(hooks["models"]))
+                         models=SqliteModelStore(hooks["models"]),
+                         middleware=[audit_refusals(logs.scrub), self._fresh_features,
+                                     self._daily_caps, self._sessions_table])
         self.features_version = features_version
+        self.on_session_end(self._session_ended)
 
-    # -- the request path ---------------------------------------------------------------------
-    def handle(self, caller, requests):
-        requests = iter(requests)
-        first = next(requests, None)
+    # -- middleware -----------------------------------------------------------------------------
+    def _fresh_features(self, req: Request, call_next: Next) -> Iterator:
+        """A feature table loaded since the last request is served from this one on."""
         self.refresh_features()
-        head = () if first is None else (first,)
-        try:
-            yield from super().handle(caller, itertools.chain(head, requests))
-        except Exception as e:  # audited, then the transport maps it to a gRPC status
-            self._audit_refusal(caller, first, e)
-            raise
+        yield from call_next(req)
 
-    def _audit_refusal(self, caller, first, error: Exception) -> None:
-        kind = type(first).__name__ if first is not None else "empty"
-        sid = str(getattr(first, "session_id", "") or "")
-        with self._lock:
-            s = self._sessions.get(sid)
-        purpose = s.purpose if s is not None else str(getattr(first, "purpose", "") or "")
-        # a typed error's message is written for the bank and carries no data; anything else
-        # (a bug, a vanished bank) is named by its type only
-        reason = logs.scrub(str(error))[:200] if isinstance(error, FedCreditError) else \
-            "the call ended abnormally"
-        try:
-            self.auditor.record(bank=caller.bank, purpose=purpose[:64],
-                                operation=f"refused:{kind}", enterprises=0, session=sid[:64],
-                                detail=f"{type(error).__name__}: {reason}")
-        except Exception:  # the refusal stands even if its record cannot be written
-            log.exception("could not audit a refused request")
+    def _daily_caps(self, req: Request, call_next: Next) -> Iterator:
+        """Per-bank daily caps on sessions and trees, counted from the audit log (so they
+        survive a restart)."""
+        bank = req.caller.bank
+        if isinstance(req.first, m.OpenSession):
+            cap = self.policy.max_sessions_per_day
+            if cap and self._db_count_today(bank, "open_session:", prefix=True) >= cap:
+                raise ResourceLimit(f"bank {bank!r} has opened the {cap} sessions the "
+                                    "holder's policy allows per day (UTC); retry tomorrow")
+        elif isinstance(req.first, TreeStart):
+            cap = self.policy.max_trees_per_day
+            if cap and self._db_count_today(bank, "tree_start") >= cap:
+                raise ResourceLimit(f"bank {bank!r} has trained the {cap} trees the "
+                                    "holder's policy allows per day (UTC); retry tomorrow")
+        yield from call_next(req)
+
+    def _sessions_table(self, req: Request, call_next: Next) -> Iterator:
+        """The ``sessions`` table: a row per opened session, its state when it ends."""
+        for out in call_next(req):
+            if isinstance(out, m.SessionOpened):
+                msg = req.first
+                self._session_row(out.session_id, req.caller.bank, msg.purpose, msg.task,
+                                  msg.model_id)
+            yield out
+
+    def _session_ended(self, session, reason: str) -> None:
+        self._session_state([session.id], reason)
+        if reason == "expired":
+            log.info("idle session expired", extra={"fields": {"task": session.task}})
 
     def _db_count_today(self, bank: str, operation: str, prefix: bool = False) -> int:
         with self._db_lock:
             return audit.count_today(self._db, bank, operation, prefix)
-
-    def _open_session(self, caller, msg: m.OpenSession, rest):
-        cap = self.limits.max_sessions_per_day
-        if cap and self._db_count_today(caller.bank, "open_session:", prefix=True) >= cap:
-            raise ResourceLimit(f"bank {caller.bank!r} has opened the {cap} sessions the "
-                                "holder's policy allows per day (UTC); retry tomorrow")
-        for out in super()._open_session(caller, msg, rest):
-            if isinstance(out, m.SessionOpened):
-                self._session_row(out.session_id, caller.bank, msg.purpose, msg.task,
-                                  msg.model_id)
-            yield out
-
-    def _close_session(self, caller, msg: m.CloseSession, rest):
-        yield from super()._close_session(caller, msg, rest)
-        self._session_state([msg.session_id], "closed")
-
-    def _tree_start(self, caller, msg: m.TreeStart, rest):
-        cap = self.limits.max_trees_per_day
-        if cap and self._db_count_today(caller.bank, "tree_start") >= cap:
-            raise ResourceLimit(f"bank {caller.bank!r} has trained the {cap} trees the "
-                                "holder's policy allows per day (UTC); retry tomorrow")
-        yield from super()._tree_start(caller, msg, rest)
-
-    def _expire_idle(self) -> None:
-        cutoff = time.time() - self.policy.session_idle_seconds
-        with self._lock:
-            stale = [k for k, s in self._sessions.items() if s.last_used < cutoff]
-        super()._expire_idle()
-        if stale:
-            self._session_state(stale, "expired")
-            log.info("idle sessions expired", extra={"fields": {"sessions": len(stale)}})
 
     # -- sessions table -------------------------------------------------------------------------
     def _session_row(self, sid, bank, purpose, task, model_id) -> None:
@@ -170,7 +152,7 @@ def _maintenance(party: HolderParty, done: threading.Event) -> None:
     period = max(1.0, min(30.0, party.policy.session_idle_seconds / 4))
     while not done.wait(period):
         try:
-            party._expire_idle()
+            party.expire_idle()
             party.refresh_features()
         except Exception:  # never let housekeeping take the server down
             log.exception("maintenance failed")

@@ -14,9 +14,11 @@ import pandas as pd
 
 from ..crypto import generate_keypair
 from ..errors import InvalidInput
-from ..protocol import active_lr
-from ..protocol import lr_common as lc
-from ..protocol.active import ActiveSession
+from ..binning import FeaturePrep
+from ..protocol.alignment.bank import align
+from ..protocol.logistic import bank as lr_steps
+from ..protocol.logistic import math as lc
+from ..protocol.session import BankSession
 from .secureboost.estimator import as_channel, check_xy
 
 FORMAT = "fedcredit.hetero_lr/1"
@@ -163,9 +165,9 @@ class HeteroLogisticRegression:
         t0 = time.perf_counter()
         _, sk = generate_keypair(self.he_scheme, bits=self.key_bits, insecure=self.insecure_key)
         sk.warm_up(self.n_jobs)
-        session = ActiveSession(as_channel(holder), "lr", sk, workers=self.n_jobs)
+        session = BankSession(as_channel(holder), "lr", sk, workers=self.n_jobs)
         try:
-            al = session.align(X.index.tolist())
+            al = align(session, X.index.tolist())
             Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
             if len(ya) < 2 or ya.min() == ya.max():
                 raise InvalidInput("the aligned rows must hold both classes")
@@ -180,7 +182,7 @@ class HeteroLogisticRegression:
     def _prepare_bank(self, X: pd.DataFrame, fit: bool) -> np.ndarray:
         if fit:
             if self.standardize:
-                self.prep_ = lc.FeaturePrep().fit(X)
+                self.prep_ = FeaturePrep().fit(X)
                 self.feature_names_bank_ = self.prep_.output_names()
             else:
                 self.prep_ = None
@@ -199,7 +201,7 @@ class HeteroLogisticRegression:
               else int(self.batch_size))
         bs = min(bs, n)
         l2 = 1.0 / (float(self.C) * n)
-        ready = active_lr.lr_start(session, rows, encoding=encoding,
+        ready = lr_steps.lr_start(session, rows, encoding=encoding,
                                    learning_rate=self.learning_rate, decay=self.lr_decay,
                                    l2=l2, **holder_kw)
         # the holder refuses batches below its floor (min_node_samples, twice its features)
@@ -225,14 +227,14 @@ class HeteroLogisticRegression:
                 for k, b_idx in enumerate(batches):
                     new_epoch = epoch > 0 and k == 0
                     bank_change = opt.new_epoch() if new_epoch else 0.0
-                    stats = active_lr.lr_step(session, step, rows[b_idx], masked, new_epoch)
+                    stats = lr_steps.lr_step(session, step, rows[b_idx], masked, new_epoch)
                     if new_epoch:
                         history.append(max(bank_change, stats.weight_change))
                         if history[-1] < float(self.tol):
                             masked = []  # the holder applied it with this step
                             break
                     a = XA[b_idx] @ opt.w[1:] + opt.w[0]
-                    res = active_lr.lr_terms(session, step, a, ya[b_idx].astype(np.float64),
+                    res = lr_steps.lr_terms(session, step, a, ya[b_idx].astype(np.float64),
                                              XAi[b_idx], stats, ready.x_bits,
                                              float(self.sigmoid_tol), int(self.max_degree))
                     grad = np.r_[res.intercept_grad, res.feature_grad] / len(b_idx)
@@ -251,7 +253,7 @@ class HeteroLogisticRegression:
         finally:
             if bar:
                 bar.close()
-        model = active_lr.lr_finish(session, masked)
+        model = lr_steps.lr_finish(session, masked)
         w = opt.averaged()
         self.intercept_ = np.array([w[0]])
         self.coef_bank_ = w[1:]
@@ -274,9 +276,9 @@ class HeteroLogisticRegression:
         """Log-odds of default: the bank's part plus the holder's partial score per id."""
         self._check_fitted()
         X, _ = check_xy(X, None, id_column)
-        session = ActiveSession(as_channel(holder), "score", model_id=self.model_id_)
+        session = BankSession(as_channel(holder), "score", model_id=self.model_id_)
         try:
-            u = active_lr.partial_scores(session, X.index.tolist())
+            u = lr_steps.partial_scores(session, X.index.tolist())
         finally:
             session.close()
         return self.bank_score(X) + u
@@ -313,7 +315,7 @@ class HeteroLogisticRegression:
         self.coef_bank_ = np.asarray(d["coef_bank"])
         self.coef_holder_ = np.asarray(d["coef_holder"])
         self.coef_ = np.r_[self.coef_bank_, self.coef_holder_][None, :]
-        self.prep_ = lc.FeaturePrep.from_dict(d["prep"]) if d["prep"] else None
+        self.prep_ = FeaturePrep.from_dict(d["prep"]) if d["prep"] else None
         self.feature_names_bank_ = d["bank_features"]
         self.holder_feature_names_ = d["holder_features"]
         self.model_id_ = d["model_id"]

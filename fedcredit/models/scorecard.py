@@ -19,7 +19,8 @@ import pandas as pd
 
 from ..crypto import generate_keypair
 from ..errors import InvalidInput
-from ..protocol.active import ActiveSession
+from ..protocol.alignment.bank import align
+from ..protocol.session import BankSession
 from .logistic import HeteroLogisticRegression, _atomic_json, _read_json
 from .secureboost.estimator import as_channel, check_xy
 from .woe import HeteroWOE
@@ -77,9 +78,9 @@ class Scorecard:
         h_index = [woe.holder_features_.index(f[len("holder:"):]) for f in holder_feats]
         self.model_ = HeteroLogisticRegression(**{**lr.get_params(), "standardize": False})
         _, sk = generate_keypair(lr.he_scheme, bits=lr.key_bits, insecure=lr.insecure_key)
-        session = ActiveSession(channel, "lr", sk, workers=lr.n_jobs)
+        session = BankSession(channel, "lr", sk, workers=lr.n_jobs)
         try:
-            al = session.align(X.index.tolist())
+            al = align(session, X.index.tolist())
             Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
             Xw = woe.transform_bank(Xa, bank_feats) if bank_feats else pd.DataFrame(index=Xa.index)
             woe_vals = np.concatenate([woe.woe_values(f) for f in holder_feats]) if holder_feats \

@@ -26,9 +26,10 @@ import pandas as pd
 from ..binning import BinMapper
 from ..crypto import generate_keypair
 from ..errors import InvalidInput
-from ..protocol import active_lr
-from ..protocol.active import ActiveSession
-from ..protocol.passive_woe import floor_map
+from ..protocol.alignment.bank import align
+from ..protocol.session import BankSession
+from ..protocol.woe import bank as woe_steps
+from ..protocol.woe.math import floor_map
 from .secureboost.estimator import as_channel, check_xy
 
 TRENDS = ("auto", "ascending", "descending", "none")
@@ -190,9 +191,9 @@ class HeteroWOE:
                                "'optbinning'")
         X, y = check_xy(X, y, id_column)
         _, sk = generate_keypair(self.he_scheme, bits=self.key_bits, insecure=self.insecure_key)
-        session = ActiveSession(as_channel(holder), "woe", sk, workers=self.n_jobs)
+        session = BankSession(as_channel(holder), "woe", sk, workers=self.n_jobs)
         try:
-            al = session.align(X.index.tolist())
+            al = align(session, X.index.tolist())
             Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
             if len(ya) == 0 or ya.min() == ya.max():
                 raise InvalidInput("the aligned rows must hold both classes")
@@ -209,7 +210,7 @@ class HeteroWOE:
 
     def _fit_aligned(self, session, Xa: pd.DataFrame, ya: np.ndarray, floor: int) -> None:
         n = len(ya)
-        stats = active_lr.woe_stats(session, np.arange(n), ya, self.max_bin)
+        stats = woe_steps.woe_stats(session, np.arange(n), ya, self.max_bin)
         self.binning_id_ = stats.binning_id
         self.holder_name_ = session.holder_name
         self.alignment_ids_ = list(session.alignment.ids)
@@ -231,7 +232,7 @@ class HeteroWOE:
             party[key] = "holder"
             self.holder_bins_[f] = len(fc)
         if holder_maps:
-            active_lr.woe_merge(session, self.binning_id_, holder_maps)
+            woe_steps.woe_merge(session, self.binning_id_, holder_maps)
         # the bank's own features: the same procedure in the clear
         self.mapper_ = BinMapper(self.max_bin, self.random_state).fit(Xa)
         raw = self.mapper_.transform(Xa).astype(np.int64)

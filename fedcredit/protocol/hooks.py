@@ -1,4 +1,4 @@
-"""What the passive party needs from its surroundings: policy, consent, audit, model storage.
+"""What the holder's core needs from its surroundings: consent, audit, model storage.
 
 The protocol core runs with the simple in-memory versions here (tests, notebooks). The
 holder service (:mod:`fedcredit.holder`) supplies persistent ones: a SQLite consent
@@ -14,26 +14,6 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from ..errors import SessionNotFound
-
-
-@dataclass
-class HolderPolicy:
-    """The holder's rules for every bank it serves.
-
-    min_node_samples: the smallest set of enterprises an aggregate may describe (a histogram
-    node, either side of a split candidate); max_trees: per training session.
-    """
-
-    min_key_bits: int = 2048
-    allow_insecure_keys: bool = False
-    min_node_samples: int = 20
-    max_trees: int = 200
-    max_sessions: int = 16
-    session_idle_seconds: float = 3600.0
-    max_session_bytes: int = 8 << 30
-    allowed_purposes: tuple[str, ...] = ("credit",)
-    allowed_banks: tuple[str, ...] | None = None  # None: any bank with a valid certificate
-    max_predict_ids: int = 1_000_000
 
 
 class ConsentProvider(Protocol):

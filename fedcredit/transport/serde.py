@@ -17,13 +17,14 @@ from google.protobuf.message import DecodeError
 
 from ..errors import InvalidInput, ProtocolError, ResourceLimit
 from ..protocol import messages as m
+from ..protocol.registry import ENVELOPE_TYPES, MESSAGE_TYPES
 from .generated import fedcredit_pb2 as pb
 
 FRAME_BYTES = 1 << 20
 #: largest single message accepted (a gradient chunk is ~1 MB; a layer answer a few MB)
 MAX_MESSAGE_BYTES = 256 << 20
 
-_BY_NAME = {t.__name__: t for t in m.MESSAGE_TYPES}
+_BY_NAME = {t.__name__: t for t in MESSAGE_TYPES}
 
 
 def _snake(name: str) -> str:
@@ -71,7 +72,7 @@ def from_proto(cls: type, pbmsg):
 
 def encode(msg) -> bytes:
     name = type(msg).__name__
-    if type(msg) not in m.ENVELOPE_TYPES:
+    if type(msg) not in ENVELOPE_TYPES:
         raise InvalidInput(f"{name} cannot be sent on its own")
     env = pb.Envelope(protocol_version=m.PROTOCOL_VERSION)
     getattr(env, _snake(name)).CopyFrom(to_proto(msg))

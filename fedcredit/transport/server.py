@@ -76,7 +76,7 @@ class HolderServer:
         ``host:port``; port 0 picks a free port (see :attr:`port`).
     tls_dir : path, optional
         Directory with ``ca.pem``, ``holder.pem`` and ``holder.key``
-        (:func:`fedcredit.transport.tls.make_dev_certs` makes development ones).
+        (:func:`fedcredit.holder.devca.make_dev_certs` makes development ones).
     insecure : bool
         Plaintext gRPC, for tests only.
     max_workers : int

@@ -1,26 +1,16 @@
 """Mutual TLS between the bank (gRPC client, active party) and the holder (server, passive).
 
-The holder only answers a bank that presents a client certificate signed by a CA it trusts,
+The holder answers only a bank that presents a client certificate signed by a CA it trusts,
 and the bank's identity *is* that certificate's common name (:func:`peer_identity`): consent
-checks and the audit log key on it, so no bank can claim another's name. This module makes
-the development PKI (:func:`make_dev_certs`, :func:`issue_bank_cert`), loads key material
-into gRPC credentials with errors that name the bad file, and reads the verified identity on
-the server side. Production deployments bring their own CA; only the file names matter.
-
-Layout of a TLS directory::
-
-    ca.pem  ca.key            development CA (ca.key stays with the operator, never shipped)
-    holder.pem  holder.key    holder server certificate (serverAuth, SAN = host names / IPs)
-    <bank>.pem  <bank>.key    one client certificate per bank (clientAuth, CN = bank name)
-    bank.pem  bank.key        copy of the first bank's pair, the client default
-
-Typical use::
+checks and the audit log key on it, so no bank can claim another's name. This module loads a
+TLS directory into gRPC credentials, with errors that name the bad file, and reads the
+verified identity on the server side. It writes nothing: the development CA that makes such a
+directory is :mod:`fedcredit.holder.devca`; production brings its own CA, only the file names
+matter. Private keys never appear in a log line or an error message. Typical use::
 
     server.add_secure_port("127.0.0.1:50051", server_credentials(tls_dir))
     channel = grpc.secure_channel("127.0.0.1:50051", channel_credentials(tls_dir),
                                   options=channel_options("127.0.0.1:50051"))
-
-Private keys are written with mode 0600 and never appear in a log line or an error message.
 """
 from __future__ import annotations
 
@@ -29,32 +19,20 @@ import ipaddress
 import logging
 import os
 import re
-import secrets
 import stat
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import grpc
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import InvalidInput, Unauthenticated
+from ..protocol.policy import BANK_NAME
 
-__all__ = [
-    "HOLDER_COMMON_NAME",
-    "TARGET_NAME_OVERRIDE",
-    "make_dev_certs",
-    "issue_bank_cert",
-    "server_credentials",
-    "channel_credentials",
-    "channel_options",
-    "peer_identity",
-    "cert_subject",
-    "cert_fingerprint",
-]
+__all__ = ["HOLDER_COMMON_NAME", "TARGET_NAME_OVERRIDE", "server_credentials",
+           "channel_credentials", "channel_options", "peer_identity", "cert_subject",
+           "cert_fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +43,7 @@ HOLDER_COMMON_NAME = "fedcredit-holder"
 #: address (``127.0.0.1:port``, ``[::1]:port``); the default dev holder certificate carries it.
 TARGET_NAME_OVERRIDE = "localhost"
 
-#: Default validity of development certificates, in days (the CA/Browser Forum's old cap).
-DEFAULT_DAYS = 825
-
-# Names become both a certificate CN and a file name: keep them to a portable alphabet.
-_BANK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Bank names become a certificate CN and a file name; these stems name the other TLS files.
 _RESERVED_NAMES = frozenset({"ca", "holder", "bank"})
 _DNS_NAME = re.compile(
     r"(?=.{1,253}$)(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -77,166 +51,6 @@ _DNS_NAME = re.compile(
 )
 # Back-date notBefore so a peer whose clock is slightly behind accepts a fresh certificate.
 _CLOCK_SKEW = _dt.timedelta(minutes=5)
-
-
-# --------------------------------------------------------------------------- dev PKI
-
-
-def make_dev_certs(
-    out_dir: str | os.PathLike,
-    *,
-    holder_hosts: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
-    bank_names: Sequence[str] = ("demo-bank",),
-    days: int = DEFAULT_DAYS,
-    overwrite: bool = False,
-) -> dict[str, Path]:
-    """Create a development CA, a holder server certificate and one client cert per bank.
-
-    All keys are EC P-256; certificates are signed with ECDSA-SHA256. The CA is restricted to
-    signing end-entity certificates (``pathLen=0``); the holder certificate has
-    ``extendedKeyUsage=serverAuth`` and a SubjectAlternativeName listing ``holder_hosts``
-    (IP literals as IP addresses, the rest as DNS names); each bank certificate has
-    ``CN=<bank name>`` and ``extendedKeyUsage=clientAuth``. ``bank.pem``/``bank.key`` are a
-    copy of the first bank's pair, the default :func:`channel_credentials` picks.
-
-    Every certificate and key is generated in memory before any file is touched; each file
-    is written to a temporary name and renamed into place, so a failure leaves no half-written
-    file (files that did not exist before are removed again).
-
-    Parameters
-    ----------
-    out_dir : path-like
-        Directory to write to; created (mode 0700) if missing.
-    holder_hosts : sequence of str
-        Host names and IP addresses the holder is reached by. Keep ``"localhost"`` in it if
-        banks dial a loopback address (see :data:`TARGET_NAME_OVERRIDE`).
-    bank_names : sequence of str
-        One client certificate per name. Names are 1-64 characters of ``[A-Za-z0-9._-]``
-        starting with a letter or digit; ``ca``, ``holder`` and ``bank`` are reserved.
-    days : int
-        Validity of every certificate, from now.
-    overwrite : bool
-        Replace existing files. Without it an existing file is an error and nothing is
-        written.
-
-    Returns
-    -------
-    dict of str to Path
-        File name (``"ca.pem"``, ``"holder.key"``, ``"demo-bank.pem"``, ...) to its path.
-
-    Raises
-    ------
-    InvalidInput
-        A bad host, bank name or ``days``, or a file exists and ``overwrite`` is false.
-
-    Notes
-    -----
-    For development and tests only: ``ca.key`` sits next to the certificates it signed.
-    In production the CA key stays offline and only ``ca.pem`` is distributed.
-    """
-    out = Path(out_dir)
-    days = _check_days(days)
-    hosts = _check_hosts(holder_hosts)
-    banks = _check_bank_names(bank_names)
-    files = {name: out / name for name in _dev_file_names(banks)}
-    if not overwrite:
-        _refuse_existing(files.values())
-
-    ca_key = _new_key()
-    ca_cert = _ca_certificate(ca_key, days)
-    holder_key = _new_key()
-    san: list[x509.GeneralName] = [
-        x509.IPAddress(h) if isinstance(h, (ipaddress.IPv4Address, ipaddress.IPv6Address))
-        else x509.DNSName(h)
-        for h in hosts
-    ]
-    holder_cert = _leaf_certificate(
-        HOLDER_COMMON_NAME, holder_key, ca_cert, ca_key, days,
-        ExtendedKeyUsageOID.SERVER_AUTH, san,
-    )
-    contents: dict[str, tuple[bytes, bool]] = {
-        "ca.pem": (_cert_pem(ca_cert), False),
-        "ca.key": (_key_pem(ca_key), True),
-        "holder.pem": (_cert_pem(holder_cert), False),
-        "holder.key": (_key_pem(holder_key), True),
-    }
-    for i, bank in enumerate(banks):
-        key = _new_key()
-        cert = _leaf_certificate(bank, key, ca_cert, ca_key, days, ExtendedKeyUsageOID.CLIENT_AUTH)
-        pair = {f"{bank}.pem": (_cert_pem(cert), False), f"{bank}.key": (_key_pem(key), True)}
-        contents.update(pair)
-        if i == 0:
-            contents["bank.pem"] = pair[f"{bank}.pem"]
-            contents["bank.key"] = pair[f"{bank}.key"]
-
-    _mkdir_private(out)
-    _write_files(out, contents, overwrite=overwrite)
-    log.info("wrote development TLS files for %d bank(s) to %s", len(banks), out)
-    return files
-
-
-def issue_bank_cert(
-    tls_dir: str | os.PathLike,
-    bank_name: str,
-    *,
-    days: int = DEFAULT_DAYS,
-    overwrite: bool = False,
-) -> dict[str, Path]:
-    """Add a client certificate for another bank, signed by the CA in ``tls_dir``.
-
-    Reads ``ca.pem`` and ``ca.key`` from ``tls_dir`` and writes ``<bank_name>.pem`` and
-    ``<bank_name>.key`` (mode 0600) next to them, atomically. The holder needs no restart:
-    it trusts the CA, not individual bank certificates.
-
-    Parameters
-    ----------
-    tls_dir : path-like
-        A directory made by :func:`make_dev_certs` (or holding any CA pair as
-        ``ca.pem``/``ca.key``).
-    bank_name : str
-        The new bank's identity, used as the certificate CN and the file name.
-    days : int
-        Validity from now.
-    overwrite : bool
-        Replace an existing certificate of this bank.
-
-    Returns
-    -------
-    dict of str to Path
-        ``{"<bank_name>.pem": ..., "<bank_name>.key": ...}``.
-
-    Raises
-    ------
-    InvalidInput
-        Bad name or ``days``, a missing or unreadable CA file, a CA key that does not match
-        the CA certificate, or an existing file without ``overwrite``.
-    """
-    tls = Path(tls_dir)
-    days = _check_days(days)
-    (bank,) = _check_bank_names([bank_name])
-    files = {f"{bank}.pem": tls / f"{bank}.pem", f"{bank}.key": tls / f"{bank}.key"}
-    if not overwrite:
-        _refuse_existing(files.values())
-
-    ca_cert = _load_certs(tls / "ca.pem")[0]
-    ca_key = _load_key(tls / "ca.key")
-    _check_key_matches(ca_key, ca_cert, tls / "ca.key", tls / "ca.pem")
-    try:
-        is_ca = ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    if not is_ca:
-        raise InvalidInput(f"{tls / 'ca.pem'} is not a CA certificate (basicConstraints CA:FALSE)")
-
-    key = _new_key()
-    cert = _leaf_certificate(bank, key, ca_cert, ca_key, days, ExtendedKeyUsageOID.CLIENT_AUTH)
-    _write_files(
-        tls,
-        {f"{bank}.pem": (_cert_pem(cert), False), f"{bank}.key": (_key_pem(key), True)},
-        overwrite=overwrite,
-    )
-    log.info("issued a client certificate for bank %r in %s", bank, tls)
-    return files
 
 
 # --------------------------------------------------------------------------- credentials
@@ -320,7 +134,7 @@ def channel_credentials(
     Use it with :func:`channel_options` so that dialling ``127.0.0.1:port`` still checks the
     holder certificate against a name it carries.
     """
-    stem = "bank" if bank_name is None else _check_bank_names([bank_name])[0]
+    stem = "bank" if bank_name is None else _check_bank_name(bank_name)
     cert_p = _resolve(cert, tls_dir, f"{stem}.pem", "cert")
     key_p = _resolve(key, tls_dir, f"{stem}.key", "key")
     ca_p = _resolve(ca, tls_dir, "ca.pem", "ca")
@@ -412,20 +226,10 @@ def peer_identity(context: grpc.ServicerContext) -> str:
 def cert_subject(path: str | os.PathLike) -> str:
     """The subject of the (first) certificate in ``path``, as an RFC 4514 string.
 
-    Parameters
-    ----------
-    path : path-like
-        A PEM (possibly a bundle; the first certificate is used) or DER certificate file.
-
-    Returns
-    -------
-    str
-        For example ``"CN=demo-bank,O=fedcredit development"``.
-
-    Raises
-    ------
-    InvalidInput
-        The file is missing, unreadable or not a certificate.
+    ``path`` is a PEM (possibly a bundle; the first certificate is used) or DER certificate
+    file; the result reads like ``"CN=demo-bank,O=fedcredit development"``. Raises
+    :class:`~fedcredit.errors.InvalidInput` if the file is missing, unreadable or not a
+    certificate.
     """
     return _load_certs(Path(path), allow_der=True)[0].subject.rfc4514_string()
 
@@ -433,20 +237,10 @@ def cert_subject(path: str | os.PathLike) -> str:
 def cert_fingerprint(path: str | os.PathLike) -> str:
     """SHA-256 fingerprint of the (first) certificate in ``path``: lowercase hex of the DER.
 
-    Parameters
-    ----------
-    path : path-like
-        A PEM or DER certificate file.
-
-    Returns
-    -------
-    str
-        64 hexadecimal digits, as ``openssl x509 -fingerprint -sha256`` prints without colons.
-
-    Raises
-    ------
-    InvalidInput
-        The file is missing, unreadable or not a certificate.
+    ``path`` is a PEM or DER certificate file; the result is 64 hexadecimal digits, as
+    ``openssl x509 -fingerprint -sha256`` prints without colons. Raises
+    :class:`~fedcredit.errors.InvalidInput` if the file is missing, unreadable or not a
+    certificate.
     """
     cert = _load_certs(Path(path), allow_der=True)[0]
     return cert.fingerprint(hashes.SHA256()).hex()
@@ -455,147 +249,15 @@ def cert_fingerprint(path: str | os.PathLike) -> str:
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_days(days: int) -> int:
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 36500:
-        raise InvalidInput(f"days must be an integer between 1 and 36500, got {days!r}")
-    return days
-
-
-def _check_hosts(hosts: Iterable[str]):
-    if isinstance(hosts, str):
-        raise InvalidInput("holder_hosts must be a sequence of host names, not one string")
-    out: list = []
-    for h in hosts:
-        if not isinstance(h, str):
-            raise InvalidInput(f"holder host {h!r} is not a string")
-        try:
-            value = ipaddress.ip_address(h.strip("[]"))
-        except ValueError:
-            if not _DNS_NAME.fullmatch(h):
-                raise InvalidInput(
-                    f"holder host {h!r} is neither an IP address nor a DNS name"
-                ) from None
-            value = h.rstrip(".").lower()
-        if value not in out:
-            out.append(value)
-    if not out:
-        raise InvalidInput("holder_hosts is empty; the server certificate needs a name")
-    return out
-
-
-def _check_bank_names(names: Iterable[str]) -> list[str]:
-    if isinstance(names, str):
-        raise InvalidInput("bank_names must be a sequence of names, not one string")
-    out: list[str] = []
-    for n in names:
-        if not isinstance(n, str) or not _BANK_NAME.fullmatch(n):
-            raise InvalidInput(
-                f"bank name {n!r} must be 1-64 characters of letters, digits, '.', '_' or '-' "
-                "starting with a letter or digit"
-            )
-        if n.lower() in _RESERVED_NAMES:
-            raise InvalidInput(f"bank name {n!r} is reserved (it names another TLS file)")
-        if n in out:
-            raise InvalidInput(f"bank name {n!r} is given twice")
-        out.append(n)
-    if not out:
-        raise InvalidInput("bank_names is empty; at least one bank certificate is needed")
-    return out
-
-
-def _dev_file_names(banks: Sequence[str]) -> list[str]:
-    names = ["ca.pem", "ca.key", "holder.pem", "holder.key"]
-    for bank in banks:
-        names += [f"{bank}.pem", f"{bank}.key"]
-    return names + ["bank.pem", "bank.key"]
-
-
-def _refuse_existing(paths: Iterable[Path]) -> None:
-    for p in paths:
-        if p.exists() or p.is_symlink():
-            raise InvalidInput(f"{p} already exists; pass overwrite=True to replace it")
-
-
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _validity(days: int) -> tuple[_dt.datetime, _dt.datetime]:
-    now = _dt.datetime.now(_dt.timezone.utc)
-    return now - _CLOCK_SKEW, now + _dt.timedelta(days=days)
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedcredit development"),
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-    ])
-
-
-def _ca_certificate(key: ec.EllipticCurvePrivateKey, days: int) -> x509.Certificate:
-    # A random suffix keeps two dev CAs apart by name as well as by key.
-    name = _name(f"fedcredit development CA {secrets.token_hex(4)}")
-    not_before, not_after = _validity(days)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
+def _check_bank_name(name: str) -> str:
+    if not isinstance(name, str) or not BANK_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"bank name {name!r} must be 1-64 characters of letters, digits, '.', '_' or '-' "
+            "starting with a letter or digit"
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-
-
-def _leaf_certificate(
-    common_name: str,
-    key: ec.EllipticCurvePrivateKey,
-    ca_cert: x509.Certificate,
-    ca_key,
-    days: int,
-    usage: x509.ObjectIdentifier,
-    san: list[x509.GeneralName] | None = None,
-) -> x509.Certificate:
-    not_before, not_after = _validity(days)
-    # Never outlive the issuer: a chain with an expired CA fails anyway, more obscurely.
-    not_after = min(not_after, _valid_until(ca_cert))
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-    )
-    if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return builder.sign(ca_key, hashes.SHA256())
+    if name.lower() in _RESERVED_NAMES:
+        raise InvalidInput(f"bank name {name!r} is reserved (it names another TLS file)")
+    return name
 
 
 def _cert_pem(cert: x509.Certificate) -> bytes:
@@ -608,72 +270,6 @@ def _key_pem(key) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-
-
-def _mkdir_private(path: Path) -> None:
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InvalidInput(f"cannot create TLS directory {path}: {exc.strerror}") from None
-    if not path.is_dir():
-        raise InvalidInput(f"{path} exists and is not a directory")
-
-
-def _write_files(out: Path, contents: dict[str, tuple[bytes, bool]], *, overwrite: bool) -> None:
-    """Stage every file under a temporary name, then rename each into place.
-
-    If anything fails, temporaries are removed and files this call created are unlinked, so
-    the directory is left as it was (except files replaced under ``overwrite``).
-    """
-    staged: list[tuple[Path, Path]] = []
-    created: list[Path] = []
-    try:
-        for name, (data, private) in contents.items():
-            final = out / name
-            tmp = out / f".{name}.{secrets.token_hex(6)}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
-            staged.append((tmp, final))
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            # os.open's mode is filtered by the umask; make the intended mode exact.
-            os.chmod(tmp, 0o600 if private else 0o644)
-        if not overwrite:
-            _refuse_existing(final for _, final in staged)
-        for tmp, final in staged:
-            existed = final.exists()
-            os.replace(tmp, final)
-            if not existed:
-                created.append(final)
-        _fsync_dir(out)
-    except BaseException as exc:
-        for tmp, _ in staged:
-            _unlink_quietly(tmp)
-        for path in created:
-            _unlink_quietly(path)
-        if isinstance(exc, OSError):
-            raise InvalidInput(f"cannot write TLS files to {out}: {exc.strerror}") from None
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError:
-        log.warning("could not remove %s after a failed write", path)
 
 
 def _is_loopback_target(target: str) -> bool:

@@ -21,8 +21,10 @@ import pandas as pd
 from ...binning import BinMapper
 from ...crypto import FixedPoint, generate_keypair
 from ...errors import InvalidInput, ProtocolError
-from ...protocol.active import ActiveSession
+from ...protocol.alignment.bank import align
 from ...protocol.channel import Channel, InProcessChannel
+from ...protocol.secureboost import bank as steps
+from ...protocol.session import BankSession
 from .federated import FederatedHolder
 from .grower import TreeGrower
 from .splitting import SplitParams
@@ -34,9 +36,9 @@ FORMAT = "fedcredit.secureboost/1"
 def as_channel(holder) -> Channel:
     if isinstance(holder, Channel):
         return holder
-    from ...protocol.passive import PassiveParty
+    from ...protocol.core import HolderCore
 
-    if isinstance(holder, PassiveParty):
+    if isinstance(holder, HolderCore):
         return InProcessChannel(holder)
     raise InvalidInput("holder= must be a channel (fedcredit.connect(...), InProcessChannel) "
                        "or a PassiveParty")
@@ -169,9 +171,9 @@ class SecureBoostClassifier:
         t0 = time.perf_counter()
         _, sk = generate_keypair(self.he_scheme, bits=self.key_bits, insecure=self.insecure_key)
         sk.warm_up(self.n_jobs)  # worker tables build while ids are aligned
-        session = ActiveSession(channel, "train", sk, workers=self.n_jobs)
+        session = BankSession(channel, "train", sk, workers=self.n_jobs)
         try:
-            al = session.align(X.index.tolist())
+            al = align(session, X.index.tolist())
             if len(al) < 2 * self.min_child_samples:
                 raise InvalidInput(f"only {len(al)} enterprises are shared with the holder; "
                                    "too few to train")
@@ -196,7 +198,7 @@ class SecureBoostClassifier:
         self.holder_feature_names_ = list(session.feature_names)
         self.holder_name_ = session.holder_name
         all_rows = np.arange(n)
-        session.boost_start(all_rows, self.max_bin, self.min_child_samples)
+        steps.boost_start(session, all_rows, self.max_bin, self.min_child_samples)
         grower = TreeGrower(bins, self.mapper_.n_bins, params, self.max_depth,
                             FederatedHolder(session))
         rate = float(ya.mean())
@@ -245,7 +247,7 @@ class SecureBoostClassifier:
             self.trees_, self.tree_ids_ = self.trees_[:keep], self.tree_ids_[:keep]
             self.best_iteration_ = best_iter
         self.eval_history_ = history
-        self.model_id_ = session.finish_model()
+        self.model_id_ = steps.finish_model(session)
         self.time_budget_ = {**session.watch.as_dict(),
                              "bank_split_finding": round(grower.split_seconds, 4)}
 
@@ -264,7 +266,7 @@ class SecureBoostClassifier:
         return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
     def _tree_scores(self, session, tree: Tree, tree_id: int, bins, ids) -> np.ndarray:
-        holder = session.leaf_masks(ids, [tree_id])[tree_id]
+        holder = steps.leaf_masks(session, ids, [tree_id])[tree_id]
         return _combine(tree, bins, self.mapper_.n_bins, holder)
 
     # -- prediction -------------------------------------------------------------------------------
@@ -272,9 +274,9 @@ class SecureBoostClassifier:
         self._check_fitted()
         X, _ = check_xy(X, None, id_column)
         bins = self.mapper_.transform(X)
-        session = ActiveSession(as_channel(holder), "score", model_id=self.model_id_)
+        session = BankSession(as_channel(holder), "score", model_id=self.model_id_)
         try:
-            masks = session.leaf_masks(X.index.tolist(), self.tree_ids_)
+            masks = steps.leaf_masks(session, X.index.tolist(), self.tree_ids_)
         finally:
             session.close()
         raw = np.full(len(X), self.base_score_)

@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ProtocolError
-from ...protocol import messages as m
-from ...protocol.active import ActiveSession, NodeStats
-from ...protocol.packing import GradientLayout
+from ...protocol.secureboost import bank as steps
+from ...protocol.secureboost import messages as m
+from ...protocol.secureboost.bank import NodeStats
+from ...protocol.secureboost.math import GradientLayout
+from ...protocol.session import BankSession
 from .grower import HolderSplit
 from .tree import Tree
 
@@ -21,27 +23,28 @@ def _lookup(stats: NodeStats, positions: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 class FederatedHolder:
-    """Implements the grower's ``HolderSource`` with an :class:`ActiveSession`.
+    """Implements the grower's ``HolderSource`` with a :class:`BankSession`.
 
     Keeps the previous level's decrypted candidate sums so that the larger of two siblings
     is derived in plaintext as parent minus sibling (no decryption, no holder packing).
     """
 
-    def __init__(self, session: ActiveSession):
+    def __init__(self, session: BankSession):
         self.session = session
         self.min_node_samples = session.min_node_samples
         self.layout: GradientLayout | None = None
         self._prev: dict[int, NodeStats] = {}
-        self.timings: dict[str, float] = {}
 
     def start_tree(self, tree: int, rows, g_int, h_int) -> None:
-        pk = self.session.pk
+        pk, _ = self.session.key
         self.layout = GradientLayout.for_rows(g_int, h_int, pk.plaintext_bits)
-        self.session.send_gradients(tree, rows, self.layout, g_int, h_int)
+        steps.send_gradients(self.session, tree, rows, self.layout, g_int, h_int)
         self._prev = {}
 
     def layer(self, tree: int, depth: int, tasks: list[m.NodeTask]) -> dict[int, NodeStats]:
-        got = self.session.layer(tree, depth, tasks, self.layout)
+        if self.layout is None:
+            raise ProtocolError("a layer before the tree's gradients")
+        got = steps.layer(self.session, tree, depth, tasks, self.layout)
         out: dict[int, NodeStats] = {}
         for task in tasks:
             if task.node_id not in got:
@@ -62,7 +65,7 @@ class FederatedHolder:
         return out
 
     def split(self, tree: int, choices: list[m.SplitChoice], node_rows) -> dict[int, HolderSplit]:
-        outcomes = self.session.split(tree, choices)
+        outcomes = steps.split(self.session, tree, choices)
         res = {}
         for ch in choices:
             o = outcomes.get(ch.node_id)
@@ -76,5 +79,5 @@ class FederatedHolder:
         return res
 
     def finish_tree(self, tree: int, result: Tree) -> None:
-        self.session.finish_tree(tree, result.topology())
+        steps.finish_tree(self.session, tree, result.topology())
         self._prev = {}

@@ -18,10 +18,12 @@ from typing import Protocol
 
 import numpy as np
 
-from ...protocol import messages as m
-from ...protocol.active import NodeStats
-from ...protocol.packing import rows_to_bytes
-from .splitting import BankCandidates, SplitParams, candidate_sums, gains, int_histograms
+from ...protocol.secureboost import messages as m
+from ...protocol.secureboost.bank import NodeStats
+from ...protocol.secureboost.math import (SplitCandidates, candidate_left_sums, feature_layout,
+                                          goes_left)
+from ...protocol.wire import rows_to_bytes
+from .splitting import SplitParams, gains, int_histograms
 from .tree import Node, Tree
 
 
@@ -50,11 +52,8 @@ class TreeGrower:
                  max_depth: int, holder: HolderSource | None):
         self.bins = bank_bins
         self.missing = np.asarray(n_bins, dtype=np.int64)
-        self.sizes = self.missing + 1
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
-        has_missing = (bank_bins == self.missing[None, :]).any(axis=0) if len(bank_bins) else \
-            np.zeros(len(n_bins), dtype=bool)
-        self.cands = BankCandidates.build(n_bins, has_missing)
+        self.sizes, self.offsets = feature_layout(self.missing)
+        self.cands = SplitCandidates.for_bins(bank_bins, self.missing)
         self.params = params
         self.max_depth = int(max_depth)
         self.holder = holder
@@ -67,9 +66,9 @@ class TreeGrower:
         b = self.bins[rows]
         hg, hh, hc = int_histograms(b, self.sizes, self.offsets,
                                     [g_int[rows], h_int[rows], np.ones(len(rows))])
-        GL = candidate_sums(hg, self.cands, self.sizes, self.offsets)
-        HL = candidate_sums(hh, self.cands, self.sizes, self.offsets)
-        CL = candidate_sums(hc, self.cands, self.sizes, self.offsets)
+        GL = candidate_left_sums(hg, self.cands, self.sizes, self.offsets)
+        HL = candidate_left_sums(hh, self.cands, self.sizes, self.offsets)
+        CL = candidate_left_sums(hc, self.cands, self.sizes, self.offsets)
         mcs = self.params.min_child_samples
         gain = gains(GL, HL, G, H, self.params)
         gain[(CL < mcs) | (len(rows) - CL < mcs)] = -np.inf
@@ -143,8 +142,7 @@ class TreeGrower:
                     k = bank_splits[i]
                     f, t, ml = (int(self.cands.feature[k]), int(self.cands.bin[k]),
                                 bool(self.cands.missing_left[k]))
-                    b = self.bins[r, f].astype(np.int64)
-                    left = np.where(b == self.missing[f], ml, b <= t)
+                    left = goes_left(self.bins[r, f], self.missing[f], t, ml)
                     nd.owner, nd.feature, nd.bin, nd.missing_left = "bank", f, t, ml
                 else:
                     hs = holder_splits[i]

@@ -36,30 +36,6 @@ def gains(G: np.ndarray, H: np.ndarray, G_tot: int, H_tot: int, p: SplitParams) 
     return np.where(light, -np.inf, out)
 
 
-@dataclass
-class BankCandidates:
-    """The bank's own split candidates for its binned features (same rule as the holder's)."""
-
-    feature: np.ndarray
-    bin: np.ndarray
-    missing_left: np.ndarray
-
-    @classmethod
-    def build(cls, n_bins: np.ndarray, has_missing: np.ndarray) -> "BankCandidates":
-        f_, t_, m_ = [], [], []
-        for f, nb in enumerate(np.asarray(n_bins).tolist()):
-            last = nb - 1 if has_missing[f] else nb - 2
-            for t in range(last + 1):
-                f_.append(f), t_.append(t), m_.append(False)
-                if has_missing[f] and t <= nb - 2:
-                    f_.append(f), t_.append(t), m_.append(True)
-        return cls(np.array(f_, dtype=np.int64), np.array(t_, dtype=np.int64),
-                   np.array(m_, dtype=bool))
-
-    def __len__(self) -> int:
-        return len(self.feature)
-
-
 def int_histograms(bins: np.ndarray, sizes: np.ndarray, offsets: np.ndarray,
                    weights: list[np.ndarray]) -> list[np.ndarray]:
     """Flat per-(feature, bin) sums of integer weights (exact while |sums| < 2**53)."""
@@ -70,19 +46,4 @@ def int_histograms(bins: np.ndarray, sizes: np.ndarray, offsets: np.ndarray,
     for w in weights:
         rep = np.repeat(np.asarray(w, dtype=np.float64), F)
         out.append(np.rint(np.bincount(flat, weights=rep, minlength=total)).astype(np.int64))
-    return out
-
-
-def candidate_sums(hist: np.ndarray, cands: BankCandidates, sizes: np.ndarray,
-                   offsets: np.ndarray) -> np.ndarray:
-    """Left-side sums of every candidate from a flat histogram."""
-    out = np.empty(len(cands), dtype=np.int64)
-    for f in range(len(sizes)):
-        sel = cands.feature == f
-        if not sel.any():
-            continue
-        off, size = int(offsets[f]), int(sizes[f])
-        sec = hist[off:off + size]
-        cum = np.cumsum(sec[:-1])
-        out[sel] = cum[cands.bin[sel]] + np.where(cands.missing_left[sel], sec[-1], 0)
     return out

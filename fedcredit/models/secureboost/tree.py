@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...protocol import messages as m
+from ...protocol.secureboost import messages as m
+from ...protocol.secureboost.math import goes_left
 
 
 @dataclass
@@ -54,8 +55,8 @@ class Tree:
             elif nd.owner == "holder":
                 reach[nd.left], reach[nd.right] = r, r
             else:
-                b = bank_bins[:, nd.feature].astype(np.int64)
-                go_left = np.where(b == missing_bin[nd.feature], nd.missing_left, b <= nd.bin)
+                go_left = goes_left(bank_bins[:, nd.feature], missing_bin[nd.feature], nd.bin,
+                                    nd.missing_left)
                 reach[nd.left], reach[nd.right] = r & go_left, r & ~go_left
         return np.stack(cols, axis=1)
 
@@ -68,19 +69,3 @@ class Tree:
     @classmethod
     def from_dict(cls, d: dict) -> "Tree":
         return cls([Node(**n) for n in d["nodes"]])
-
-    def same_structure(self, other: "Tree", atol: float = 1e-6) -> bool:
-        """Same splits (owner, feature, bin or holder partition) and leaf values within atol."""
-        if len(self.nodes) != len(other.nodes):
-            return False
-        for a, b in zip(self.nodes, other.nodes):
-            if (a.node_id, a.owner, a.left, a.right) != (b.node_id, b.owner, b.left, b.right):
-                return False
-            if a.owner == "bank" and (a.feature, a.bin, a.missing_left) != (
-                    b.feature, b.bin, b.missing_left):
-                return False
-            if a.owner == "holder" and a.feature != b.feature:
-                return False
-            if a.owner == "leaf" and abs(a.value - b.value) > atol:
-                return False
-        return True

@@ -1,4 +1,4 @@
-"""The holder's side of SecureBoost training and scoring (DESIGN.md section 3, steps 2-6).
+"""The holder's state and steps of SecureBoost training and scoring.
 
 Per training session the holder bins its own features on the bank's training rows, then per
 tree: receives the bank's encrypted (g, h) per row, builds encrypted histograms per open
@@ -20,18 +20,31 @@ from __future__ import annotations
 import random
 import secrets
 import uuid
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pandas as pd
 
-from ..binning import BinMapper
-from ..errors import (InvalidCiphertext, InvalidInput, PolicyViolation, ProtocolError,
+from ...binning import BinMapper
+from ...crypto import CipherVector, EncryptedHistogram, PublicKey, candidate_sums
+from ...errors import (InvalidCiphertext, InvalidInput, PolicyViolation, ProtocolError,
                       ResourceLimit)
+from ..channel import Caller
+from ..hooks import StoredModel
+from ..messages import Ack
+from ..policy import HolderPolicy
+from ..session import Session
+from ..timing import Stopwatch
+from ..wire import increasing_rows, rows_from_bytes, rows_to_bytes
 from . import messages as m
-from .hooks import HolderPolicy, StoredModel
-from .histograms import NodeHistogram, cumulative_by_feature
-from .packing import rows_from_bytes, rows_to_bytes
-from .timing import Stopwatch
+from .math import (SplitCandidates, bin_counts, candidate_left_sums, check_topology,
+                   feature_layout, goes_left, reachable_leaves)
+
+if TYPE_CHECKING:
+    from ..core import HolderCore
+
+OPERATIONS = ("boost_start", "tree_start", "histograms", "split", "tree_finish",
+              "model_finish", "predict")
 
 _SYSRAND = random.SystemRandom()
 
@@ -46,24 +59,26 @@ class _Tree:
         self.rows = rows
         self.pos = np.full(n_aligned, -1, dtype=np.int64)
         self.pos[rows] = np.arange(len(rows))
-        self.cts: list = []
+        self.batches: list[CipherVector] = []
+        self.received = 0
+        self.cts: CipherVector | None = None  # all of them, once the last chunk is in
         self.bins = bins  # this tree's bins (revoked consents read as missing)
         perm = list(range(n_candidates))
         _SYSRAND.shuffle(perm)  # cryptographic randomness: the bank must not predict it
         self.position_of = np.array(perm, dtype=np.int64)  # candidate -> position
         self.candidate_at = np.argsort(self.position_of)  # position -> candidate
         self.node_rows: dict[int, np.ndarray] = {0: rows}
-        self.node_hist: dict[int, object] = {}
+        self.node_hist: dict[int, CipherVector] = {}
         self.node_valid: dict[int, np.ndarray] = {}  # candidates the bank knows, per node
         self.node_sent: dict[int, np.ndarray] = {}  # same, for the last layer (derivations)
-        self.root_hist: NodeHistogram | None = None
+        self.root_hist: EncryptedHistogram | None = None
         self.split_nodes: set[int] = set()
 
 
 class HolderBoost:
     """Holder-side SecureBoost state for one training session."""
 
-    def __init__(self, feats: pd.DataFrame, train_rows: np.ndarray, public_key,
+    def __init__(self, feats: pd.DataFrame, train_rows: np.ndarray, public_key: PublicKey,
                  policy: HolderPolicy, max_bin: int, min_child_samples: int, bank: str,
                  purpose: str):
         if len(train_rows) == 0:
@@ -76,21 +91,9 @@ class HolderBoost:
         self.train_rows = np.sort(train_rows)
         self.mapper = BinMapper(max_bin).fit(feats.iloc[self.train_rows])
         self.bins = self.mapper.transform(feats)
-        n_bins = self.mapper.n_bins
-        self.sizes = n_bins + 1  # with the missing bin
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
-        has_missing = (self.bins[self.train_rows] == n_bins[None, :]).any(axis=0)
+        self.sizes, self.offsets = feature_layout(self.mapper.n_bins)  # missing bin last
         self.min_side = max(int(min_child_samples), int(policy.min_node_samples), 1)
-        cf, ct, cm = [], [], []
-        for f, nb in enumerate(n_bins.tolist()):
-            last = nb - 1 if has_missing[f] else nb - 2
-            for t in range(last + 1):  # missing goes right (canonical) ...
-                cf.append(f), ct.append(t), cm.append(False)
-                if has_missing[f] and t <= nb - 2:  # ... or left
-                    cf.append(f), ct.append(t), cm.append(True)
-        self.cand_f = np.array(cf, dtype=np.int64)
-        self.cand_t = np.array(ct, dtype=np.int64)
-        self.cand_ml = np.array(cm, dtype=bool)
+        self.cands = SplitCandidates.for_bins(self.bins[self.train_rows], self.mapper.n_bins)
         self.model = StoredModel(uuid.UUID(bytes=secrets.token_bytes(16)).hex, bank, purpose,
                                  [str(c) for c in feats.columns], self.mapper.to_dict())
         self._next_record = 1
@@ -105,7 +108,7 @@ class HolderBoost:
 
     @property
     def n_candidates(self) -> int:
-        return len(self.cand_f)
+        return len(self.cands)
 
     def node_size(self, node_id: int) -> int:
         if self.tree is None:
@@ -116,9 +119,9 @@ class HolderBoost:
     # -- per tree ---------------------------------------------------------------------------
     def start_tree(self, index: int, slot_bits: int, rows: np.ndarray, fingerprint: str,
                    consented: np.ndarray) -> None:
-        if len(self.model.trees) >= self.policy.max_trees:
-            raise PolicyViolation(f"the holder's policy allows at most {self.policy.max_trees} "
-                                  "trees per session")
+        cap = self.policy.max_trees_per_session
+        if len(self.model.trees) >= cap:
+            raise PolicyViolation(f"the holder's policy allows at most {cap} trees per session")
         if fingerprint != self.pk.fingerprint:
             raise InvalidCiphertext("gradients announced under another key than the session's")
         if not 2 <= slot_bits <= self.pk.plaintext_bits:
@@ -135,8 +138,7 @@ class HolderBoost:
             bins = bins.copy()
             bins[~consented] = (self.sizes - 1)[None, :]
         self.tree = _Tree(index, slot_bits, rows, self.n_aligned, self.n_candidates, bins)
-        t = self.tree
-        t.root_hist = NodeHistogram(self.pk, bins[rows], self.sizes, self.offsets)
+        self.tree.root_hist = EncryptedHistogram(self.pk, bins[rows], self.sizes, self.offsets)
 
     def _current(self, index: int) -> _Tree:
         if self.tree is None or self.tree.index != index:
@@ -147,47 +149,45 @@ class HolderBoost:
         t = self.tree
         if t is None:
             raise ProtocolError("gradients arrived before TreeStart")
-        if offset != len(t.cts):
-            raise ProtocolError(f"gradient chunk at offset {offset}, expected {len(t.cts)}")
+        if offset != t.received:
+            raise ProtocolError(f"gradient chunk at offset {offset}, expected {t.received}")
         with self.watch("holder_validate"):
             batch = self.pk.from_bytes_batch(data, what="gradient ciphertexts")
-        if len(t.cts) + len(batch) > len(t.rows):
+        if t.received + len(batch) > len(t.rows):
             raise InvalidInput("more gradient ciphertexts than tree rows")
-        held = (len(t.cts) + len(batch)) * self.pk.ciphertext_bytes * 2  # values + histograms
+        held = (t.received + len(batch)) * self.pk.ciphertext_bytes * 2  # values + histograms
         if held > self.policy.max_session_bytes:
             raise ResourceLimit(f"the tree's ciphertexts would exceed the holder's "
-                                f"{self.policy.max_session_bytes >> 20} MiB session limit")
-        t.cts.extend(batch.values)
+                                f"{self.policy.max_session_mib} MiB session limit")
+        t.batches.append(batch)
+        t.received += len(batch)
         with self.watch("holder_histograms"):
-            t.root_hist.add(batch.values)  # overlap: sum while later chunks are encrypted
+            t.root_hist.add(batch)  # overlap: sum while later chunks are encrypted
 
     def finish_gradients(self) -> int:
         t = self.tree
-        if t is None or len(t.cts) != len(t.rows):
-            got = 0 if t is None else len(t.cts)
+        if t is None or t.received != len(t.rows) or t.root_hist is None:
+            got = 0 if t is None else t.received
             raise ProtocolError(f"expected {0 if t is None else len(t.rows)} gradient "
                                 f"ciphertexts, got {got}")
         t.node_hist[0] = t.root_hist.finish()
         t.root_hist = None
-        return len(t.cts)
+        t.cts = CipherVector.concat(t.batches)
+        t.batches = []
+        return t.received
 
     # -- layers -----------------------------------------------------------------------------
-    def _node_hist(self, t: _Tree, rows: np.ndarray):
-        h = NodeHistogram(self.pk, t.bins[rows], self.sizes, self.offsets)
-        cts = t.cts
-        h.add([cts[i] for i in t.pos[rows].tolist()])
+    def _node_hist(self, t: _Tree, rows: np.ndarray) -> CipherVector:
+        if t.cts is None:
+            raise ProtocolError("the tree's gradients are not complete")
+        h = EncryptedHistogram(self.pk, t.bins[rows], self.sizes, self.offsets)
+        h.add(t.cts[t.pos[rows]])
         return h.finish()
 
     def _left_counts(self, t: _Tree, rows: np.ndarray) -> np.ndarray:
         """Per candidate, how many of these rows go left."""
-        nb = t.bins[rows]
-        left = np.empty(self.n_candidates, dtype=np.int64)
-        for f in range(len(self.sizes)):
-            cnt = np.bincount(nb[:, f], minlength=int(self.sizes[f]))
-            cum = np.cumsum(cnt[:-1])
-            sel = self.cand_f == f
-            left[sel] = cum[self.cand_t[sel]] + np.where(self.cand_ml[sel], cnt[-1], 0)
-        return left
+        counts = bin_counts(t.bins[rows], self.sizes, self.offsets)
+        return candidate_left_sums(counts, self.cands, self.sizes, self.offsets)
 
     def _sendable(self, n: int, left: np.ndarray, n_sib: int | None,
                   left_sib: np.ndarray | None) -> np.ndarray:
@@ -205,9 +205,7 @@ class HolderBoost:
         return ok
 
     def _check_rows(self, t: _Tree, task: m.NodeTask) -> np.ndarray:
-        rows = rows_from_bytes(task.rows, self.n_aligned, f"node {task.node_id} rows")
-        if len(rows) and np.any(np.diff(rows) <= 0):
-            raise InvalidInput(f"node {task.node_id} rows must be strictly increasing")
+        rows = increasing_rows(task.rows, self.n_aligned, f"node {task.node_id} rows")
         parent = t.node_rows.get(task.parent_id)
         if parent is None:
             raise ProtocolError(f"node {task.node_id}: unknown parent {task.parent_id}")
@@ -273,7 +271,7 @@ class HolderBoost:
         t.node_valid = sent_of
         return out
 
-    def _candidates_message(self, t: _Tree, nid: int, hist, send: np.ndarray,
+    def _candidates_message(self, t: _Tree, nid: int, hist: CipherVector, send: np.ndarray,
                             derive: np.ndarray) -> m.NodeCandidates:
         derived = rows_to_bytes(np.sort(t.position_of[np.flatnonzero(derive)]))
         cand = np.flatnonzero(send)
@@ -282,25 +280,12 @@ class HolderBoost:
         slots = self.pk.plaintext_bits // t.slot_bits
         if len(chosen) == 0:
             return m.NodeCandidates(node_id=nid, slots=slots, count=0, derived=derived)
+        c = self.cands
         with self.watch("holder_cumulative"):
-            cum = cumulative_by_feature(self.pk, hist, self.sizes, self.offsets)
-        N = self.pk.cipher_modulus
-        hv = hist.values
-        values = []
-        for c in chosen.tolist():
-            f, tt = int(self.cand_f[c]), int(self.cand_t[c])
-            v = cum[f][tt]
-            if self.cand_ml[c]:
-                v = v * hv[int(self.offsets[f] + self.sizes[f] - 1)] % N
-            values.append(v)
-        one = self.pk.trivial([0])[0]
-        groups = -(-len(values) // slots)
-        values += [one] * (groups * slots - len(values))
-        columns = [self.pk._wrap(values[j::slots]) for j in range(slots)]
-        with self.watch("holder_pack"):
-            packed = self.pk.pack(columns, t.slot_bits)
-        with self.watch("holder_rerandomize"):
-            packed = self.pk.rerandomize(packed)
+            sums = candidate_sums(self.pk, hist, self.sizes, self.offsets, c.feature[chosen],
+                                  c.bin[chosen], c.missing_left[chosen])
+        with self.watch("holder_pack_and_rerandomize"):
+            packed = self.pk.pack_flat(sums, t.slot_bits, slots)
         return m.NodeCandidates(node_id=nid, positions=rows_to_bytes(positions),
                                 packed=self.pk.to_bytes_batch(packed), slots=slots,
                                 count=len(chosen), derived=derived)
@@ -320,11 +305,10 @@ class HolderBoost:
             if not t.node_valid[nid][cands].all():
                 raise InvalidInput(f"node {nid}: a named candidate is not valid at this node")
             c = int(cands.min())  # canonical among exact ties: lowest feature, then bin
-            f, tt, ml = int(self.cand_f[c]), int(self.cand_t[c]), bool(self.cand_ml[c])
+            f = int(self.cands.feature[c])
+            tt, ml = int(self.cands.bin[c]), bool(self.cands.missing_left[c])
             rows = t.node_rows[nid]
-            b = t.bins[rows, f].astype(np.int64)
-            miss = b == int(self.sizes[f]) - 1
-            left = np.where(miss, ml, b <= tt)
+            left = goes_left(t.bins[rows, f], int(self.sizes[f]) - 1, tt, ml)
             record = self._next_record
             self._next_record += 1
             self.model.splits[record] = (f, tt, ml)
@@ -345,48 +329,108 @@ class HolderBoost:
                 raise InvalidInput(f"tree node {nd.node_id}: unknown holder record {nd.record_id}")
             topology.append((int(nd.node_id), int(nd.left), int(nd.right), nd.owner,
                              int(nd.record_id)))
-        _check_topology(topology)
+        check_topology(topology)
         self.model.trees[index] = topology
         self.tree = None  # free the tree's ciphertexts
 
 
-def _check_topology(nodes: list[tuple]) -> None:
-    ids = {n[0] for n in nodes}
-    if not nodes or nodes[0][0] != 0:
-        raise InvalidInput("a tree must list its root (node 0) first")
-    for nid, left, right, owner, _ in nodes:
-        if owner == "leaf":
-            continue
-        if left not in ids or right not in ids:
-            raise InvalidInput(f"tree node {nid} points at a missing child")
+# -- the steps ------------------------------------------------------------------------------------
+def _boost(s: Session) -> HolderBoost:
+    return s.state_as(HolderBoost, "BoostStart before tree messages")
 
 
-def reachable_leaves(model: StoredModel, rows: pd.DataFrame, trees: list[int]
-                     ) -> list[tuple[int, bytes]]:
-    """Per tree: (number of leaves, packed bits ids x leaves) reachable given holder splits."""
-    mapper = BinMapper.from_dict(model.mapper)
-    bins = mapper.transform(rows)
-    missing = mapper.n_bins
-    n = len(rows)
-    out = []
-    for tree in trees:
-        nodes = model.trees[tree]
-        reach = {0: np.ones(n, dtype=bool)}
-        leaves = []
-        for nid, left, right, owner, record in nodes:  # parents are listed before children
-            r = reach.get(nid)
-            if r is None:
-                raise InvalidInput(f"tree {tree}: node {nid} is listed before its parent")
-            if owner == "leaf":
-                leaves.append(r)
-                continue
-            if owner == "bank":
-                reach[left], reach[right] = r, r
-            else:
-                f, t, ml = model.splits[record]
-                b = bins[:, f].astype(np.int64)
-                go_left = np.where(b == missing[f], ml, b <= t)
-                reach[left], reach[right] = r & go_left, r & ~go_left
-        mat = np.stack(leaves, axis=1) if leaves else np.zeros((n, 0), dtype=bool)
-        out.append((len(leaves), np.packbits(mat, axis=1).tobytes()))
-    return out
+def boost_start(core: HolderCore, caller: Caller, msg: m.BoostStart, rest) -> Iterator:
+    s = core.session(caller, msg.session_id, task="train")
+    with s.lock:
+        feats = core.aligned_features(s)
+        rows = rows_from_bytes(msg.rows, len(feats), "training rows")
+        s.replace_state(HolderBoost(feats, rows, s.public_key, core.policy, msg.max_bin,
+                                    msg.min_child_samples, s.bank, s.purpose))
+        core.audit(caller, s, "boost_start", len(rows))
+        ready = m.BoostReady(n_features=len(core.feature_names), n_candidates=_boost(s).n_candidates)
+    yield ready
+
+
+def tree_start(core: HolderCore, caller: Caller, msg: m.TreeStart, rest) -> Iterator:
+    s = core.session(caller, msg.session_id, task="train")
+    with s.lock:
+        boost = _boost(s)
+        ids = s.aligned_ids or []
+        rows = rows_from_bytes(msg.rows, len(ids), "tree rows")
+        boost.start_tree(msg.tree, msg.slot_bits, rows, msg.key_fingerprint,
+                         core.consent_mask(s, ids))
+        core.audit(caller, s, "tree_start", len(rows), f"tree={msg.tree}")
+        for chunk in rest:
+            if not isinstance(chunk, m.GradientChunk):
+                raise ProtocolError("a tree's gradient stream mixes in other messages")
+            boost.add_gradients(chunk.offset, chunk.ciphertexts)
+        count = boost.finish_gradients()
+    yield Ack(session_id=s.id, count=count)
+
+
+def layer(core: HolderCore, caller: Caller, msg: m.LayerRequest, rest) -> Iterator:
+    s = core.session(caller, msg.session_id, task="train")
+    with s.lock:
+        boost = _boost(s)
+        results = boost.layer(msg.tree, msg.tasks)
+        core.audit(caller, s, "histograms", sum(boost.node_size(t.node_id) for t in msg.tasks),
+                   f"tree={msg.tree} depth={msg.depth} nodes={len(msg.tasks)}")
+    yield from results
+
+
+def split(core: HolderCore, caller: Caller, msg: m.SplitRequest, rest) -> Iterator:
+    s = core.session(caller, msg.session_id, task="train")
+    with s.lock:
+        boost = _boost(s)
+        outcomes = boost.split(msg.tree, msg.choices)
+        core.audit(caller, s, "split", sum(boost.node_size(c.node_id) for c in msg.choices),
+                   f"tree={msg.tree} splits={len(msg.choices)}")
+    yield m.SplitResult(outcomes=outcomes)
+
+
+def tree_finish(core: HolderCore, caller: Caller, msg: m.TreeFinish, rest) -> Iterator:
+    s = core.session(caller, msg.session_id, task="train")
+    with s.lock:
+        boost = _boost(s)
+        boost.finish_tree(msg.tree, msg.nodes)
+        core.models.save(boost.model)
+        core.audit(caller, s, "tree_finish", 0, f"tree={msg.tree}")
+    yield Ack(session_id=s.id, count=len(boost.model.trees))
+
+
+def model_finish(core: HolderCore, caller: Caller, msg: m.ModelFinish, rest) -> Iterator:
+    s = core.session(caller, msg.session_id, task="train")
+    with s.lock:
+        boost = _boost(s)
+        core.models.save(boost.model)
+        core.audit(caller, s, "model_finish", 0, f"model={boost.model.model_id}")
+    yield m.ModelSaved(model_id=boost.model.model_id, n_trees=len(boost.model.trees))
+
+
+def predict(core: HolderCore, caller: Caller, msg: m.PredictRequest, rest) -> Iterator:
+    s = core.session(caller, msg.session_id)
+    with s.lock:
+        if s.task == "train":
+            model = _boost(s).model
+        elif s.task == "score":
+            model = core.models.load(s.model_id)
+        else:
+            raise ProtocolError(f"a {s.task} session cannot score")
+        if "kind" in model.mapper:  # other protocols' models name their kind
+            raise InvalidInput(f"model {model.model_id!r} is not a SecureBoost model")
+        rows, served = core.scoring_rows(s, msg.ids)
+        trees = list(msg.trees) or sorted(model.trees)
+        unknown = [t for t in trees if t not in model.trees]
+        if unknown:
+            raise InvalidInput(f"the model has no tree {unknown[0]}")
+        mapper = BinMapper.from_dict(model.mapper)
+        answers = [reachable_leaves(model.trees[t], model.splits, mapper.transform(rows),
+                                    mapper.n_bins, f"tree {t}") for t in trees]
+        core.audit(caller, s, "predict", int(served.sum()), f"ids={len(msg.ids)} trees={len(trees)}")
+    for tree, (n_leaves, masks) in zip(trees, answers):
+        yield m.LeafMasks(tree=tree, n_leaves=n_leaves, masks=masks)
+
+
+HANDLERS = {m.BoostStart: boost_start, m.TreeStart: tree_start, m.LayerRequest: layer,
+            m.SplitRequest: split, m.TreeFinish: tree_finish, m.ModelFinish: model_finish,
+            m.PredictRequest: predict}

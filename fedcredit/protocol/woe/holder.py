@@ -1,4 +1,4 @@
-"""The holder's side of hetero WOE/IV (DESIGN.md section 3, step 8).
+"""The holder's state and steps of hetero WOE/IV.
 
 The holder quantile-bins its own features on the bank's rows, merges bins holding fewer
 than ``min_node_samples`` enterprises into a neighbour (so no aggregate describes fewer),
@@ -17,67 +17,44 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from ..binning import BinMapper
-from ..errors import InvalidCiphertext, InvalidInput, ProtocolError
+from ...binning import BinMapper
+from ...crypto import EncryptedHistogram
+from ...errors import InvalidCiphertext, InvalidInput, ProtocolError
+from ..channel import Caller
+from ..hooks import StoredModel
+from ..messages import Ack
+from ..session import Session
+from ..wire import rows_from_bytes
 from . import messages as m
-from .hooks import StoredModel
-from .histograms import NodeHistogram
-from .packing import rows_from_bytes
+from .math import KIND, check_merge_map, floor_map
 
-KIND = "hetero_woe"
+if TYPE_CHECKING:
+    from ..core import HolderCore
 
-
-def floor_map(counts: np.ndarray, floor: int) -> np.ndarray:
-    """Merge adjacent non-missing bins until each holds >= floor rows (or is the only one);
-    the missing bin (last) stays separate unless it is non-empty and below the floor, in
-    which case its rows join the largest bin. Returns raw bin -> prebin; the missing bin
-    maps to the last prebin. Returns (map, number of prebins including the missing one)."""
-    counts = np.asarray(counts, dtype=np.int64)
-    nb = len(counts) - 1
-    out = np.zeros(len(counts), dtype=np.int64)
-    group, acc = 0, 0
-    for k in range(nb):
-        out[k] = group
-        acc += counts[k]
-        if acc >= floor and counts[k + 1:nb].sum() >= floor:
-            group, acc = group + 1, 0
-    n_groups = group + 1
-    out[nb] = n_groups
-    if 0 < counts[nb] < floor:  # too few missing values to describe apart
-        sizes = np.bincount(out[:nb], weights=counts[:nb], minlength=n_groups)
-        out[nb] = int(np.argmax(sizes))
-    return out, n_groups + 1
+OPERATIONS = ("woe_stats", "woe_merge")
 
 
-def load_binning(party, session, binning_id: str) -> dict:
-    stored = party.models.load(binning_id)
+def load_binning(core: HolderCore, session: Session, binning_id: str) -> dict:
+    """A binning this bank's earlier WOE session stored (for WOE-encoded LR)."""
+    stored = core.models.load(binning_id)
     if stored.bank != session.bank or stored.mapper.get("kind") != KIND:
         raise InvalidInput(f"the holder knows no binning {binning_id!r} for this bank")
     return stored.mapper
 
 
-def final_bins(binning: dict, frame) -> np.ndarray:
-    """Final bin index per row and holder feature (missing bin last)."""
-    raw = BinMapper.from_dict(binning["mapper"]).transform(frame).astype(np.int64)
-    out = np.empty_like(raw)
-    for f in range(raw.shape[1]):
-        pre = np.asarray(binning["pre"][f])[raw[:, f]]
-        out[:, f] = np.asarray(binning["merge"][f])[pre]
-    return out
-
-
 class HolderWOE:
-    def __init__(self, party, session, msg: m.WoeStart):
-        self.party, self.session = party, session
+    def __init__(self, core: HolderCore, session: Session, msg: m.WoeStart):
+        self.core, self.session = core, session
         self.pk = session.public_key
         if msg.key_fingerprint != self.pk.fingerprint:
             raise InvalidCiphertext("labels announced under another key than the session's")
-        feats = party.aligned_features(session)
+        feats = core.aligned_features(session)
         rows = rows_from_bytes(msg.rows, len(feats), "WOE rows")
-        floor = party.policy.min_node_samples
+        floor = core.policy.min_node_samples
         if len(rows) < 2 * floor or np.any(np.diff(rows) <= 0):
             raise InvalidInput("WOE rows must be strictly increasing and hold at least "
                                "twice the holder's min_node_samples")
@@ -86,7 +63,7 @@ class HolderWOE:
         frame = feats.iloc[rows]
         mapper = BinMapper(int(msg.max_bin)).fit(frame)
         raw = mapper.transform(frame).astype(np.int64)
-        consented = party.consent_mask(session, [feats.index[i] for i in rows.tolist()])
+        consented = core.consent_mask(session, [feats.index[i] for i in rows.tolist()])
         raw[~consented] = mapper.n_bins[None, :]  # withdrawn consent: treated as missing
         self.pre, sizes = [], []
         bins = np.empty_like(raw)
@@ -101,7 +78,7 @@ class HolderWOE:
         self.bins = bins
         self.counts = np.concatenate([np.bincount(bins[:, f], minlength=int(self.sizes[f]))
                                       for f in range(bins.shape[1])])
-        self.hist = NodeHistogram(self.pk, bins, self.sizes, self.offsets)
+        self.hist = EncryptedHistogram(self.pk, bins, self.sizes, self.offsets)
         self.n = len(rows)
         self.got = 0
         self.binning = {"kind": KIND, "mapper": mapper.to_dict(), "pre": self.pre,
@@ -115,7 +92,7 @@ class HolderWOE:
         batch = self.pk.from_bytes_batch(msg.ciphertexts, what="label ciphertexts")
         if self.got + len(batch) > self.n:
             raise InvalidInput("more label ciphertexts than rows")
-        self.hist.add(batch.values)
+        self.hist.add(batch)
         self.got += len(batch)
 
     def finish(self) -> m.WoeStats:
@@ -124,67 +101,39 @@ class HolderWOE:
         sums = self.hist.finish()
         slot_bits = int(self.n).bit_length() + 2
         slots = max(1, self.pk.plaintext_bits // slot_bits)
-        vals = list(sums.values)
-        one = self.pk.trivial([0])[0]
-        groups = -(-len(vals) // slots)
-        vals += [one] * (groups * slots - len(vals))
-        cols = [self.pk._wrap(vals[j::slots]) for j in range(slots)]
-        packed = self.pk.rerandomize(self.pk.pack(cols, slot_bits))
+        packed = self.pk.pack_flat(sums, slot_bits, slots)
         s = self.session
         binning_id = uuid.UUID(bytes=secrets.token_bytes(16)).hex
-        self.party.models.save(StoredModel(binning_id, s.bank, s.purpose,
-                                           list(self.party.feature_names), self.binning))
+        self.core.models.save(StoredModel(binning_id, s.bank, s.purpose,
+                                           list(self.core.feature_names), self.binning))
         labels = []
         for size in self.sizes.tolist():
             labels.extend([f"bin {k}" for k in range(size - 1)] + ["missing"])
-        return m.WoeStats(binning_id=binning_id, feature_names=list(self.party.feature_names),
+        return m.WoeStats(binning_id=binning_id, feature_names=list(self.core.feature_names),
                           n_bins=[int(v) for v in self.sizes], bin_labels=labels,
                           counts=self.counts.astype("<u4").tobytes(),
                           packed=self.pk.to_bytes_batch(packed), slots=slots,
                           slot_bits=slot_bits)
 
 
-def check_merge_map(mp: np.ndarray, size: int) -> None:
-    """A merge map joins adjacent non-missing bins; the missing bin stays last and apart."""
-    if len(mp) != size:
-        raise InvalidInput(f"a merge map needs {size} entries, got {len(mp)}")
-    body = mp[:-1]
-    if len(body) and (body[0] != 0 or np.any(np.diff(body) < 0) or np.any(np.diff(body) > 1)):
-        raise InvalidInput("a merge map must join adjacent bins, numbered from 0")
-    if mp[-1] != (int(body[-1]) + 1 if len(body) else 0):
-        raise InvalidInput("the missing bin must stay last and separate")
-
-
-def register_woe(party) -> None:
-    party.register(m.WoeStart, lambda c, msg, rest: _start(party, c, msg, rest))
-    party.register(m.WoeMerge, lambda c, msg, rest: _merge(party, c, msg))
-
-
-def _woe_session(party, caller, sid):
-    s = party.session(caller, sid)
-    if s.task != "woe":
-        raise ProtocolError(f"session {s.id[:16]} is a {s.task} session, not a WOE one")
-    return s
-
-
-def _start(party, caller, first: m.WoeStart, rest):
-    s = _woe_session(party, caller, first.session_id)
+def start(core: HolderCore, caller: Caller, first: m.WoeStart, rest) -> Iterator:
+    s = core.session(caller, first.session_id, task="woe")
     with s.lock:
-        st = HolderWOE(party, s, first)
+        st = HolderWOE(core, s, first)
         for msg in rest:
             if not isinstance(msg, m.WoeLabels):
                 raise ProtocolError("a label stream mixes in other messages")
             st.add(msg)
         out = st.finish()
-        party._audit(caller, s, "woe_stats", st.n,
-                     f"features={len(st.sizes)} bins={int(st.sizes.sum())}")
+        core.audit(caller, s, "woe_stats", st.n,
+                   f"features={len(st.sizes)} bins={int(st.sizes.sum())}")
     yield out
 
 
-def _merge(party, caller, msg: m.WoeMerge):
-    s = _woe_session(party, caller, msg.session_id)
+def merge(core: HolderCore, caller: Caller, msg: m.WoeMerge, rest) -> Iterator:
+    s = core.session(caller, msg.session_id, task="woe")
     with s.lock:
-        stored = party.models.load(msg.binning_id)
+        stored = core.models.load(msg.binning_id)
         if stored.bank != s.bank or stored.mapper.get("kind") != KIND:
             raise InvalidInput(f"the holder knows no binning {msg.binning_id!r} for this bank")
         b = stored.mapper
@@ -201,6 +150,9 @@ def _merge(party, caller, msg: m.WoeMerge):
             b["n_final"][f] = int(mp[-1]) + 1
         if at != len(maps):
             raise InvalidInput("merge maps do not match the features named")
-        party.models.save(stored)
-        party._audit(caller, s, "woe_merge", 0, f"features={len(msg.features)}")
-    yield m.Ack(session_id=s.id, count=len(msg.features))
+        core.models.save(stored)
+        core.audit(caller, s, "woe_merge", 0, f"features={len(msg.features)}")
+    yield Ack(session_id=s.id, count=len(msg.features))
+
+
+HANDLERS = {m.WoeStart: start, m.WoeMerge: merge}

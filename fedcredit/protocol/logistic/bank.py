@@ -1,9 +1,8 @@
-"""The bank's side of hetero logistic regression and WOE/IV, over an :class:`ActiveSession`.
+"""The bank's steps of hetero logistic regression, over a :class:`BankSession`.
 
 Each function sends exactly the messages of one step and returns decoded results; the
-estimators in :mod:`fedcredit.models` are written against these functions only. The
-protocol and what each message reveals are described on
-:class:`fedcredit.models.HeteroLogisticRegression` and :class:`fedcredit.models.HeteroWOE`.
+estimator :class:`fedcredit.models.HeteroLogisticRegression` is written against these
+functions only, and its docstring describes the protocol and what each message reveals.
 """
 from __future__ import annotations
 
@@ -12,12 +11,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..crypto import SlotLayout
-from ..errors import ProtocolError
-from . import lr_common as lc
+from ...crypto import CipherVector, SlotLayout
+from ...errors import ProtocolError
+from ..session import BankSession
+from ..wire import rows_to_bytes
+from . import math as lc
 from . import messages as m
-from .active import ActiveSession, _single
-from .packing import rows_to_bytes
 
 
 @dataclass
@@ -28,24 +27,21 @@ class StepResult:
     degree: int
 
 
-def lr_start(session: ActiveSession, rows: np.ndarray, *, encoding: str = "standard",
+def lr_start(session: BankSession, rows: np.ndarray, *, encoding: str = "standard",
              binning_id: str = "", features: Sequence[int] = (), woe: np.ndarray | None = None,
              learning_rate: float, decay: float, l2: float,
              frac_bits: int = lc.FEATURE_BITS) -> m.LrReady:
     """**Privacy**: the holder learns the training rows (of the aligned ids it knows) and the
     optimiser's settings; for ``encoding="woe"`` also the WOE of its own bins."""
-    r = session.channel.call(m.LrStart(
+    return session.call(m.LrStart(
         session_id=session.id, rows=rows_to_bytes(rows), encoding=encoding,
         binning_id=binning_id, features=list(features),
         woe=b"" if woe is None else np.asarray(woe, dtype="<f8").tobytes(),
         learning_rate=float(learning_rate), decay=float(decay), l2=float(l2),
-        frac_bits=int(frac_bits)))
-    if not isinstance(r, m.LrReady):
-        raise ProtocolError(f"expected LrReady, got {type(r).__name__}")
-    return r
+        frac_bits=int(frac_bits)), m.LrReady)
 
 
-def lr_step(session: ActiveSession, step: int, rows: np.ndarray, masked: list[str],
+def lr_step(session: BankSession, step: int, rows: np.ndarray, masked: list[str],
             new_epoch: bool) -> m.LrStats:
     """Open a mini-batch; returns the holder's (center, radius) of its partial scores.
 
@@ -54,15 +50,14 @@ def lr_step(session: ActiveSession, step: int, rows: np.ndarray, masked: list[st
     scores over the batch, rounded to 1/8 (an aggregate).
     """
     with session.watch("bank_wait_stats"):
-        r = session.channel.call(m.LrStep(session_id=session.id, step=step,
-                                          rows=rows_to_bytes(rows), masked_gradient=masked,
-                                          new_epoch=new_epoch))
-    if not isinstance(r, m.LrStats) or r.step != step:
+        r = session.call(m.LrStep(session_id=session.id, step=step, rows=rows_to_bytes(rows),
+                                  masked_gradient=masked, new_epoch=new_epoch), m.LrStats)
+    if r.step != step:
         raise ProtocolError("unexpected answer to an LR step")
     return r
 
 
-def lr_terms(session: ActiveSession, step: int, a: np.ndarray, y: np.ndarray,
+def lr_terms(session: BankSession, step: int, a: np.ndarray, y: np.ndarray,
              X_int: np.ndarray, stats: m.LrStats, holder_x_bits: int, tol: float,
              max_degree: int, chunk: int = 1024) -> StepResult:
     """Send Enc(coefficient x packed bank features) per row; decrypt the batch sums.
@@ -76,7 +71,7 @@ def lr_terms(session: ActiveSession, step: int, a: np.ndarray, y: np.ndarray,
     **Privacy**: the holder receives ciphertexts only; the bank learns its own gradient and
     the residuals' sum over the batch, and the holder's gradient plus the holder's mask.
     """
-    pk, sk = session.pk, session.sk
+    pk, sk = session.key
     c = lc.chebyshev_coefficients(a, stats.center, stats.radius)
     K = lc.choose_degree(c, tol, max_degree)
     gam = np.rint(c[:, 1:K + 1] * 2.0 ** lc.COEF_BITS).astype(object)  # b x K
@@ -110,13 +105,13 @@ def lr_terms(session: ActiveSession, step: int, a: np.ndarray, y: np.ndarray,
             offset += len(data) // pk.ciphertext_bytes
 
     with session.watch("bank_encrypt_and_wait"):
-        r = _single(session.channel.exchange(requests()))
-    if not isinstance(r, m.LrPartials) or r.step != step:
+        r = session.stream(requests(), m.LrPartials)
+    if r.step != step:
         raise ProtocolError("unexpected answer to LR coefficients")
     sums = pk.from_bytes_batch(r.sums, count=len(widths), what="LR sums")
     grads = pk.from_bytes_batch(r.gradients, what="LR gradients")
     with session.watch("bank_decrypt"):
-        plain = sk.decrypt(type(sums).concat([sums, grads]) if len(grads) else sums,
+        plain = sk.decrypt(CipherVector.concat([sums, grads]) if len(grads) else sums,
                            workers=session.workers)
     slot_vals = []
     for g, (w, k) in enumerate(zip(widths, counts)):
@@ -130,15 +125,12 @@ def lr_terms(session: ActiveSession, step: int, a: np.ndarray, y: np.ndarray,
                       masked=masked, degree=K)
 
 
-def lr_finish(session: ActiveSession, masked: list[str]) -> m.LrModel:
+def lr_finish(session: BankSession, masked: list[str]) -> m.LrModel:
     """**Privacy**: the bank learns the holder's final (epoch-averaged) coefficients."""
-    r = session.channel.call(m.LrFinish(session_id=session.id, masked_gradient=masked))
-    if not isinstance(r, m.LrModel):
-        raise ProtocolError(f"expected LrModel, got {type(r).__name__}")
-    return r
+    return session.call(m.LrFinish(session_id=session.id, masked_gradient=masked), m.LrModel)
 
 
-def partial_scores(session: ActiveSession, ids: Sequence[str], batch: int = 100_000) -> np.ndarray:
+def partial_scores(session: BankSession, ids: Sequence[str], batch: int = 100_000) -> np.ndarray:
     """The holder's part of the final model's score for each id.
 
     **Privacy**: the holder learns the ids scored; the bank learns, per id, the holder's
@@ -149,67 +141,10 @@ def partial_scores(session: ActiveSession, ids: Sequence[str], batch: int = 100_
     out = []
     for lo in range(0, len(ids), batch):
         part = ids[lo:lo + batch]
-        r = session.channel.call(m.PartialScoreRequest(session_id=session.id, ids=part))
-        if not isinstance(r, m.PartialScores):
-            raise ProtocolError(f"expected PartialScores, got {type(r).__name__}")
+        r = session.call(m.PartialScoreRequest(session_id=session.id, ids=part),
+                         m.PartialScores)
         u = np.frombuffer(r.scores, dtype="<f8")
         if len(u) != len(part):
             raise ProtocolError("the holder scored a different number of ids")
         out.append(u)
     return np.concatenate(out) if out else np.zeros(0)
-
-
-# -- WOE/IV -------------------------------------------------------------------------------------
-@dataclass
-class HolderBinStats:
-    binning_id: str
-    feature_names: list[str]
-    n_bins: list[int]
-    bin_labels: list[str]
-    counts: np.ndarray
-    events: np.ndarray
-
-
-def woe_stats(session: ActiveSession, rows: np.ndarray, y: np.ndarray, max_bin: int,
-              chunk: int = 2048) -> HolderBinStats:
-    """Encrypt the labels, stream them; decrypt the holder's per-bin event sums.
-
-    **Privacy**: the holder receives one ciphertext per row; the bank learns per holder bin
-    the count and the number of events.
-    """
-    pk, sk = session.pk, session.sk
-
-    def requests() -> Iterator:
-        yield m.WoeStart(session_id=session.id, rows=rows_to_bytes(rows), max_bin=int(max_bin),
-                         key_fingerprint=pk.fingerprint)
-        offset = 0
-        for data in sk.encrypt_bytes_iter([int(v) for v in y], chunk=chunk,
-                                          workers=session.workers):
-            yield m.WoeLabels(offset=offset, ciphertexts=data)
-            offset += len(data) // pk.ciphertext_bytes
-
-    r = _single(session.channel.exchange(requests()))
-    if not isinstance(r, m.WoeStats):
-        raise ProtocolError(f"expected WoeStats, got {type(r).__name__}")
-    total = int(sum(r.n_bins))
-    counts = np.frombuffer(r.counts, dtype="<u4").astype(np.int64)
-    if len(counts) != total or len(r.bin_labels) != total:
-        raise ProtocolError("the holder's bin statistics do not match its bin counts")
-    cv = pk.from_bytes_batch(r.packed, what="WOE sums")
-    plain = sk.decrypt(cv, workers=session.workers)
-    cols = SlotLayout.repeat(r.slot_bits, r.slots).unpack(plain)
-    events = np.array([cols[j][i] for i in range(len(plain)) for j in range(r.slots)][:total],
-                      dtype=np.int64)
-    if np.any(events < 0) or np.any(events > counts):
-        raise ProtocolError("decrypted event counts are out of range")
-    return HolderBinStats(r.binning_id, list(r.feature_names), [int(v) for v in r.n_bins],
-                          list(r.bin_labels), counts, events)
-
-
-def woe_merge(session: ActiveSession, binning_id: str, maps: dict[int, np.ndarray]) -> None:
-    """**Privacy**: the holder learns which of its adjacent bins the bank's optimal binning
-    joins (a function of the labels aggregated per bin)."""
-    feats = sorted(maps)
-    data = b"".join(np.asarray(maps[f], dtype="<u4").tobytes() for f in feats)
-    session.channel.call(m.WoeMerge(session_id=session.id, binning_id=binning_id,
-                                    features=feats, maps=data))

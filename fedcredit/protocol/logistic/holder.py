@@ -1,4 +1,4 @@
-"""The holder's side of hetero logistic regression and of scoring with its partial score.
+"""The holder's state and steps of hetero logistic regression, and scoring by partial score.
 
 The protocol and what each message reveals are described on
 :class:`fedcredit.models.HeteroLogisticRegression`. Per session the holder keeps its own
@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from ..crypto.multiexp import combine_partials, row_polynomial_products, subtract_multiples
-from ..crypto.parallel import map_ordered, resolve_workers
-from ..errors import InvalidInput, PolicyViolation, ProtocolError
-from . import lr_common as lc
+from ...binning import FeaturePrep
+from ...crypto import polynomial_partials
+from ...errors import InvalidInput, PolicyViolation, ProtocolError
+from ..channel import Caller
+from ..hooks import StoredModel
+from ..session import Session
+from ..timing import Stopwatch
+from ..wire import rows_from_bytes
+from ..woe.holder import load_binning
+from ..woe.math import final_bins
+from . import math as lc
 from . import messages as m
-from .hooks import StoredModel
-from .packing import rows_from_bytes
-from .timing import Stopwatch
+
+if TYPE_CHECKING:
+    from ..core import HolderCore
+
+OPERATIONS = ("lr_start", "lr_step", "lr_partials", "lr_finish", "lr_score")
 
 KIND = "hetero_lr"
 MAX_STEPS = 1_000_000
@@ -29,25 +39,25 @@ MAX_STEPS = 1_000_000
 class HolderLR:
     """State of one LR training session on the holder."""
 
-    def __init__(self, party, session, msg: m.LrStart):
-        self.party, self.session = party, session
+    def __init__(self, core: HolderCore, session: Session, msg: m.LrStart):
+        self.core, self.session = core, session
         self.pk = session.public_key
-        feats = party.aligned_features(session)
+        feats = core.aligned_features(session)
         self.n_aligned = len(feats)
         rows = rows_from_bytes(msg.rows, self.n_aligned, "training rows")
-        if len(rows) < party.policy.min_node_samples:
+        if len(rows) < core.policy.min_node_samples:
             raise PolicyViolation("too few training rows for the holder's policy")
         self.frac_bits = int(msg.frac_bits) or lc.FEATURE_BITS
         if not 4 <= self.frac_bits <= 20:
             raise InvalidInput("frac_bits must lie in [4, 20]")
         self.encoding = msg.encoding or "standard"
         if self.encoding == "standard":
-            self.prep = lc.FeaturePrep().fit(feats.iloc[rows])
+            self.prep = FeaturePrep().fit(feats.iloc[rows])
             self.names = self.prep.output_names(publish_levels=False)
             self.spec = {"encoding": "standard", "prep": self.prep.to_dict()}
         elif self.encoding == "woe":
-            self.spec = woe_spec(party, session, msg)
-            self.names = [party.feature_names[f] for f in self.spec["features"]]
+            self.spec = woe_spec(core, session, msg)
+            self.names = [core.feature_names[f] for f in self.spec["features"]]
         else:
             raise InvalidInput(f"unknown encoding {msg.encoding!r}")
         self.X = encode(self.spec, feats, self.frac_bits)  # all aligned rows, quantised
@@ -91,7 +101,7 @@ class HolderLR:
         self.apply_gradient(list(msg.masked_gradient))
         change = self.opt.new_epoch() if msg.new_epoch else 0.0
         rows = rows_from_bytes(msg.rows, self.n_aligned, "batch rows")
-        floor = max(self.party.policy.min_node_samples, 2 * self.X.shape[1] + 2)
+        floor = max(self.core.policy.min_node_samples, 2 * self.X.shape[1] + 2)
         if len(rows) < floor:
             raise PolicyViolation(f"a batch of {len(rows)} rows is below the holder's floor of "
                                   f"{floor} (min_node_samples, and twice its features)")
@@ -130,30 +140,18 @@ class HolderLR:
         if offset != b * per_row:
             raise ProtocolError(f"expected {b * per_row} coefficient ciphertexts, got {offset}")
         data = b"".join(chunks)
-        width = self.pk.ciphertext_bytes
         E = lc.holder_exponents(self.t, K)  # b x K
-        N = self.pk.cipher_modulus
-        Xb = self.Xi[self.batch]
-        offs = np.maximum(0, -Xb.min(axis=0)) if Xb.size else np.zeros(0, np.int64)
-        workers = resolve_workers(None)
-        size = max(64, -(-b // (2 * workers)))
-        tasks = [(data[lo * per_row * width:(lo + size) * per_row * width], E[lo:lo + size],
-                  Xb[lo:lo + size] + offs[None, :]) for lo in range(0, b, size)]
         with self.watch("holder_partials"):
-            parts = map_ordered(row_polynomial_products, tasks, workers, int(N), width, K, G)
-            sums, grads = combine_partials(parts, N, width, G)
-        if offs.any():
-            grads = subtract_multiples(grads, sums[0], offs.tolist(), N)
+            sums, grads = polynomial_partials(self.pk, data, E, self.Xi[self.batch], K, G)
         slot_w, n_slots = widths[0], counts[0]
-        masks, masked = [], []
-        for acc in grads:
+        masks, totals = [], []
+        for _ in range(len(grads)):  # a fresh mask in every slot of each gradient
             rs = [secrets.randbelow(1 << (slot_w - 2)) for _ in range(n_slots)]
-            R = sum(r << (slot_w * s) for s, r in enumerate(rs))
             masks.append(rs[0])
-            masked.append(acc * self.pk.trivial([R])[0] % N)
+            totals.append(sum(r << (slot_w * k) for k, r in enumerate(rs)))
         self.masks = masks
-        out_sums = self.pk.rerandomize(self.pk._wrap(sums))
-        out_grads = self.pk.rerandomize(self.pk._wrap(masked)) if masked else self.pk._wrap([])
+        out_sums = self.pk.rerandomize(sums)
+        out_grads = self.pk.rerandomize(self.pk.add_plain(grads, totals))
         return m.LrPartials(step=first.step, sums=self.pk.to_bytes_batch(out_sums),
                             gradients=self.pk.to_bytes_batch(out_grads))
 
@@ -166,16 +164,14 @@ class HolderLR:
             self.model = StoredModel(model_id, s.bank, s.purpose, list(self.names),
                                      {"kind": KIND, **self.spec, "frac_bits": self.frac_bits,
                                       "coef": [float(v) for v in w]})
-            self.party.models.save(self.model)
+            self.core.models.save(self.model)
         return m.LrModel(model_id=self.model.model_id, feature_names=list(self.names),
                          coefficients=list(self.model.mapper["coef"]))
 
 
 # -- feature encodings --------------------------------------------------------------------------
-def woe_spec(party, session, msg: m.LrStart) -> dict:
-    from .passive_woe import load_binning
-
-    binning = load_binning(party, session, msg.binning_id)
+def woe_spec(core: HolderCore, session: Session, msg: m.LrStart) -> dict:
+    binning = load_binning(core, session, msg.binning_id)
     n_feat = len(binning["mapper"]["features"])
     feats = [int(f) for f in msg.features]
     if not feats or len(set(feats)) != len(feats) or min(feats) < 0 or max(feats) >= n_feat:
@@ -191,9 +187,7 @@ def woe_spec(party, session, msg: m.LrStart) -> dict:
 def encode(spec: dict, frame, frac_bits: int) -> np.ndarray:
     """The holder's model inputs for these rows (quantised to ``frac_bits``)."""
     if spec["encoding"] == "standard":
-        return lc.quantize(lc.FeaturePrep.from_dict(spec["prep"]).transform(frame), frac_bits)
-    from .passive_woe import final_bins
-
+        return lc.quantize(FeaturePrep.from_dict(spec["prep"]).transform(frame), frac_bits)
     bins = final_bins(spec["binning"], frame)
     cols, at = [], 0
     for f in spec["features"]:
@@ -210,85 +204,65 @@ def partial_scores(model: StoredModel, frame) -> np.ndarray:
     return X @ np.asarray(spec["coef"], dtype=np.float64)
 
 
-# -- handlers -------------------------------------------------------------------------------------
-def register_lr(party) -> None:
-    party.register(m.LrStart, lambda c, msg, rest: _start(party, c, msg))
-    party.register(m.LrStep, lambda c, msg, rest: _step(party, c, msg))
-    party.register(m.LrTerms, lambda c, msg, rest: _terms(party, c, msg, rest))
-    party.register(m.LrFinish, lambda c, msg, rest: _finish(party, c, msg))
-    party.register(m.PartialScoreRequest, lambda c, msg, rest: _score(party, c, msg))
+# -- the steps ------------------------------------------------------------------------------------
+def _state(s: Session) -> HolderLR:
+    return s.state_as(HolderLR, "LrStart")
 
 
-def _lr_session(party, caller, sid):
-    s = party.session(caller, sid)
-    if s.task != "lr":
-        raise ProtocolError(f"session {s.id[:16]} is a {s.task} session, not an LR one")
-    return s
-
-
-def _state(s) -> HolderLR:
-    st = s.extra.get("lr")
-    if st is None:
-        raise ProtocolError("send LrStart first")
-    return st
-
-
-def _start(party, caller, msg: m.LrStart):
-    s = _lr_session(party, caller, msg.session_id)
+def start(core: HolderCore, caller: Caller, msg: m.LrStart, rest) -> Iterator:
+    s = core.session(caller, msg.session_id, task="lr")
     with s.lock:
-        st = HolderLR(party, s, msg)
-        s.extra["lr"] = st
-        party._audit(caller, s, "lr_start", len(st.train_rows),
-                     f"encoding={st.encoding} features={len(st.names)}")
+        st = HolderLR(core, s, msg)
+        s.replace_state(st)
+        core.audit(caller, s, "lr_start", len(st.train_rows),
+                   f"encoding={st.encoding} features={len(st.names)}")
         ready = m.LrReady(n_features=len(st.names), feature_names=list(st.names),
                           x_bits=st.x_bits)
     yield ready
 
 
-def _step(party, caller, msg: m.LrStep):
-    s = _lr_session(party, caller, msg.session_id)
+def step(core: HolderCore, caller: Caller, msg: m.LrStep, rest) -> Iterator:
+    s = core.session(caller, msg.session_id, task="lr")
     with s.lock:
         st = _state(s)
         stats = st.step(msg)
-        party._audit(caller, s, "lr_step", len(st.batch), f"step={msg.step}")
+        core.audit(caller, s, "lr_step", len(st.batch), f"step={msg.step}")
     yield stats
 
 
-def _terms(party, caller, first: m.LrTerms, rest):
-    s = _lr_session(party, caller, first.session_id)
+def terms(core: HolderCore, caller: Caller, first: m.LrTerms, rest) -> Iterator:
+    s = core.session(caller, first.session_id, task="lr")
     with s.lock:
         st = _state(s)
         out = st.partials(first, rest)
-        party._audit(caller, s, "lr_partials", len(st.batch), f"step={first.step}")
+        core.audit(caller, s, "lr_partials", len(st.batch), f"step={first.step}")
     yield out
 
 
-def _finish(party, caller, msg: m.LrFinish):
-    s = _lr_session(party, caller, msg.session_id)
+def finish(core: HolderCore, caller: Caller, msg: m.LrFinish, rest) -> Iterator:
+    s = core.session(caller, msg.session_id, task="lr")
     with s.lock:
         out = _state(s).finish(msg)
-        party._audit(caller, s, "lr_finish", 0, f"model={out.model_id}")
+        core.audit(caller, s, "lr_finish", 0, f"model={out.model_id}")
     yield out
 
 
-def _score(party, caller, msg: m.PartialScoreRequest):
-    s = party.session(caller, msg.session_id)
+def score(core: HolderCore, caller: Caller, msg: m.PartialScoreRequest, rest) -> Iterator:
+    s = core.session(caller, msg.session_id)
     with s.lock:
         if s.task == "score":
-            model = party.models.load(s.model_id)
-        elif s.task == "lr" and s.extra.get("lr") is not None and s.extra["lr"].model:
-            model = s.extra["lr"].model
+            model = core.models.load(s.model_id)
+        elif s.task == "lr" and isinstance(s.state, HolderLR) and s.state.model is not None:
+            model = s.state.model
         else:
             raise ProtocolError(f"a {s.task} session cannot return partial scores")
         if model.mapper.get("kind") != KIND:
             raise InvalidInput(f"model {model.model_id!r} is not a logistic regression")
-        if len(msg.ids) > party.policy.max_predict_ids:
-            raise PolicyViolation(f"at most {party.policy.max_predict_ids} ids per request")
-        ids = [str(i) for i in msg.ids]
-        rows = party.features.reindex(ids)
-        present = np.asarray(rows.index.isin(party.features.index))
-        consented = party.consent_mask(s, ids) & present
-        rows.loc[~consented] = np.nan  # unknown or not consented: the holder's data is unused
+        rows, served = core.scoring_rows(s, msg.ids)
         u = partial_scores(model, rows)
-        party._audit(caller, s, "lr_score", int(consented.sum()), f"ids={len(ids)}")
+        core.audit(caller, s, "lr_score", int(served.sum()), f"ids={len(msg.ids)}")
     yield m.PartialScores(scores=np.asarray(u, dtype="<f8").tobytes())
+
+
+HANDLERS = {m.LrStart: start, m.LrStep: step, m.LrTerms: terms, m.LrFinish: finish,
+            m.PartialScoreRequest: score}

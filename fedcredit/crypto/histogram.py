@@ -1,4 +1,4 @@
-"""Encrypted histograms on the holder: per (node, feature, bin) sums of the bank's ciphertexts.
+"""The encrypted histogram kernel: per (node, feature, bin) sums of a peer's ciphertexts.
 
 A ciphertext addition (a 4096-bit modular multiplication for 2048-bit Paillier) is the
 holder's whole cost, so the number of additions is what this module minimises:
@@ -12,14 +12,17 @@ holder's whole cost, so the number of additions is what this module minimises:
   encrypting and sending later chunks.
 
 The result is a flat :class:`CipherVector` with one entry per (feature, bin), missing bin
-last within each feature.
+last within each feature. :func:`candidate_sums` turns it into the left-side sums of split
+candidates. Both return derived vectors: re-randomise (or :meth:`PublicKey.pack_flat`)
+before anything leaves.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..crypto import CipherVector, PublicKey
-from ..crypto.parallel import default_workers, thread_map
+from ..errors import InvalidInput
+from .base import CipherVector, PublicKey
+from .parallel import default_workers, thread_map
 
 MAX_GROUP = 6
 
@@ -60,8 +63,17 @@ def plan_groups(node_bins: np.ndarray, sizes: np.ndarray) -> list[list[int]]:
     return groups
 
 
-class NodeHistogram:
-    """Accumulates one node's encrypted histogram from its rows' ciphertexts, in row order."""
+class EncryptedHistogram:
+    """Accumulates one node's encrypted histogram from its rows' ciphertexts, in row order.
+
+    Parameters
+    ----------
+    pk : PublicKey
+    node_bins : ndarray of shape (rows, features)
+        Bin index of each of the node's rows per feature (missing bin = ``sizes[f] - 1``).
+    sizes, offsets : ndarray
+        Bins per feature (with the missing bin) and each feature's start in the flat output.
+    """
 
     def __init__(self, pk: PublicKey, node_bins: np.ndarray, sizes: np.ndarray,
                  offsets: np.ndarray):
@@ -89,26 +101,17 @@ class NodeHistogram:
             self._cells.append(np.asarray(inv, dtype=np.int64).ravel())
             self._acc.append([None] * len(uniq))
 
-    @property
-    def additions(self) -> int:
-        """Ciphertext additions this node costs (for tests and the time budget)."""
-        total = 0
-        for g, keys in zip(self.groups, self._keys):
-            if len(g) == 1:
-                total += self.n
-            else:
-                total += self.n + len(g) * len(keys)
-        return total
-
-    def add(self, values: list) -> None:
-        """Fold in the ciphertexts of the next ``len(values)`` rows of the node.
+    def add(self, batch: CipherVector) -> None:
+        """Fold in the ciphertexts of the next ``len(batch)`` rows of the node.
 
         Feature groups have separate accumulators, so they are summed on parallel threads.
         """
+        self.pk._check(batch)
+        values = batch.values
         N = self.pk.cipher_modulus
         lo, hi = self.pos, self.pos + len(values)
         if hi > self.n:
-            raise ValueError("more ciphertexts than the node has rows")
+            raise InvalidInput("more ciphertexts than the node has rows")
 
         def run(group_ids):
             for gi in group_ids:
@@ -123,7 +126,7 @@ class NodeHistogram:
 
     def finish(self) -> CipherVector:
         if self.pos != self.n:
-            raise ValueError(f"node histogram has {self.pos} of {self.n} rows")
+            raise InvalidInput(f"node histogram has {self.pos} of {self.n} rows")
         N = self.pk.cipher_modulus
         total = int(self.sizes.sum())
         out: list = [None] * total
@@ -146,17 +149,33 @@ class NodeHistogram:
         return self.pk._wrap([one if v is None else v for v in out])
 
 
-def cumulative_by_feature(pk: PublicKey, hist: CipherVector, sizes: np.ndarray,
-                          offsets: np.ndarray) -> list[list]:
-    """Per feature, running sums over its non-missing bins: ``cum[f][t] = sum(bins <= t)``."""
+def candidate_sums(pk: PublicKey, hist: CipherVector, sizes: np.ndarray, offsets: np.ndarray,
+                   feature: np.ndarray, threshold: np.ndarray, missing_left: np.ndarray
+                   ) -> CipherVector:
+    """Encrypted left-side sums of split candidates from a flat histogram.
+
+    Candidate ``c`` sends bins ``<= threshold[c]`` of ``feature[c]`` left, and the missing bin
+    too when ``missing_left[c]``: ``out[c] = Enc(sum of those bins)``. Running sums are
+    computed once per feature (one multiplication per bin).
+    """
+    pk._check(hist)
     N = pk.cipher_modulus
     vals = hist.values
-    out = []
+    needed = np.zeros(len(sizes), dtype=np.int64)  # how far each feature's run must go
+    if len(feature):
+        np.maximum.at(needed, feature, threshold + 1)
+    runs = []
     for f in range(len(sizes)):
-        off, nb = int(offsets[f]), int(sizes[f]) - 1
+        off = int(offsets[f])
         run, acc = [], None
-        for x in vals[off:off + nb]:
+        for x in vals[off:off + int(needed[f])]:
             acc = x if acc is None else acc * x % N
             run.append(acc)
-        out.append(run)
-    return out
+        runs.append(run)
+    out = []
+    for f, t, ml in zip(feature.tolist(), threshold.tolist(), missing_left.tolist()):
+        v = runs[f][t]
+        if ml:
+            v = v * vals[int(offsets[f] + sizes[f] - 1)] % N
+        out.append(v)
+    return pk._wrap(out)

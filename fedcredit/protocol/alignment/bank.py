@@ -1,0 +1,61 @@
+"""The bank's step of alignment."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ...errors import InvalidInput, ProtocolError
+from ...psi import PsiBank, split_points
+from ..messages import Ack
+from ..session import BankSession
+from ..wire import rows_to_bytes
+from . import messages as m
+from .math import aligned_order
+
+
+@dataclass
+class Alignment:
+    """Result of PSI: which of the bank's rows the holder can serve, in the agreed order."""
+
+    bank_positions: np.ndarray  # positions in the bank's id list, ascending
+    ids: list[str]  # the aligned ids, same order (the session's row order)
+    holder_offered: int  # size of the holder's consented set (what PSI reveals to the bank)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def align(session: BankSession, ids: Sequence[str]) -> Alignment:
+    """ECDH-PSI with the holder's consented ids; the result is also ``session.alignment``.
+
+    **Privacy**: the holder learns how many ids the bank has and, at the end, exactly the
+    intersection (the enterprises it will answer for); the bank learns which of its ids
+    are in the holder's consented set and that set's size.
+    """
+    ids = [str(i) for i in ids]
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("the bank's ids repeat; alignment needs unique ids")
+    psi = PsiBank(session.id.encode())
+    points = psi.blind(ids)
+    parts = list(split_points(points)) or [b""]
+    reqs = [m.PsiBlinded(session_id=session.id, points=p, last=(k == len(parts) - 1))
+            for k, p in enumerate(parts)]
+    doubled, holder_set, offered = [], [], 0
+    for r in session.channel.exchange(reqs):
+        if isinstance(r, m.PsiDoubleBlinded):
+            doubled.append(r.points)
+        elif isinstance(r, m.PsiHolderSet):
+            holder_set.append(r.points)
+            offered = r.total
+        else:
+            raise ProtocolError(f"unexpected {type(r).__name__} during PSI")
+    res = psi.intersect(b"".join(doubled), b"".join(holder_set))
+    bank_pos, holder_pos = aligned_order(res.bank_positions, res.holder_positions)
+    ack = session.call(m.PsiAlign(session_id=session.id, positions=rows_to_bytes(holder_pos)),
+                       Ack)
+    if ack.count != len(bank_pos):
+        raise ProtocolError("the holder aligned a different number of rows")
+    session.alignment = Alignment(bank_pos, [ids[i] for i in bank_pos.tolist()], offered)
+    return session.alignment

@@ -1,0 +1,77 @@
+"""The holder's steps of alignment.
+
+The holder offers only the enterprises that authorise this bank for this purpose, doubly
+blinds the bank's points, and resolves the positions the bank sends back into the
+session's aligned ids. The bank's upload is counted while it arrives and refused past the
+policy's ``max_psi_points`` (the session is dropped), so no bank can grow the holder's
+memory without bound.
+
+**Privacy** (what the bank learns): which of its ids are in the consented set, and its size.
+What the holder learns: how many ids the bank has, then the intersection.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from ...errors import ProtocolError, ResourceLimit
+from ...psi import POINT_BYTES, PsiHolder, join_points, split_points
+from ..channel import Caller
+from ..messages import Ack
+from ..wire import rows_from_bytes
+from . import messages as m
+from .math import points_in
+
+if TYPE_CHECKING:
+    from ..core import HolderCore
+
+OPERATIONS = ("psi", "align")
+
+
+def _bank_chunks(first: m.PsiBlinded, rest: Iterator, session_id: str, done: list) -> Iterator:
+    yield first.points
+    done[0] = first.last
+    for msg in rest:
+        if not isinstance(msg, m.PsiBlinded) or msg.session_id != session_id:
+            raise ProtocolError("PSI stream mixes in other messages")
+        yield msg.points
+        done[0] = msg.last
+
+
+def psi(core: HolderCore, caller: Caller, first: m.PsiBlinded, rest: Iterator) -> Iterator:
+    s = core.session(caller, first.session_id)
+    with s.lock:
+        offered = core.consented_ids(caller.bank, s.purpose)
+        last = [False]
+        try:
+            bank_points = join_points(_bank_chunks(first, rest, s.id, last),
+                                      max_points=core.policy.max_psi_points)
+        except ResourceLimit:
+            core.drop(s, "refused")
+            raise ResourceLimit(f"the bank sent more than the holder's "
+                                f"max_psi_points={core.policy.max_psi_points} ids; the "
+                                "session is closed") from None
+        if not last[0]:
+            raise ProtocolError("the bank's PSI stream ended without its last chunk")
+        holder = PsiHolder(s.id.encode(), offered)
+        doubled = holder.double_blind(bank_points)
+        shuffled = holder.shuffled_points()
+        s.replace_state(holder)
+        core.audit(caller, s, "psi", len(offered), f"bank_ids={points_in(bank_points, POINT_BYTES)}")
+    for part in split_points(doubled):
+        yield m.PsiDoubleBlinded(points=part)
+    for part in split_points(shuffled):
+        yield m.PsiHolderSet(points=part, total=len(offered))
+
+
+def align(core: HolderCore, caller: Caller, msg: m.PsiAlign, rest: Iterator) -> Iterator:
+    s = core.session(caller, msg.session_id)
+    with s.lock:
+        holder = s.state_as(PsiHolder, "PsiBlinded (alignment needs a PSI exchange first)")
+        positions = rows_from_bytes(msg.positions, what="PSI positions")
+        s.aligned_ids = holder.resolve(positions.tolist())
+        s.replace_state(None)
+        core.audit(caller, s, "align", len(s.aligned_ids))
+    yield Ack(session_id=s.id, count=len(s.aligned_ids))
+
+
+HANDLERS = {m.PsiBlinded: psi, m.PsiAlign: align}

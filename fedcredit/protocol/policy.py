@@ -1,0 +1,94 @@
+"""The holder's policy: one dataclass whose fields are the ``[policy]`` keys of ``holder.toml``.
+
+The protocol core enforces the per-request rules (key floor, purposes, banks, node floor,
+trees and ids per session, PSI points, session memory); the holder service's middleware
+enforces the per-day caps, which need its persistent audit log. Both read this one object,
+so a knob has one name, one default and one check, whether it comes from a notebook or
+from an operator's file.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+
+from ..crypto import MIN_SECURE_BITS
+from ..errors import InvalidInput
+
+#: certificate common names of banks: the identity the holder's consent and audit use
+BANK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: the smallest key a test may use once ``allow_insecure_keys`` is set
+INSECURE_KEY_FLOOR = 1024
+
+
+@dataclass
+class HolderPolicy:
+    """What the holder allows every bank.
+
+    Parameters
+    ----------
+    allowed_banks : tuple of str or None
+        Certificate common names of the banks served; ``None`` serves any bank whose
+        certificate the holder's CA signed (in-process use has no certificates).
+    allowed_purposes : tuple of str
+        Purposes of use a session may name.
+    min_node_samples : int
+        The smallest set of enterprises any aggregate may describe (a histogram node,
+        either side of a split candidate, a WOE bin, an LR batch).
+    max_trees_per_session, max_predict_ids, max_psi_points : int
+        Per-session and per-request caps.
+    max_sessions_per_day, max_trees_per_day : int
+        Per bank and UTC day, 0 for no cap; counted from the service's audit log.
+    max_concurrent_sessions, session_idle_seconds : int, float
+        Open sessions at once; an idle session is dropped (its memory freed) after this.
+    max_session_mib : int
+        Ciphertexts one session may hold.
+    min_key_bits : int or None
+        The smallest key a bank may send; ``None`` means 2048, or 1024 when
+        ``allow_insecure_keys`` is set.
+    allow_insecure_keys : bool
+        Required for any key floor below 2048 bits (tests only).
+    """
+
+    allowed_banks: tuple[str, ...] | None = None
+    allowed_purposes: tuple[str, ...] = ("credit",)
+    min_node_samples: int = 20
+    max_trees_per_session: int = 200
+    max_sessions_per_day: int = 100
+    max_trees_per_day: int = 2000
+    max_concurrent_sessions: int = 16
+    session_idle_seconds: float = 1800.0
+    max_predict_ids: int = 1_000_000
+    max_psi_points: int = 20_000_000
+    max_session_mib: int = 8192
+    min_key_bits: int | None = None
+    allow_insecure_keys: bool = False
+
+    def __post_init__(self) -> None:
+        if self.allowed_banks is not None:
+            self.allowed_banks = tuple(self.allowed_banks)
+            for b in self.allowed_banks:
+                if not BANK_NAME.fullmatch(b):
+                    raise InvalidInput(f"policy.allowed_banks: {b!r} is not a certificate "
+                                       "common name of [A-Za-z0-9._-]")
+        self.allowed_purposes = tuple(self.allowed_purposes)
+        if self.min_key_bits is not None and self.min_key_bits < MIN_SECURE_BITS \
+                and not self.allow_insecure_keys:
+            raise InvalidInput(f"policy.min_key_bits = {self.min_key_bits} is below "
+                               f"{MIN_SECURE_BITS}; set allow_insecure_keys = true to allow it "
+                               "(tests only)")
+
+    @property
+    def key_floor(self) -> int:
+        """The smallest key size (bits of n) accepted from a bank."""
+        if self.min_key_bits is not None:
+            return int(self.min_key_bits)
+        return INSECURE_KEY_FLOOR if self.allow_insecure_keys else MIN_SECURE_BITS
+
+    @property
+    def max_session_bytes(self) -> int:
+        return int(self.max_session_mib) << 20
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The ``[policy]`` keys of ``holder.toml``."""
+        return tuple(f.name for f in fields(cls))

@@ -1,0 +1,88 @@
+"""The one table of protocols: tasks, message types, holder steps and audit operations.
+
+Everything that lists protocols derives from :data:`PROTOCOLS`: the tasks a session may
+open, the wire order of message types (hence the protobuf field and envelope tags, which
+are append-only), the handlers the holder's core dispatches to, and the audit operations
+that ``fedcredit holder stats`` counts per protocol.
+
+Adding a protocol: copy a package (``protocol/woe/``), rename its messages, add one
+:class:`Protocol` line below (last: tags are positional), regenerate the .proto and stubs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Callable, Mapping
+
+from . import messages as core_messages
+from .alignment import holder as alignment_holder
+from .alignment import messages as alignment_messages
+from .logistic import holder as logistic_holder
+from .logistic import messages as logistic_messages
+from .secureboost import holder as secureboost_holder
+from .secureboost import messages as secureboost_messages
+from .woe import holder as woe_holder
+from .woe import messages as woe_messages
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One protocol as the core and the operator see it.
+
+    name: how statistics and docs name it; tasks: the session tasks it opens; keyed: its
+    sessions carry the bank's public key; messages: its message types in wire order;
+    handlers: message type -> holder step; operations: the audit operations its steps write.
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+    keyed: bool
+    messages: tuple[type, ...]
+    handlers: Mapping[type, Callable]
+    operations: tuple[str, ...]
+
+
+PROTOCOLS: tuple[Protocol, ...] = (
+    Protocol("alignment", ("align",), False, alignment_messages.MESSAGE_TYPES,
+             alignment_holder.HANDLERS, alignment_holder.OPERATIONS),
+    Protocol("secureboost", ("train",), True, secureboost_messages.MESSAGE_TYPES,
+             secureboost_holder.HANDLERS, secureboost_holder.OPERATIONS),
+    Protocol("logistic", ("lr",), True, logistic_messages.MESSAGE_TYPES,
+             logistic_holder.HANDLERS, logistic_holder.OPERATIONS),
+    Protocol("woe", ("woe",), True, woe_messages.MESSAGE_TYPES,
+             woe_holder.HANDLERS, woe_holder.OPERATIONS),
+)
+
+#: sessions that score with a stored model (any protocol's): the core's own task
+SCORE_TASK = "score"
+TASKS: tuple[str, ...] = tuple(t for p in PROTOCOLS for t in p.tasks) + (SCORE_TASK,)
+KEYED_TASKS: frozenset[str] = frozenset(t for p in PROTOCOLS if p.keyed for t in p.tasks)
+
+#: every message type in wire order: the generic ones, then each protocol's
+MESSAGE_TYPES: tuple[type, ...] = core_messages.MESSAGE_TYPES + tuple(
+    t for p in PROTOCOLS for t in p.messages)
+#: messages only ever nested in another (never alone in an envelope)
+NESTED_TYPES: frozenset[type] = frozenset({
+    secureboost_messages.NodeTask, secureboost_messages.SplitChoice,
+    secureboost_messages.SplitOutcome, secureboost_messages.TreeNode})
+ENVELOPE_TYPES: tuple[type, ...] = tuple(t for t in MESSAGE_TYPES if t not in NESTED_TYPES)
+#: every message by name (``MESSAGES.TreeStart``): for tools and tests
+MESSAGES = SimpleNamespace(**{t.__name__: t for t in MESSAGE_TYPES})
+
+
+def holder_handlers() -> dict[type, Callable]:
+    out: dict[type, Callable] = {}
+    for p in PROTOCOLS:
+        for kind, handler in p.handlers.items():
+            if kind in out:
+                raise RuntimeError(f"{kind.__name__} is served by two protocols")
+            out[kind] = handler
+    return out
+
+
+def protocol_of_operation(operation: str) -> str:
+    """The protocol an audit operation belongs to ("" for the core's own)."""
+    for p in PROTOCOLS:
+        if operation in p.operations:
+            return p.name
+    return ""

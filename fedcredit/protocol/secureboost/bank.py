@@ -1,0 +1,142 @@
+"""The bank's steps of SecureBoost, over a :class:`~fedcredit.protocol.session.BankSession`.
+
+Each function sends exactly the messages of one step and returns decoded results; the
+grower in :mod:`fedcredit.models.secureboost` is written against these functions only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ...crypto import CipherVector
+from ...errors import ProtocolError
+from ..messages import Ack
+from ..session import BankSession
+from ..wire import rows_from_bytes, rows_to_bytes
+from . import messages as m
+from .math import GradientLayout
+
+#: rows per gradient message: small enough that the holder starts summing early (measured:
+#: 1024 beat 256, 512 and 2048 on the benchmark), large enough to amortise the framing
+GRADIENT_CHUNK = 1024
+
+
+@dataclass
+class NodeStats:
+    """Decrypted cumulative sums of the holder's valid candidates at one node."""
+
+    positions: np.ndarray
+    G: np.ndarray  # int64, fixed-point
+    H: np.ndarray
+
+
+def boost_start(session: BankSession, rows: np.ndarray, max_bin: int,
+                min_child_samples: int) -> int:
+    """**Privacy**: the holder learns the training rows and the binning settings."""
+    r = session.call(m.BoostStart(session_id=session.id, rows=rows_to_bytes(rows),
+                                  max_bin=max_bin, min_child_samples=min_child_samples),
+                     m.BoostReady)
+    return int(r.n_candidates)
+
+
+def send_gradients(session: BankSession, tree: int, rows: np.ndarray, layout: GradientLayout,
+                   g_int: np.ndarray, h_int: np.ndarray, chunk: int | None = None) -> int:
+    """Encrypt ``g * 2**w_h + h`` per row and stream it; encryption overlaps sending.
+
+    **Privacy**: the holder receives one ciphertext per row of the tree.
+    """
+    pk, sk = session.key
+    plain = layout.pack_rows(g_int, h_int)
+    chunk = chunk or GRADIENT_CHUNK
+
+    def requests() -> Iterator:
+        yield m.TreeStart(session_id=session.id, tree=tree, slot_bits=layout.slot_bits,
+                          rows=rows_to_bytes(rows), key_fingerprint=pk.fingerprint)
+        offset = 0
+        for data in sk.encrypt_bytes_iter(plain, chunk=chunk, workers=session.workers):
+            yield m.GradientChunk(offset=offset, ciphertexts=data)
+            offset += len(data) // pk.ciphertext_bytes
+
+    with session.watch("bank_encrypt_and_upload"):
+        ack = session.stream(requests(), Ack)
+    return int(ack.count)
+
+
+def layer(session: BankSession, tree: int, depth: int, tasks: list[m.NodeTask],
+          layout: GradientLayout) -> dict[int, tuple[NodeStats, np.ndarray]]:
+    """Encrypted candidate sums for a layer's nodes, decrypted in one parallel batch.
+
+    Returns node id -> (stats received, positions to derive as parent - sibling).
+
+    **Privacy**: the holder learns the rows of each node (the smaller of two siblings); the
+    bank learns each valid holder candidate's (G, H), without its feature or bin.
+    """
+    pk, sk = session.key
+    with session.watch("bank_wait_layer"):
+        msgs = list(session.channel.exchange([m.LayerRequest(session_id=session.id, tree=tree,
+                                                             depth=depth, tasks=tasks)]))
+    batches, metas = [], []
+    for r in msgs:
+        if not isinstance(r, m.NodeCandidates):
+            raise ProtocolError(f"unexpected {type(r).__name__} in a layer answer")
+        batches.append(pk.from_bytes_batch(r.packed, what=f"node {r.node_id} candidates"))
+        metas.append(r)
+    total = CipherVector.concat(batches) if batches else pk.empty()
+    with session.watch("bank_decrypt"):
+        plain = sk.decrypt(total, workers=session.workers) if len(total) else []
+    out, at = {}, 0
+    for r, cv in zip(metas, batches):
+        part = plain[at:at + len(cv)]
+        at += len(cv)
+        G, H = layout.unpack_candidates(part, r.slots, r.count) if r.count else (
+            np.zeros(0, np.int64), np.zeros(0, np.int64))
+        pos = rows_from_bytes(r.positions, what="candidate positions")
+        if len(pos) != r.count:
+            raise ProtocolError(f"node {r.node_id}: {len(pos)} positions for {r.count} values")
+        out[r.node_id] = (NodeStats(pos, G, H), rows_from_bytes(r.derived, what="derived"))
+    return out
+
+
+def split(session: BankSession, tree: int, choices: list[m.SplitChoice]
+          ) -> dict[int, m.SplitOutcome]:
+    """**Privacy**: the holder learns which of its candidates won at a node; the bank learns
+    the node's left/right partition and the winning feature's index, never its threshold."""
+    with session.watch("bank_wait_split"):
+        r = session.call(m.SplitRequest(session_id=session.id, tree=tree, choices=choices),
+                         m.SplitResult)
+    return {o.node_id: o for o in r.outcomes}
+
+
+def finish_tree(session: BankSession, tree: int, nodes: list[m.TreeNode]) -> None:
+    """**Privacy**: the holder learns the tree's shape (which node is whose split or a leaf)."""
+    session.call(m.TreeFinish(session_id=session.id, tree=tree, nodes=nodes), Ack)
+
+
+def finish_model(session: BankSession) -> str:
+    return session.call(m.ModelFinish(session_id=session.id), m.ModelSaved).model_id
+
+
+def leaf_masks(session: BankSession, ids: Sequence[str], trees: Sequence[int] = (),
+               batch: int = 100_000) -> dict[int, np.ndarray]:
+    """Per tree, a bool matrix (ids x leaves) of leaves reachable given the holder's splits.
+
+    **Privacy**: the holder learns the ids being scored; the bank learns, per id and tree,
+    which leaves the holder's splits allow — never a feature value or threshold.
+    """
+    ids = [str(i) for i in ids]
+    out: dict[int, list[np.ndarray]] = {}
+    for lo in range(0, len(ids), batch):
+        part = ids[lo:lo + batch]
+        for r in session.channel.exchange([m.PredictRequest(session_id=session.id, ids=part,
+                                                            trees=list(trees))]):
+            if not isinstance(r, m.LeafMasks):
+                raise ProtocolError(f"unexpected {type(r).__name__} in a scoring answer")
+            bits = np.frombuffer(r.masks, dtype=np.uint8)
+            width = -(-r.n_leaves // 8)
+            if len(bits) != width * len(part):
+                raise ProtocolError(f"tree {r.tree}: leaf masks of the wrong size")
+            mat = np.unpackbits(bits.reshape(len(part), width), axis=1)[:, :r.n_leaves]
+            out.setdefault(r.tree, []).append(mat.astype(bool))
+    return {t: np.concatenate(v, axis=0) for t, v in out.items()}
