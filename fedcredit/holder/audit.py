@@ -37,6 +37,7 @@ import threading
 from dataclasses import dataclass
 
 from ..errors import InvalidInput
+from ..protocol.registry import PROTOCOLS
 from .store import write
 
 GENESIS = "0" * 64
@@ -218,26 +219,42 @@ def export(con: sqlite3.Connection, since: str | None, until: str | None, fmt: s
 
 
 def stats(con: sqlite3.Connection, since: str | None = None) -> list[dict]:
-    """Per bank and purpose: requests, sessions, enterprises aligned and scored, trees, models."""
+    """Per bank and purpose: requests, sessions, enterprises aligned and scored, trees, models,
+    refusals, and under ``protocols`` the requests and sessions of every protocol of
+    :data:`fedcredit.protocol.registry.PROTOCOLS` (derived from its audit operations)."""
     where, args = "actor = 'bank'", []
     if since:
         where += " AND ts >= ?"
         args.append(parse_time(since))
+    per_protocol, names = [], []
+    for p in PROTOCOLS:
+        ops = ", ".join("'" + op.replace("'", "''") + "'" for op in p.operations)
+        per_protocol.append(f"COUNT(CASE WHEN operation IN ({ops}) THEN 1 END), "
+                            f"COUNT(DISTINCT CASE WHEN operation IN ({ops}) AND session != '' "
+                            "THEN session END)")
+        names.append(p.name)
     rows = con.execute(f"""
         SELECT bank, purpose,
                COUNT(*),
                COUNT(DISTINCT CASE WHEN session != '' THEN session END),
                SUM(CASE WHEN operation = 'align' THEN enterprises ELSE 0 END),
-               SUM(CASE WHEN operation = 'predict' THEN enterprises ELSE 0 END),
+               SUM(CASE WHEN operation IN ('predict', 'lr_score') THEN enterprises ELSE 0 END),
                SUM(CASE WHEN operation = 'tree_start' THEN 1 ELSE 0 END),
-               SUM(CASE WHEN operation = 'model_finish' THEN 1 ELSE 0 END),
+               SUM(CASE WHEN operation IN ('model_finish', 'lr_finish') THEN 1 ELSE 0 END),
                SUM(CASE WHEN operation LIKE 'refused:%' THEN 1 ELSE 0 END),
-               MIN(ts), MAX(ts)
+               MIN(ts), MAX(ts), {", ".join(per_protocol)}
         FROM audit_log WHERE {where}
         GROUP BY bank, purpose ORDER BY bank, purpose""", args).fetchall()
     keys = ("bank", "purpose", "requests", "sessions", "enterprises_aligned",
             "enterprises_scored", "trees_trained", "models", "refused", "first", "last")
-    return [dict(zip(keys, r)) for r in rows]
+    out = []
+    for r in rows:
+        d = dict(zip(keys, r))
+        tail = r[len(keys):]
+        d["protocols"] = {name: {"requests": tail[2 * k], "sessions": tail[2 * k + 1]}
+                          for k, name in enumerate(names)}
+        out.append(d)
+    return out
 
 
 def count_today(con: sqlite3.Connection, bank: str, operation: str, prefix: bool = False) -> int:
