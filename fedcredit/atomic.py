@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str, *, mode: int | None = None,

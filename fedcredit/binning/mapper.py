@@ -42,7 +42,7 @@ class FeatureBins:
                 "categories": [str(c) for c in self.categories], "other_bin": self.other_bin}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureBins":
+    def from_dict(cls, d: dict) -> FeatureBins:
         return cls(d["name"], d["kind"], np.asarray(d["upper"], dtype=np.float64),
                    list(d["categories"]), d.get("other_bin"))
 
@@ -121,7 +121,7 @@ class BinMapper:
         self.random_state = random_state
         self.features_: list[FeatureBins] = []
 
-    def fit(self, X: pd.DataFrame) -> "BinMapper":
+    def fit(self, X: pd.DataFrame) -> BinMapper:
         if not isinstance(X, pd.DataFrame):
             raise InvalidInput("BinMapper.fit expects a pandas DataFrame")
         if X.shape[1] == 0:
@@ -170,7 +170,7 @@ class BinMapper:
         return {"max_bin": self.max_bin, "features": [f.to_dict() for f in self.features_]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BinMapper":
+    def from_dict(cls, d: dict) -> BinMapper:
         m = cls(d["max_bin"])
         m.features_ = [FeatureBins.from_dict(f) for f in d["features"]]
         return m

@@ -31,7 +31,7 @@ class FeaturePrep:
         self.max_levels = int(max_levels)
         self.columns: list[dict] = []
 
-    def fit(self, X: pd.DataFrame) -> "FeaturePrep":
+    def fit(self, X: pd.DataFrame) -> FeaturePrep:
         cols = []
         for name in X.columns:
             col = X[name]
@@ -59,7 +59,8 @@ class FeaturePrep:
                     out.append(f"{c['name']}[missing]")
             else:
                 for k, lev in enumerate(c["levels"]):
-                    out.append(f"{c['name']}={lev}" if publish_levels else f"{c['name']}[level {k}]")
+                    out.append(f"{c['name']}={lev}" if publish_levels
+                               else f"{c['name']}[level {k}]")
         return out
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
@@ -89,7 +90,7 @@ class FeaturePrep:
         return {"max_levels": self.max_levels, "columns": self.columns}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeaturePrep":
+    def from_dict(cls, d: dict) -> FeaturePrep:
         p = cls(d["max_levels"])
         p.columns = d["columns"]
         return p

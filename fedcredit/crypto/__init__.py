@@ -13,9 +13,9 @@ import json
 
 from ..errors import InvalidInput
 from .base import MIN_SECURE_BITS, CipherVector, PrivateKey, PublicKey, security_bits
+from .encoding import FixedPoint, SlotLayout
 from .histogram import EncryptedHistogram, candidate_sums, plan_groups
 from .multiexp import polynomial_partials
-from .encoding import FixedPoint, SlotLayout
 from .ou import OUPrivateKey, OUPublicKey
 from .paillier import PaillierPrivateKey, PaillierPublicKey
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import gmpy2
 import numpy as np
@@ -21,6 +22,9 @@ from gmpy2 import mpz
 from ..errors import InsecureParameters, InvalidCiphertext, InvalidInput, UnsafeReply
 from .fixedbase import batch_invert
 from .parallel import map_ordered, resolve_workers, split_evenly, thread_map, warm
+
+if TYPE_CHECKING:
+    from .zeropool import ZeroPool
 
 #: Smallest modulus accepted without ``insecure=True``.
 MIN_SECURE_BITS = 2048
@@ -65,7 +69,7 @@ class CipherVector:
     def __len__(self) -> int:
         return len(self.values)
 
-    def __getitem__(self, item) -> "CipherVector":
+    def __getitem__(self, item) -> CipherVector:
         if isinstance(item, slice):
             return CipherVector(self.values[item], self.fingerprint, self.fresh)
         if isinstance(item, (int, np.integer)):
@@ -80,7 +84,7 @@ class CipherVector:
         return f"CipherVector(len={len(self.values)}, key={self.fingerprint[:12]})"
 
     @staticmethod
-    def concat(parts: Sequence["CipherVector"]) -> "CipherVector":
+    def concat(parts: Sequence[CipherVector]) -> CipherVector:
         if not parts:
             raise InvalidInput("nothing to concatenate")
         fp = parts[0].fingerprint
@@ -96,6 +100,7 @@ class PublicKey(ABC):
     """Public half of an additively homomorphic key pair over ciphertexts mod ``N``."""
 
     scheme: str = ""
+    _zero_pool: ZeroPool | None = None
 
     # -- identity ------------------------------------------------------------------------
     n: mpz  # the public modulus
@@ -168,6 +173,10 @@ class PublicKey(ABC):
         if pool is not None:
             pool.close()
             self._zero_pool = None
+
+    def _checked(self, plaintexts: Sequence[int]) -> Sequence[int]:
+        """The plaintexts, refused with an error if any is out of the scheme's range."""
+        raise NotImplementedError
 
     @abstractmethod
     def trivial(self, plaintexts: Sequence[int]) -> list:
@@ -267,7 +276,8 @@ class PublicKey(ABC):
         self._check(*columns)
         if (len(columns) * int(slot_bits)) > self.plaintext_bits:
             raise InvalidInput(
-                f"{len(columns)} slots of {slot_bits} bits exceed {self.plaintext_bits} plaintext bits"
+                f"{len(columns)} slots of {slot_bits} bits exceed {self.plaintext_bits} "
+                "plaintext bits"
             )
         acc = columns[-1]
         for col in reversed(columns[:-1]):
@@ -353,7 +363,7 @@ class PublicKey(ABC):
     @property
     def unit_modulus(self) -> mpz:
         """Received ciphertexts must be coprime to this number (n)."""
-        return self.n  # type: ignore[attr-defined]
+        return self.n
 
 
 class PrivateKey(ABC):

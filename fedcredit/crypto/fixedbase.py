@@ -47,8 +47,8 @@ class FixedBaseTable:
             raw = secrets.token_bytes(count * r)
             return [list(raw[i * r:(i + 1) * r]) for i in range(count)]
         nbytes = -(-(w * r) // 8)
-        raw = np.frombuffer(secrets.token_bytes(count * nbytes), dtype=np.uint8)
-        bits = np.unpackbits(raw.reshape(count, nbytes), axis=1, bitorder="little")
+        packed = np.frombuffer(secrets.token_bytes(count * nbytes), dtype=np.uint8)
+        bits = np.unpackbits(packed.reshape(count, nbytes), axis=1, bitorder="little")
         bits = bits[:, : w * r].reshape(count, r, w).astype(np.int64)
         digits = bits @ (1 << np.arange(w, dtype=np.int64))
         return digits.tolist()

@@ -80,7 +80,8 @@ def combine_partials(parts, N, width: int, G: int) -> tuple[list, list]:
     """Multiply the workers' per-chunk products: (per group sums, per column products)."""
     N = mpz(N)
     frm = mpz.from_bytes
-    sums, grads = None, None
+    sums: list | None = None
+    grads: list = []
     for part in parts:
         vals = [frm(part[i:i + width], "big") for i in range(0, len(part), width)]
         if sums is None:

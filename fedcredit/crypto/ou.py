@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Sequence
+from collections.abc import Sequence
 
 import gmpy2
 import numpy as np
@@ -182,7 +182,7 @@ class OUPublicKey(PublicKey):
                 "h": format(int(self.h), "x"), "exponent_bits": self.exponent_bits}
 
     @classmethod
-    def from_fields(cls, d: dict) -> "OUPublicKey":
+    def from_fields(cls, d: dict) -> OUPublicKey:
         try:
             return cls(int(d["n"], 16), int(d["g"], 16), int(d["h"], 16),
                        int(d["exponent_bits"]))
@@ -234,6 +234,8 @@ class OUPublicKey(PublicKey):
 
 
 class OUPrivateKey(PrivateKey):
+    public_key: OUPublicKey
+
     def __init__(self, p: int, q: int, t: int, s: int, h: int, alpha: int, beta: int,
                  gamma: int, exponent_bits: int, window_bits: int | None = None):
         p, q, t, s = mpz(p), mpz(q), mpz(t), mpz(s)
@@ -269,7 +271,7 @@ class OUPrivateKey(PrivateKey):
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def generate(cls, bits: int = 2048, insecure: bool = False, exponent_bits: int | None = None,
-                 window_bits: int | None = None) -> "OUPrivateKey":
+                 window_bits: int | None = None) -> OUPrivateKey:
         check_key_size(bits, insecure, "OU key")
         if bits < 512:
             raise InvalidInput(f"OU key of {bits} bits is too small for its structure")
@@ -305,10 +307,12 @@ class OUPrivateKey(PrivateKey):
                            "window_bits": self.window_bits}, sort_keys=True).encode()
 
     @classmethod
-    def from_fields(cls, d: dict) -> "OUPrivateKey":
+    def from_fields(cls, d: dict) -> OUPrivateKey:
         try:
-            ints = [int(d[k], 16) for k in ("p", "q", "t", "s", "h", "alpha", "beta", "gamma")]
-            return cls(*ints, int(d["exponent_bits"]), d.get("window_bits"))
+            p, q, t, s, h, alpha, beta, gamma = (
+                int(d[k], 16) for k in ("p", "q", "t", "s", "h", "alpha", "beta", "gamma"))
+            return cls(p, q, t, s, h, alpha, beta, gamma, int(d["exponent_bits"]),
+                       d.get("window_bits"))
         except (KeyError, ValueError, TypeError) as e:
             raise InvalidInput(f"malformed OU private key: {e}") from None
 

@@ -29,7 +29,7 @@ guesses about which ciphertexts were combined against the structure of ``h``.
 from __future__ import annotations
 
 import secrets
-from typing import Sequence
+from collections.abc import Sequence
 
 import gmpy2
 from gmpy2 import mpz
@@ -82,7 +82,7 @@ class PaillierPublicKey(PublicKey):
                 "exponent_bits": self.exponent_bits, "obfuscator": self.obfuscator}
 
     @classmethod
-    def from_fields(cls, d: dict) -> "PaillierPublicKey":
+    def from_fields(cls, d: dict) -> PaillierPublicKey:
         try:
             return cls(int(d["n"], 16), int(d["hs"], 16), int(d["exponent_bits"]),
                        d.get("obfuscator", "djn"))
@@ -104,7 +104,7 @@ class PaillierPublicKey(PublicKey):
         if count == 0:
             return []
         n, N = self.n, self.nsquare
-        rs = []
+        rs: list = []
         while len(rs) < count:
             r = mpz(secrets.randbelow(int(n) - 1) + 1)
             if gmpy2.gcd(r, n) == 1:
@@ -137,6 +137,8 @@ class PaillierPublicKey(PublicKey):
 
 
 class PaillierPrivateKey(PrivateKey):
+    public_key: PaillierPublicKey
+
     def __init__(self, p: int, q: int, x: int, exponent_bits: int, obfuscator: str = "djn",
                  window_bits: int | None = None):
         p, q = mpz(p), mpz(q)
@@ -163,7 +165,7 @@ class PaillierPrivateKey(PrivateKey):
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def generate(cls, bits: int = 2048, insecure: bool = False, exponent_bits: int | None = None,
-                 obfuscator: str = "djn", window_bits: int | None = None) -> "PaillierPrivateKey":
+                 obfuscator: str = "djn", window_bits: int | None = None) -> PaillierPrivateKey:
         check_key_size(bits, insecure, "Paillier key")
         pub, priv = phe_paillier.generate_paillier_keypair(n_length=bits)
         n = mpz(pub.n)
@@ -183,7 +185,7 @@ class PaillierPrivateKey(PrivateKey):
                            "window_bits": self.window_bits}, sort_keys=True).encode()
 
     @classmethod
-    def from_fields(cls, d: dict) -> "PaillierPrivateKey":
+    def from_fields(cls, d: dict) -> PaillierPrivateKey:
         try:
             return cls(int(d["p"], 16), int(d["q"], 16), int(d["x"], 16),
                        int(d["exponent_bits"]), d.get("obfuscator", "djn"),

@@ -246,7 +246,9 @@ def _to_arrow_strings(chunk) -> pa.Array:
     objects = np.asarray(chunk, dtype=object)
     is_str = np.fromiter((isinstance(v, str) for v in objects), dtype=bool,
                          count=len(objects))
-    return pa.array(np.where(is_str, objects, None), type=pa.string())
+    kept = objects.copy()
+    kept[~is_str] = None
+    return pa.array(kept, type=pa.string())
 
 
 def _slice(values, start: int, stop: int):

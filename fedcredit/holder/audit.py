@@ -34,6 +34,7 @@ import re
 import sqlite3
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import InvalidInput
@@ -122,7 +123,7 @@ class VerifyResult:
     bad_seq: int | None = None
 
 
-def verify(con: sqlite3.Connection, anchors: list[tuple[int, str]] = ()) -> VerifyResult:
+def verify(con: sqlite3.Connection, anchors: Sequence[tuple[int, str]] = ()) -> VerifyResult:
     """Recompute the chain; the first problem found is reported (see the module notes)."""
     cols = ", ".join(FIELDS)
     prev, expected, n = GENESIS, 1, 0
@@ -134,7 +135,8 @@ def verify(con: sqlite3.Connection, anchors: list[tuple[int, str]] = ()) -> Veri
         seq = values[0]
         where = f"record seq={seq!r} (row {rowid}, {values[1]!s:.27})"
         if seq != expected:
-            what = "deleted" if isinstance(seq, int) and seq > expected else "reordered or renumbered"
+            what = ("deleted" if isinstance(seq, int) and seq > expected
+                    else "reordered or renumbered")
             return VerifyResult(False, n, 0, "", f"{where}: expected seq={expected}; records "
                                 f"were {what}", seq if isinstance(seq, int) else expected)
         if prev_hash != prev:
@@ -171,7 +173,7 @@ def parse_anchor(text: str) -> tuple[int, str]:
     return int(m.group(1)), m.group(2)
 
 
-# -- export and statistics --------------------------------------------------------------------------
+# -- export and statistics ---------------------------------------------------------------------
 def parse_time(text: str) -> str:
     """An ISO date/time (UTC unless it says otherwise) or a relative ``7d``/``24h``/``30m``
     back from now, as the store's timestamp text."""

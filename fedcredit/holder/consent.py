@@ -14,13 +14,12 @@ rejected row refuses the whole import, which then changes nothing. A re-import o
 from __future__ import annotations
 
 import datetime as dt
-import re
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -111,7 +110,7 @@ def import_consents(con: sqlite3.Connection, path, allowed_purposes: Sequence[st
         rej.add(i, "expires_at is in the past (the consent has already expired)")
     key = uscc + "\x1f" + bank + "\x1f" + purpose
     dup = key.duplicated(keep=False).to_numpy()
-    first_of = {}
+    first_of: dict[str, int] = {}
     keys = key.tolist() if dup.any() else []
     for i in np.flatnonzero(dup).tolist():
         k = keys[i]
@@ -251,8 +250,8 @@ class SqliteConsent:
                 "purpose = ? AND revoked_at IS NULL AND expires_at > ?",
                 (bank, purpose, now)).fetchall()
             if rows:
-                u, g, e = zip(*rows)
-                g, e = np.asarray(g, dtype=float), np.asarray(e, dtype=float)
+                u, granted, ends = zip(*rows)
+                g, e = np.asarray(granted, dtype=float), np.asarray(ends, dtype=float)
                 live = g <= now
                 until = min(float(e[live].min()) if live.any() else np.inf,
                             float(g[~live].min()) if (~live).any() else np.inf)

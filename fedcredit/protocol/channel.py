@@ -9,8 +9,8 @@ holder's work on earlier chunks — over gRPC and in-process alike. Protocol cod
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from ..errors import ProtocolError
 
@@ -40,8 +40,8 @@ class Channel(ABC):
                                 f"got {len(responses)}")
         return responses[0]
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027  (most channels hold nothing to release)
+        return None
 
     def __enter__(self):
         return self

@@ -13,15 +13,22 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .. import __version__
 from ..crypto import load_public_key
-from ..errors import (InsecureParameters, InvalidInput, PolicyViolation, ProtocolError,
-                      ResourceLimit, SessionNotFound)
+from ..errors import (
+    InsecureParameters,
+    InvalidInput,
+    PolicyViolation,
+    ProtocolError,
+    ResourceLimit,
+    SessionNotFound,
+)
 from . import messages as m
 from .channel import Caller
 from .hooks import AllowAll, MemoryAuditor, MemoryModelStore

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -55,7 +56,8 @@ class StoredModel:
     purpose: str
     feature_names: list[str]
     mapper: dict  # BinMapper.to_dict() of the holder's features (never leaves the holder)
-    splits: dict[int, tuple[int, int, bool]] = field(default_factory=dict)  # record -> (f, t, miss_left)
+    #: record id -> (feature, bin, missing goes left)
+    splits: dict[int, tuple[int, int, bool]] = field(default_factory=dict)
     trees: dict[int, list[tuple[int, int, int, str, int]]] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -65,7 +67,7 @@ class StoredModel:
                            "trees": {str(k): v for k, v in self.trees.items()}})
 
     @classmethod
-    def from_json(cls, text: str) -> "StoredModel":
+    def from_json(cls, text: str) -> StoredModel:
         d = json.loads(text)
         return cls(d["model_id"], d["bank"], d["purpose"], d["feature_names"], d["mapper"],
                    {int(k): (int(v[0]), int(v[1]), bool(v[2])) for k, v in d["splits"].items()},

@@ -15,8 +15,9 @@ sessions table, picking up a new feature table).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FedCreditError
 from .channel import Caller

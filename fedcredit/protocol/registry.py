@@ -10,9 +10,10 @@ Adding a protocol: copy a package (``protocol/woe/``), rename its messages, add 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable, Mapping
+from typing import Any
 
 from . import messages as core_messages
 from .alignment import holder as alignment_holder
@@ -38,7 +39,7 @@ class Protocol:
     tasks: tuple[str, ...]
     keyed: bool
     messages: tuple[type, ...]
-    handlers: Mapping[type, Callable]
+    handlers: Mapping[type, Callable[..., Any]]
     operations: tuple[str, ...]
 
 

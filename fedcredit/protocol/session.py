@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from ..crypto import PrivateKey, PublicKey
 from ..errors import ProtocolError
@@ -39,6 +40,13 @@ class Session:
     #: the running protocol's state (one per session: alignment, a model being trained ...)
     state: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def key(self) -> PublicKey:
+        """The bank's public key of this session (keyed tasks only)."""
+        if self.public_key is None:
+            raise ProtocolError(f"a {self.task} session carries no key")
+        return self.public_key
 
     def state_as(self, kind: type[S], first_step: str) -> S:
         """This session's protocol state, which must be a ``kind``."""
@@ -82,7 +90,7 @@ class BankSession:
         self.pk = private_key.public_key if private_key is not None else None
         self.workers = workers
         opened = channel.call(m.OpenSession(
-            purpose=purpose or getattr(channel, "purpose", "credit"), task=task,
+            purpose=str(purpose or getattr(channel, "purpose", "credit")), task=task,
             scheme=self.pk.scheme if self.pk else "",
             public_key=self.pk.to_bytes() if self.pk else b"", model_id=model_id))
         if not isinstance(opened, m.SessionOpened):

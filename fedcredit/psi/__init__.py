@@ -22,8 +22,15 @@ them into and rebuild them from stream chunks of at most :data:`MAX_CHUNK_POINTS
 """
 from ._sodium import POINT_BYTES
 from .ecdh import PsiBank, PsiHolder, PsiResult
-from .group import (DOMAIN, MAX_CHUNK_POINTS, count_points, hash_prefix, join_points,
-                    new_salt, split_points)
+from .group import (
+                    DOMAIN,
+                    MAX_CHUNK_POINTS,
+                    count_points,
+                    hash_prefix,
+                    join_points,
+                    new_salt,
+                    split_points,
+)
 
 __all__ = [
     "DOMAIN",

@@ -35,8 +35,8 @@ bound what a bank may ask for.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -241,9 +241,10 @@ class PsiBank:
         ids, bank_pos, holder_pos = [], [], []
         taken: set[int] = set()
         for i in range(n_bank):
-            j = where.get(db[i * POINT_BYTES:(i + 1) * POINT_BYTES])
-            if j is None:
+            hit = where.get(db[i * POINT_BYTES:(i + 1) * POINT_BYTES])
+            if hit is None:
                 continue
+            j = hit
             if j in taken:
                 raise InvalidInput(f"the holder's answer maps bank id {i} and an earlier one "
                                    "to the same element")

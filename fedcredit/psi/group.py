@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import secrets
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from ..errors import FedCreditError, InvalidInput, ResourceLimit
 from . import _sodium
@@ -170,7 +170,7 @@ def join_points(chunks: Iterable[bytes], *, max_points: int | None = None,
 
 
 def _address(data: bytes) -> int:
-    return ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+    return int(ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0)
 
 
 def _hash_blind_chunk(encoded: list[bytes], prefix: bytes, scalar: bytes) -> bytes:

@@ -41,7 +41,7 @@ class GrpcChannel(Channel):
         options = list(server_options())
         if insecure:
             self._grpc = grpc.insecure_channel(address, options=options)
-            self._metadata = ((INSECURE_BANK_METADATA, bank),)
+            self._metadata: tuple[tuple[str, str], ...] = ((INSECURE_BANK_METADATA, bank),)
         else:
             if tls_dir is None and bank_name is None:
                 raise FedCreditError("connect: pass tls_dir= (mutual TLS) or insecure=True")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
-from functools import lru_cache
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from functools import cache
 
 from google.protobuf.message import DecodeError
 
@@ -31,7 +31,7 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fields(cls: type) -> tuple[tuple[str, object], ...]:
     hints = typing.get_type_hints(cls)
     return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
@@ -61,7 +61,7 @@ def from_proto(cls: type, pbmsg):
         value = getattr(pbmsg, name)
         if typing.get_origin(hint) is list:
             (item,) = typing.get_args(hint)
-            if dataclasses.is_dataclass(item):
+            if isinstance(item, type) and dataclasses.is_dataclass(item):
                 kwargs[name] = [from_proto(item, v) for v in value]
             else:
                 kwargs[name] = list(value)

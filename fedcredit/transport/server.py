@@ -104,7 +104,7 @@ class HolderServer:
         self.address = f"{host}:{self.port}"
         self._stopped = threading.Event()
 
-    def start(self) -> "HolderServer":
+    def start(self) -> HolderServer:
         self.server.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -1,8 +1,8 @@
 """The bank's step of alignment."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -11,7 +11,8 @@ What the holder learns: how many ids the bank has, then the intersection.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ...errors import ProtocolError, ResourceLimit
 from ...psi import POINT_BYTES, PsiHolder, join_points, split_points
@@ -56,7 +57,8 @@ def psi(core: HolderCore, caller: Caller, first: m.PsiBlinded, rest: Iterator) -
         doubled = holder.double_blind(bank_points)
         shuffled = holder.shuffled_points()
         s.replace_state(holder)
-        core.audit(caller, s, "psi", len(offered), f"bank_ids={points_in(bank_points, POINT_BYTES)}")
+        core.audit(caller, s, "psi", len(offered),
+                   f"bank_ids={points_in(bank_points, POINT_BYTES)}")
     for part in split_points(doubled):
         yield m.PsiDoubleBlinded(points=part)
     for part in split_points(shuffled):
@@ -74,4 +76,4 @@ def align(core: HolderCore, caller: Caller, msg: m.PsiAlign, rest: Iterator) -> 
     yield Ack(session_id=s.id, count=len(s.aligned_ids))
 
 
-HANDLERS = {m.PsiBlinded: psi, m.PsiAlign: align}
+HANDLERS: dict[type, Callable[..., Iterator]] = {m.PsiBlinded: psi, m.PsiAlign: align}

@@ -6,8 +6,8 @@ functions only, and its docstring describes the protocol and what each message r
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -88,7 +88,7 @@ def lr_terms(session: BankSession, step: int, a: np.ndarray, y: np.ndarray,
     for w, k in zip(widths, counts):
         packs.append(SlotLayout.repeat(w, k).pack(cols[at:at + k]))
         at += k
-    plains = []
+    plains: list[int] = []
     for i in range(b):
         coefs = [int(g0[i])] + [int(v) for v in gam[i]]
         for V in packs:
@@ -121,7 +121,8 @@ def lr_terms(session: BankSession, step: int, a: np.ndarray, y: np.ndarray,
     masked = [str(layout0.unpack([v])[0][0]) for v in plain[len(widths):]]
     scale = 2.0 ** (lc.COEF_BITS + lc.CHEB_BITS)
     return StepResult(intercept_grad=float(vals[0]) / scale,
-                      feature_grad=np.array(vals[1:], dtype=np.float64) / scale / 2.0 ** lc.FEATURE_BITS,
+                      feature_grad=np.array(vals[1:], dtype=np.float64) / scale
+                      / 2.0 ** lc.FEATURE_BITS,
                       masked=masked, degree=K)
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class HolderLR:
 
     def __init__(self, core: HolderCore, session: Session, msg: m.LrStart):
         self.core, self.session = core, session
-        self.pk = session.public_key
+        self.pk = session.key
         feats = core.aligned_features(session)
         self.n_aligned = len(feats)
         rows = rows_from_bytes(msg.rows, self.n_aligned, "training rows")
@@ -68,8 +69,8 @@ class HolderLR:
         if not (0 < self.opt.lr <= 10 and 0 <= self.opt.decay and 0 <= self.l2 <= 100):
             raise InvalidInput("learning_rate, decay or l2 out of range")
         self.step_no = -1
-        self.batch: np.ndarray | None = None
-        self.t: np.ndarray | None = None
+        self.batch = np.zeros(0, dtype=np.int64)  # the open step's rows (none before step 0)
+        self.t = np.zeros(0)
         self.masks: list[int] | None = None
         self.model: StoredModel | None = None
         self.watch = Stopwatch()
@@ -115,7 +116,7 @@ class HolderLR:
         return m.LrStats(step=msg.step, center=center, radius=radius, weight_change=change)
 
     def partials(self, first: m.LrTerms, rest) -> m.LrPartials:
-        if self.batch is None or first.step != self.step_no or self.masks is not None:
+        if self.step_no < 0 or first.step != self.step_no or self.masks is not None:
             raise ProtocolError("coefficients arrived for a step the holder did not open")
         K, G = int(first.degree), int(first.groups)
         widths, counts = list(first.slot_bits), list(first.slots)
@@ -264,5 +265,7 @@ def score(core: HolderCore, caller: Caller, msg: m.PartialScoreRequest, rest) ->
     yield m.PartialScores(scores=np.asarray(u, dtype="<f8").tobytes())
 
 
-HANDLERS = {m.LrStart: start, m.LrStep: step, m.LrTerms: terms, m.LrFinish: finish,
-            m.PartialScoreRequest: score}
+HANDLERS: dict[type, Callable[..., Iterator]] = {
+    m.LrStart: start, m.LrStep: step, m.LrTerms: terms, m.LrFinish: finish,
+    m.PartialScoreRequest: score,
+}

@@ -15,7 +15,6 @@ import numpy as np
 from ...binning.prep import FEATURE_BITS, quantize  # noqa: F401  (both sides quantise alike)
 from ...errors import InvalidInput
 
-
 #: fraction bits of the bank's Chebyshev coefficients
 COEF_BITS = 20
 #: fraction bits of the holder's Chebyshev values T_k(t) + 1 (its exponents)

@@ -100,5 +100,6 @@ class PartialScores:
 
 #: in wire order (field and envelope tags are append-only)
 MESSAGE_TYPES: tuple[type, ...] = (
-    LrStart, LrReady, LrStep, LrStats, LrTerms, LrPartials, LrFinish, LrModel, PartialScoreRequest, PartialScores,
+    LrStart, LrReady, LrStep, LrStats, LrTerms, LrPartials, LrFinish, LrModel, PartialScoreRequest,
+    PartialScores,
 )

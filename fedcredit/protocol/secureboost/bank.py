@@ -5,8 +5,8 @@ grower in :mod:`fedcredit.models.secureboost` is written against these functions
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 

@@ -20,15 +20,15 @@ from __future__ import annotations
 import random
 import secrets
 import uuid
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ...binning import BinMapper
 from ...crypto import CipherVector, EncryptedHistogram, PublicKey, candidate_sums
-from ...errors import (InvalidCiphertext, InvalidInput, PolicyViolation, ProtocolError,
-                      ResourceLimit)
+from ...errors import InvalidCiphertext, InvalidInput, PolicyViolation, ProtocolError, ResourceLimit
 from ..channel import Caller
 from ..hooks import StoredModel
 from ..messages import Ack
@@ -37,8 +37,15 @@ from ..session import Session
 from ..timing import Stopwatch
 from ..wire import increasing_rows, rows_from_bytes, rows_to_bytes
 from . import messages as m
-from .math import (SplitCandidates, bin_counts, candidate_left_sums, check_topology,
-                   feature_layout, goes_left, reachable_leaves)
+from .math import (
+    SplitCandidates,
+    bin_counts,
+    candidate_left_sums,
+    check_topology,
+    feature_layout,
+    goes_left,
+    reachable_leaves,
+)
 
 if TYPE_CHECKING:
     from ..core import HolderCore
@@ -161,6 +168,8 @@ class HolderBoost:
                                 f"{self.policy.max_session_mib} MiB session limit")
         t.batches.append(batch)
         t.received += len(batch)
+        if t.root_hist is None:
+            raise ProtocolError("gradients arrived after the tree's last chunk")
         with self.watch("holder_histograms"):
             t.root_hist.add(batch)  # overlap: sum while later chunks are encrypted
 
@@ -216,7 +225,9 @@ class HolderBoost:
     def layer(self, index: int, tasks: list[m.NodeTask]) -> list[m.NodeCandidates]:
         t = self._current(index)
         floor = self.policy.min_node_samples
-        rows_of, hist_of, left_of = {}, {}, {}
+        rows_of: dict[int, np.ndarray] = {}
+        hist_of: dict[int, CipherVector] = {}
+        left_of: dict[int, np.ndarray] = {}
         for task in tasks:  # 1. rows and histograms: sum directly, or parent - sibling
             nid = task.node_id
             if nid in rows_of:
@@ -344,10 +355,11 @@ def boost_start(core: HolderCore, caller: Caller, msg: m.BoostStart, rest) -> It
     with s.lock:
         feats = core.aligned_features(s)
         rows = rows_from_bytes(msg.rows, len(feats), "training rows")
-        s.replace_state(HolderBoost(feats, rows, s.public_key, core.policy, msg.max_bin,
+        s.replace_state(HolderBoost(feats, rows, s.key, core.policy, msg.max_bin,
                                     msg.min_child_samples, s.bank, s.purpose))
         core.audit(caller, s, "boost_start", len(rows))
-        ready = m.BoostReady(n_features=len(core.feature_names), n_candidates=_boost(s).n_candidates)
+        ready = m.BoostReady(n_features=len(core.feature_names),
+                             n_candidates=_boost(s).n_candidates)
     yield ready
 
 
@@ -426,11 +438,14 @@ def predict(core: HolderCore, caller: Caller, msg: m.PredictRequest, rest) -> It
         mapper = BinMapper.from_dict(model.mapper)
         answers = [reachable_leaves(model.trees[t], model.splits, mapper.transform(rows),
                                     mapper.n_bins, f"tree {t}") for t in trees]
-        core.audit(caller, s, "predict", int(served.sum()), f"ids={len(msg.ids)} trees={len(trees)}")
+        core.audit(caller, s, "predict", int(served.sum()),
+                   f"ids={len(msg.ids)} trees={len(trees)}")
     for tree, (n_leaves, masks) in zip(trees, answers):
         yield m.LeafMasks(tree=tree, n_leaves=n_leaves, masks=masks)
 
 
-HANDLERS = {m.BoostStart: boost_start, m.TreeStart: tree_start, m.LayerRequest: layer,
-            m.SplitRequest: split, m.TreeFinish: tree_finish, m.ModelFinish: model_finish,
-            m.PredictRequest: predict}
+HANDLERS: dict[type, Callable[..., Iterator]] = {
+    m.BoostStart: boost_start, m.TreeStart: tree_start, m.LayerRequest: layer,
+    m.SplitRequest: split, m.TreeFinish: tree_finish, m.ModelFinish: model_finish,
+    m.PredictRequest: predict,
+}

@@ -71,13 +71,19 @@ class SplitCandidates:
 
     @classmethod
     def build(cls, n_bins: np.ndarray, has_missing: np.ndarray) -> SplitCandidates:
-        f_, t_, m_ = [], [], []
+        f_: list[int] = []
+        t_: list[int] = []
+        m_: list[bool] = []
         for f, nb in enumerate(np.asarray(n_bins).tolist()):
             last = nb - 1 if has_missing[f] else nb - 2
             for t in range(last + 1):  # missing goes right (canonical) ...
-                f_.append(f), t_.append(t), m_.append(False)
+                f_.append(f)
+                t_.append(t)
+                m_.append(False)
                 if has_missing[f] and t <= nb - 2:  # ... or left
-                    f_.append(f), t_.append(t), m_.append(True)
+                    f_.append(f)
+                    t_.append(t)
+                    m_.append(True)
         return cls(np.array(f_, dtype=np.int64), np.array(t_, dtype=np.int64),
                    np.array(m_, dtype=bool))
 

@@ -138,5 +138,7 @@ class LeafMasks:
 
 #: in wire order (field and envelope tags are append-only)
 MESSAGE_TYPES: tuple[type, ...] = (
-    BoostStart, BoostReady, TreeStart, GradientChunk, NodeTask, LayerRequest, NodeCandidates, SplitChoice, SplitRequest, SplitOutcome, SplitResult, TreeNode, TreeFinish, ModelFinish, ModelSaved, PredictRequest, LeafMasks,
+    BoostStart, BoostReady, TreeStart, GradientChunk, NodeTask, LayerRequest, NodeCandidates,
+    SplitChoice, SplitRequest, SplitOutcome, SplitResult, TreeNode, TreeFinish, ModelFinish,
+    ModelSaved, PredictRequest, LeafMasks,
 )

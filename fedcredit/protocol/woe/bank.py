@@ -4,8 +4,8 @@ The estimator :class:`fedcredit.models.HeteroWOE` is written against these funct
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 

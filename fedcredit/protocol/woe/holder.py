@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def load_binning(core: HolderCore, session: Session, binning_id: str) -> dict:
 class HolderWOE:
     def __init__(self, core: HolderCore, session: Session, msg: m.WoeStart):
         self.core, self.session = core, session
-        self.pk = session.public_key
+        self.pk = session.key
         if msg.key_fingerprint != self.pk.fingerprint:
             raise InvalidCiphertext("labels announced under another key than the session's")
         feats = core.aligned_features(session)
@@ -155,4 +156,4 @@ def merge(core: HolderCore, caller: Caller, msg: m.WoeMerge, rest) -> Iterator:
     yield Ack(session_id=s.id, count=len(msg.features))
 
 
-HANDLERS = {m.WoeStart: start, m.WoeMerge: merge}
+HANDLERS: dict[type, Callable[..., Iterator]] = {m.WoeStart: start, m.WoeMerge: merge}
