@@ -61,3 +61,49 @@ def test_only_crypto_touches_bignum_libraries_and_only_transport_grpc():
             if top in ("grpc", "grpc_health", "google") and me not in ("transport",):
                 bad.append(f"{path.relative_to(PKG)}:{line} imports {mod}")
     assert not bad, "\n".join(bad)
+
+
+def _defined_private_names(files) -> set[str]:
+    out: set[str] = set()
+    for f in files:
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                out.add(n.name)
+            elif isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store):
+                out.add(n.attr)
+            elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+                out.add(n.id)
+    return {x for x in out if x.startswith("_") and not x.startswith("__") and len(x) > 1}
+
+
+def test_no_private_crypto_name_is_used_outside_crypto():
+    """Protocol code uses fedcredit.crypto the way a recipe uses hazmat: public API only."""
+    crypto = PKG / "crypto"
+    inside = [f for f in PKG.rglob("*.py") if crypto in f.parents]
+    outside = [f for f in PKG.rglob("*.py") if crypto not in f.parents]
+    private = _defined_private_names(inside) - _defined_private_names(outside)
+    private |= {f.stem for f in inside if f.stem.startswith("_") and f.stem != "__init__"}
+    bad = []
+    for f in outside:
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, ast.Attribute) and n.attr in private:
+                bad.append(f"{f.relative_to(PKG)}:{n.lineno} uses .{n.attr}")
+        for mod, line in _imports(f):
+            if mod.startswith("fedcredit.crypto") and any(
+                    p.startswith("_") for p in mod.split(".")):
+                bad.append(f"{f.relative_to(PKG)}:{line} imports {mod}")
+    for f in outside:
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, ast.ImportFrom) and n.module and "crypto" in n.module:
+                bad += [f"{f.relative_to(PKG)}:{n.lineno} imports {a.name}"
+                        for a in n.names if a.name in private]
+    assert not bad, "\n".join(bad)
+
+
+def test_every_protocol_package_has_the_same_modules():
+    proto = PKG / "protocol"
+    shapes = {d.name: sorted(p.stem for p in d.glob("*.py"))
+              for d in proto.iterdir() if (d / "__init__.py").exists()}
+    assert len(shapes) >= 4
+    assert all(s == ["__init__", "bank", "holder", "math", "messages"] for s in shapes.values()), \
+        shapes
