@@ -156,7 +156,8 @@ def bank_features(rng: np.random.Generator, p: Population) -> dict[str, np.ndarr
 
 
 def holder_features(rng: np.random.Generator, p: Population) -> dict[str, np.ndarray]:
-    """What the credit-data holder has on each enterprise (see DESIGN.md section 2)."""
+    """What the credit-data holder has on each enterprise: registration, tax, social
+    insurance, utilities, administrative and judicial records, ratings and the rest."""
     cols = {
         "enterprise_type": p.etype,
         "industry": p.industry,

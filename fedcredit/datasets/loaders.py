@@ -6,7 +6,8 @@ duplicate or missing id is an error naming its row, because alignment by id woul
 pair one party's row with the wrong record of the other.
 
 :func:`load_default_credit` reads the vertical split of the UCI "default of credit card
-clients" data (DESIGN.md section 2) from the shared data directory.
+clients" data (the public benchmark split: guest = bank with the label, host = holder) from
+a data directory.
 """
 from __future__ import annotations
 
@@ -100,7 +101,8 @@ def find_data_dir(data_dir=None) -> Path:
                     return candidate
     raise InvalidInput(
         f"could not find {' and '.join(DEFAULT_CREDIT_FILES)}: set ${DATA_DIR_ENV} or pass "
-        f"data_dir; looked in shared/data and ../shared/data above the current directory "
+        f"data_dir; looked in every shared/data folder (and each parent's sibling shared/data) "
+        f"above the current directory "
         f"({Path.cwd()}) and above the package ({Path(__file__).resolve().parent}), "
         f"{len(looked)} places, none had both files"
     )
@@ -114,8 +116,8 @@ def load_default_credit(data_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     data_dir : str or os.PathLike, optional
         Directory holding ``default_credit_hetero_guest.csv`` and
         ``default_credit_hetero_host.csv``. If omitted: ``$FEDCREDIT_DATA_DIR``, else the
-        first ``shared/data`` or ``../shared/data`` holding both files, searching upward
-        from the current directory and then from the installed package.
+        first folder ``shared/data`` holding both files in, or beside, the current
+        directory or one of its parents, and then the same from the installed package.
 
     Returns
     -------
