@@ -126,6 +126,8 @@ def polynomial_partials(pk, data: bytes, exponents: np.ndarray, X: np.ndarray, d
     N = pk.cipher_modulus
     parts = map_ordered(row_polynomial_products, tasks, w, int(N), width, degree, groups)
     sums, grads = combine_partials(parts, N, width, groups)
+    if b == 0:  # no rows: every product is the empty product, Enc(0)
+        grads = [mpz(1)] * X.shape[1]
     if offs.any():
         grads = subtract_multiples(grads, sums[0], offs.tolist(), N)
     return pk._wrap(sums), pk._wrap(grads)
