@@ -39,7 +39,7 @@ def test_holder_woe_iv_equal_optbinning_on_centralized_data(small_credit, make_c
     woe.fit(bank, y, holder=make_channel(party))
     aligned = [i for i in bank.index if i in holder.index]
     ya = y[bank.index.get_indexer(aligned)]
-    binning = party.models.load(woe.binning_id_).mapper
+    binning = party.models.load(woe.model_id_).mapper
     bins = final_bins(binning, holder.loc[aligned])
     checked = 0
     for f, name in enumerate(holder.columns):

@@ -1,7 +1,9 @@
 """Estimators a bank risk team uses: SecureBoost, hetero logistic regression, WOE/IV, scorecards."""
+from .base import FederatedClassifier, FederatedEstimator
 from .logistic import HeteroLogisticRegression
 from .scorecard import Scorecard
 from .secureboost import SecureBoostClassifier
 from .woe import HeteroWOE
 
-__all__ = ["HeteroLogisticRegression", "HeteroWOE", "Scorecard", "SecureBoostClassifier"]
+__all__ = ["FederatedClassifier", "FederatedEstimator", "HeteroLogisticRegression", "HeteroWOE",
+           "Scorecard", "SecureBoostClassifier"]

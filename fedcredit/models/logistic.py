@@ -1,34 +1,24 @@
-"""``HeteroLogisticRegression``: two-party logistic regression, no arbiter (DESIGN.md step 7).
+"""``HeteroLogisticRegression``: logistic regression trained by the bank and the holder alone.
 
 >>> lr = HeteroLogisticRegression(key_bits=2048)                      # doctest: +SKIP
 >>> lr.fit(X_bank, y, holder=channel).predict_proba(X_new, holder=channel)[:, 1]
 """
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from ..crypto import generate_keypair
-from ..errors import InvalidInput
 from ..binning import FeaturePrep
-from ..protocol.alignment.bank import align
+from ..errors import InvalidInput
 from ..protocol.logistic import bank as lr_steps
 from ..protocol.logistic import math as lc
 from ..protocol.session import BankSession
-from .secureboost.estimator import as_channel, check_xy
+from .base import FederatedClassifier, as_channel, check_xy, progress_bar
 
 FORMAT = "fedcredit.hetero_lr/1"
 
 
-def _sigmoid(z):
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
-class HeteroLogisticRegression:
+class HeteroLogisticRegression(FederatedClassifier):
     """Logistic regression on the bank's and the holder's features, trained by the two
     parties alone.
 
@@ -110,6 +100,9 @@ class HeteroLogisticRegression:
     key_bits, insecure_key, he_scheme, n_jobs, random_state, verbose : as for SecureBoost.
     """
 
+    _format = FORMAT
+    _task = "lr"
+
     def __init__(self, C: float = 1.0, max_iter: int = 8, batch_size: int | str = "auto",
                  learning_rate: float = 0.1, lr_decay: float = 0.5, tol: float = 1e-4,
                  sigmoid_tol: float = 5e-3, max_degree: int = 8, standardize: bool = True,
@@ -131,21 +124,7 @@ class HeteroLogisticRegression:
         self.random_state = random_state
         self.verbose = verbose
 
-    _PARAMS = ("C", "max_iter", "batch_size", "learning_rate", "lr_decay", "tol", "sigmoid_tol",
-               "max_degree", "standardize", "key_bits", "insecure_key", "he_scheme", "n_jobs",
-               "random_state", "verbose")
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in self._PARAMS}
-
-    def set_params(self, **params):
-        for k, v in params.items():
-            if k not in self._PARAMS:
-                raise InvalidInput(f"unknown parameter {k!r}")
-            setattr(self, k, v)
-        return self
-
-    def _check_params(self) -> None:
+    def _validate_params(self) -> None:
         if not float(self.C) > 0:
             raise InvalidInput("C must be > 0")
         if int(self.max_iter) < 1 or (self.batch_size != "auto" and int(self.batch_size) < 2):
@@ -156,28 +135,11 @@ class HeteroLogisticRegression:
             raise InvalidInput("sigmoid_tol must be in (0, 0.5) and max_degree in [1, 16]")
 
     # -- training ---------------------------------------------------------------------------
-    def fit(self, X, y, holder, *, id_column: str | None = None):
-        """Align with the holder (PSI), then train on the shared enterprises."""
-        self._check_params()
-        X, y = check_xy(X, y, id_column)
+    def _check_bank_table(self, X: pd.DataFrame) -> None:
         if not self.standardize and not all(pd.api.types.is_numeric_dtype(X[c]) for c in X):
             raise InvalidInput("standardize=False needs numeric bank features")
-        t0 = time.perf_counter()
-        _, sk = generate_keypair(self.he_scheme, bits=self.key_bits, insecure=self.insecure_key)
-        sk.warm_up(self.n_jobs)
-        session = BankSession(as_channel(holder), "lr", sk, workers=self.n_jobs)
-        try:
-            al = align(session, X.index.tolist())
-            Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
-            if len(ya) < 2 or ya.min() == ya.max():
-                raise InvalidInput("the aligned rows must hold both classes")
-            self.alignment_seconds_ = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            self._fit_session(session, Xa, ya, np.arange(len(ya)), "standard")
-            self.fit_seconds_ = time.perf_counter() - t1
-        finally:
-            session.close()
-        return self
+
+    prep_: FeaturePrep | None
 
     def _prepare_bank(self, X: pd.DataFrame, fit: bool) -> np.ndarray:
         if fit:
@@ -191,12 +153,14 @@ class HeteroLogisticRegression:
             return self.prep_.transform(X)
         return lc.quantize(X.to_numpy(dtype=np.float64))
 
-    def _fit_session(self, session, Xa: pd.DataFrame, ya: np.ndarray, rows: np.ndarray,
-                     encoding: str, **holder_kw) -> None:
-        """Train on aligned rows ``rows`` of an open, aligned LR session."""
+    def _fit_aligned(self, session, Xa: pd.DataFrame, ya: np.ndarray, *,
+                     encoding: str = "standard", **holder_kw) -> None:
+        """Train on all aligned rows of an open, aligned LR session (a scorecard passes
+        ``encoding="woe"`` and the holder's WOE)."""
         XA = self._prepare_bank(Xa, fit=True)
         XAi = lc.to_fixed(XA)
-        n = len(rows)
+        n = len(ya)
+        rows = np.arange(n)
         bs = (int(np.clip(n // 16, 128, 2048)) if self.batch_size == "auto"
               else int(self.batch_size))
         bs = min(bs, n)
@@ -207,14 +171,15 @@ class HeteroLogisticRegression:
         # the holder refuses batches below its floor (min_node_samples, twice its features)
         bs = min(n, max(bs, 2 * int(ready.n_features) + 2, int(session.min_node_samples)))
         self.holder_feature_names_ = list(ready.feature_names)
-        self.holder_name_ = session.holder_name
+        self.holder_name_ = session.holder_name  # also when a scorecard drives the session
         rate = float(ya.mean())
         opt = lc.Adam(np.r_[np.log(rate / (1 - rate)), np.zeros(XA.shape[1])],
                       self.learning_rate, self.lr_decay)
         rng = np.random.default_rng(self.random_state)
         masked: list[str] = []
         step, history = 0, []
-        bar = _progress(self.verbose, int(self.max_iter) * (-(-n // bs)))
+        bar = progress_bar(self.verbose, int(self.max_iter) * (-(-n // bs)), "Hetero LR steps",
+                           "step")
         self.n_iter_ = 0
         self.degrees_ = []
         try:
@@ -261,15 +226,11 @@ class HeteroLogisticRegression:
         self.coef_ = np.r_[self.coef_bank_, self.coef_holder_][None, :]
         self.model_id_ = model.model_id
         self.epoch_changes_ = history
-        self.time_budget_ = session.watch.as_dict()
 
     # -- prediction -------------------------------------------------------------------------
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_id_"):
-            raise InvalidInput("this HeteroLogisticRegression is not fitted yet")
-
     def bank_score(self, X) -> np.ndarray:
         """The bank's part of the linear score (its features and the intercept)."""
+        self._check_fitted()
         return self._prepare_bank(X, fit=False) @ self.coef_bank_ + self.intercept_[0]
 
     def decision_function(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
@@ -283,34 +244,22 @@ class HeteroLogisticRegression:
             session.close()
         return self.bank_score(X) + u
 
-    def predict_proba(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
-        p = _sigmoid(self.decision_function(X, holder, id_column=id_column))
-        return np.column_stack([1 - p, p])
-
-    def predict(self, X, holder, *, threshold: float = 0.5, id_column: str | None = None):
-        return (self.predict_proba(X, holder, id_column=id_column)[:, 1] >= threshold).astype(int)
-
-    @property
-    def feature_names_(self) -> list[str]:
-        self._check_fitted()
-        return list(self.feature_names_bank_) + [f"holder:{n}" for n in self.holder_feature_names_]
-
     def coefficients(self) -> pd.Series:
         """Coefficients by feature (holder features prefixed ``holder:``), intercept first."""
         self._check_fitted()
         return pd.Series(np.r_[self.intercept_, self.coef_[0]],
                          index=["intercept"] + self.feature_names_, name="coefficient")
 
-    # -- persistence ------------------------------------------------------------------------
+    # -- persistence: the bank's preprocessing and weights; the holder's model id -----------
     def _state(self) -> dict:
-        return {"params": self.get_params(), "intercept": float(self.intercept_[0]),
+        return {"intercept": float(self.intercept_[0]),
                 "coef_bank": self.coef_bank_.tolist(), "coef_holder": self.coef_holder_.tolist(),
                 "prep": self.prep_.to_dict() if self.prep_ is not None else None,
                 "bank_features": self.feature_names_bank_,
                 "holder_features": self.holder_feature_names_, "model_id": self.model_id_,
                 "holder_name": self.holder_name_}
 
-    def _restore(self, d: dict) -> None:
+    def _restore(self, d: dict, fmt: str) -> None:
         self.intercept_ = np.array([d["intercept"]])
         self.coef_bank_ = np.asarray(d["coef_bank"])
         self.coef_holder_ = np.asarray(d["coef_holder"])
@@ -320,40 +269,3 @@ class HeteroLogisticRegression:
         self.holder_feature_names_ = d["holder_features"]
         self.model_id_ = d["model_id"]
         self.holder_name_ = d["holder_name"]
-
-    def save(self, path) -> None:
-        """Write the bank's half (its preprocessing and weights; the holder's model id)."""
-        self._check_fitted()
-        _atomic_json(path, {"format": FORMAT, **self._state()})
-
-    @classmethod
-    def load(cls, path) -> "HeteroLogisticRegression":
-        d = _read_json(path, FORMAT)
-        model = cls(**d["params"])
-        model._restore(d)
-        return model
-
-
-def _atomic_json(path, d: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(d))
-    tmp.replace(path)
-
-
-def _read_json(path, fmt: str) -> dict:
-    try:
-        d = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InvalidInput(f"cannot read a saved model from {path}: {e}") from None
-    if d.get("format") != fmt:
-        raise InvalidInput(f"{path} is not a saved {fmt.split('/')[0]} model")
-    return d
-
-
-def _progress(verbose: bool, total: int):
-    if not verbose:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="Hetero LR steps", unit="step")

@@ -1,7 +1,7 @@
 """``HeteroWOE``: weight of evidence and information value of both parties' features.
 
 The bank learns, per bin of each holder feature, the count and the number of events — from
-which WOE and IV follow — without seeing a holder value or bin edge (DESIGN.md step 8):
+which WOE and IV follow — without seeing a holder value or bin edge, in three steps:
 
 1. ``WoeStart`` + ``WoeLabels`` (bank -> holder): the training rows and Enc(y_i) per row.
    The holder learns the rows (of ids it already aligned) and nothing of the labels.
@@ -24,14 +24,12 @@ import numpy as np
 import pandas as pd
 
 from ..binning import BinMapper
-from ..crypto import generate_keypair
 from ..errors import InvalidInput
-from ..protocol.alignment.bank import align
-from ..protocol.session import BankSession
 from ..protocol.woe import bank as woe_steps
 from ..protocol.woe.math import floor_map
-from .secureboost.estimator import as_channel, check_xy
+from .base import FederatedEstimator
 
+FORMAT = "fedcredit.woe/1"
 TRENDS = ("auto", "ascending", "descending", "none")
 
 
@@ -146,7 +144,7 @@ def optbinning_merge(events, counts, min_count, trend="auto", max_bins=20) -> np
     return np.r_[mp, mp.max() + 1 if m else 0].astype(np.int64)
 
 
-class HeteroWOE:
+class HeteroWOE(FederatedEstimator):
     """WOE/IV of the bank's and the holder's features; optional optimal monotonic binning.
 
     Parameters
@@ -167,6 +165,9 @@ class HeteroWOE:
     key_bits, insecure_key, he_scheme, n_jobs, random_state : as for SecureBoost.
     """
 
+    _format = FORMAT
+    _task = "woe"
+
     def __init__(self, max_bin: int = 20, optimal: bool = True, monotonic_trend: str = "auto",
                  min_bin_size: float = 0.05, max_n_bins: int = 10, solver: str = "dp",
                  iv_threshold: float = 0.02, key_bits: int = 2048, insecure_key: bool = False,
@@ -185,38 +186,25 @@ class HeteroWOE:
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    def fit(self, X, y, holder, *, id_column: str | None = None):
+    def _validate_params(self) -> None:
         if self.monotonic_trend not in TRENDS or self.solver not in ("dp", "optbinning"):
             raise InvalidInput(f"monotonic_trend must be one of {TRENDS}; solver 'dp' or "
                                "'optbinning'")
-        X, y = check_xy(X, y, id_column)
-        _, sk = generate_keypair(self.he_scheme, bits=self.key_bits, insecure=self.insecure_key)
-        session = BankSession(as_channel(holder), "woe", sk, workers=self.n_jobs)
-        try:
-            al = align(session, X.index.tolist())
-            Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
-            if len(ya) == 0 or ya.min() == ya.max():
-                raise InvalidInput("the aligned rows must hold both classes")
-            floor = max(int(session.min_node_samples), 1)
-            self._fit_aligned(session, Xa, ya, floor)
-        finally:
-            session.close()
-        return self
+        if not 0 <= float(self.min_bin_size) < 1 or int(self.max_n_bins) < 1:
+            raise InvalidInput("min_bin_size must be in [0, 1) and max_n_bins >= 1")
 
     def _merge(self, events, counts, n_rows) -> np.ndarray:
         min_count = max(1, int(np.ceil(float(self.min_bin_size) * n_rows)))
         fn = monotonic_merge if self.solver == "dp" else optbinning_merge
         return fn(events, counts, min_count, self.monotonic_trend, int(self.max_n_bins))
 
-    def _fit_aligned(self, session, Xa: pd.DataFrame, ya: np.ndarray, floor: int) -> None:
+    def _fit_aligned(self, session, Xa: pd.DataFrame, ya: np.ndarray) -> None:
         n = len(ya)
+        floor = max(int(session.min_node_samples), 1)
         stats = woe_steps.woe_stats(session, np.arange(n), ya, self.max_bin)
-        self.binning_id_ = stats.binning_id
-        self.holder_name_ = session.holder_name
-        self.alignment_ids_ = list(session.alignment.ids)
         tables, party, holder_maps = {}, {}, {}
         at = 0
-        self.holder_features_ = list(stats.feature_names)
+        self.holder_feature_names_ = list(stats.feature_names)
         self.holder_bins_ = {}
         for f, (name, size) in enumerate(zip(stats.feature_names, stats.n_bins)):
             ev, cnt = stats.events[at:at + size], stats.counts[at:at + size]
@@ -232,9 +220,10 @@ class HeteroWOE:
             party[key] = "holder"
             self.holder_bins_[f] = len(fc)
         if holder_maps:
-            woe_steps.woe_merge(session, self.binning_id_, holder_maps)
+            woe_steps.woe_merge(session, stats.binning_id, holder_maps)
         # the bank's own features: the same procedure in the clear
         self.mapper_ = BinMapper(self.max_bin, self.random_state).fit(Xa)
+        self.feature_names_bank_ = list(self.mapper_.feature_names)
         raw = self.mapper_.transform(Xa).astype(np.int64)
         self.bank_maps_ = {}
         for f, fb in enumerate(self.mapper_.features_):
@@ -254,6 +243,7 @@ class HeteroWOE:
         self.iv_ = pd.Series({k: float(t["IV"].sum()) for k, t in tables.items()},
                              name="iv").sort_values(ascending=False)
         self.party_ = pd.Series(party, name="party")
+        self.model_id_ = stats.binning_id  # the holder keeps its bins under this id
 
     def _bank_labels(self, f: int, full: np.ndarray, n_final: int) -> list[str]:
         fb = self.mapper_.features_[f]
@@ -275,10 +265,6 @@ class HeteroWOE:
         return out + ["missing"]
 
     # -- results ----------------------------------------------------------------------------
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "tables_"):
-            raise InvalidInput("this HeteroWOE is not fitted yet")
-
     @property
     def selected_(self) -> list[str]:
         """Features whose IV reaches ``iv_threshold``, strongest first."""
@@ -287,8 +273,9 @@ class HeteroWOE:
 
     def iv_table(self) -> pd.DataFrame:
         self._check_fitted()
-        return pd.DataFrame({"feature": self.iv_.index, "party": self.party_[self.iv_.index].values,
-                             "iv": self.iv_.values, "selected": self.iv_.values >= float(self.iv_threshold)})
+        iv = self.iv_
+        return pd.DataFrame({"feature": iv.index, "party": self.party_[iv.index].values,
+                             "iv": iv.values, "selected": iv.values >= float(self.iv_threshold)})
 
     def woe_values(self, feature: str) -> np.ndarray:
         self._check_fitted()
@@ -297,7 +284,7 @@ class HeteroWOE:
     def transform_bank(self, X: pd.DataFrame, features: list[str] | None = None) -> pd.DataFrame:
         """WOE-encode the bank's own features (the holder encodes its own)."""
         self._check_fitted()
-        names = [f for f in (features or self.mapper_.feature_names)]
+        names = list(features or self.mapper_.feature_names)
         raw = self.mapper_.transform(X).astype(np.int64)
         cols = {}
         for f, fb in enumerate(self.mapper_.features_):
@@ -305,3 +292,25 @@ class HeteroWOE:
                 final = self.bank_maps_[fb.name][raw[:, f]]
                 cols[fb.name] = self.woe_values(fb.name)[final]
         return pd.DataFrame(cols, index=X.index)[names]
+
+    # -- persistence: the bank's bins, both parties' tables; the holder's binning id ----------
+    def _state(self) -> dict:
+        return {"model_id": self.model_id_, "holder_name": self.holder_name_,
+                "holder_features": self.holder_feature_names_,
+                "holder_bins": [self.holder_bins_[f] for f in range(len(self.holder_bins_))],
+                "mapper": self.mapper_.to_dict(),
+                "bank_maps": {k: v.tolist() for k, v in self.bank_maps_.items()},
+                "tables": {k: t.to_dict(orient="list") for k, t in self.tables_.items()},
+                "iv": [[k, v] for k, v in self.iv_.items()], "party": self.party_.to_dict()}
+
+    def _restore(self, d: dict, fmt: str) -> None:
+        self.holder_name_ = d["holder_name"]
+        self.holder_feature_names_ = list(d["holder_features"])
+        self.holder_bins_ = dict(enumerate(int(b) for b in d["holder_bins"]))
+        self.mapper_ = BinMapper.from_dict(d["mapper"])
+        self.feature_names_bank_ = list(self.mapper_.feature_names)
+        self.bank_maps_ = {k: np.asarray(v, dtype=np.int64) for k, v in d["bank_maps"].items()}
+        self.tables_ = {k: pd.DataFrame(t) for k, t in d["tables"].items()}
+        self.iv_ = pd.Series(dict((k, float(v)) for k, v in d["iv"]), name="iv", dtype=float)
+        self.party_ = pd.Series(d["party"], name="party")
+        self.model_id_ = d["model_id"]

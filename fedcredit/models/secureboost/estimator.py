@@ -11,71 +11,26 @@ keeps its own splits and leaf values; the holder keeps its thresholds under a mo
 """
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from ...binning import BinMapper
-from ...crypto import FixedPoint, generate_keypair
+from ...crypto import FixedPoint
 from ...errors import InvalidInput, ProtocolError
-from ...protocol.alignment.bank import align
-from ...protocol.channel import Channel, InProcessChannel
 from ...protocol.secureboost import bank as steps
 from ...protocol.session import BankSession
+from ..base import FederatedClassifier, as_channel, check_xy, progress_bar, sigmoid
 from .federated import FederatedHolder
 from .grower import TreeGrower
 from .splitting import SplitParams
 from .tree import Tree
 
+__all__ = ["SecureBoostClassifier", "as_channel", "check_xy"]  # the checks' old home
+
 FORMAT = "fedcredit.secureboost/1"
 
 
-def as_channel(holder) -> Channel:
-    if isinstance(holder, Channel):
-        return holder
-    from ...protocol.core import HolderCore
-
-    if isinstance(holder, HolderCore):
-        return InProcessChannel(holder)
-    raise InvalidInput("holder= must be a channel (fedcredit.connect(...), InProcessChannel) "
-                       "or a PassiveParty")
-
-
-def check_xy(X, y=None, id_column: str | None = None):
-    if not isinstance(X, pd.DataFrame):
-        raise InvalidInput("X must be a pandas DataFrame indexed by enterprise id")
-    if id_column is not None:
-        if id_column not in X.columns:
-            raise InvalidInput(f"id column {id_column!r} is not in X")
-        X = X.set_index(id_column)
-    X = X.copy()
-    X.index = X.index.astype(str)
-    if X.index.has_duplicates:
-        dup = X.index[X.index.duplicated()][0]
-        raise InvalidInput(f"X has duplicate ids, e.g. row {X.index.get_loc(dup)}")
-    if y is None:
-        return X, None
-    yv = y.to_numpy() if isinstance(y, (pd.Series, pd.DataFrame)) else np.asarray(y)
-    yv = np.asarray(yv, dtype=np.float64).ravel()
-    if len(yv) != len(X):
-        raise InvalidInput(f"y has {len(yv)} labels for {len(X)} rows of X")
-    bad = ~np.isfinite(yv)
-    if bad.any():
-        raise InvalidInput(f"y has {int(bad.sum())} NaN or infinite labels, first at row "
-                           f"{int(np.flatnonzero(bad)[0])}")
-    if not np.isin(yv, (0.0, 1.0)).all():
-        raise InvalidInput("y must hold 0/1 labels (1 = default)")
-    return X, yv.astype(np.int64)
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-class SecureBoostClassifier:
+class SecureBoostClassifier(FederatedClassifier):
     """Binary classifier trained jointly with a credit-data holder (SecureBoost).
 
     Parameters
@@ -107,6 +62,9 @@ class SecureBoostClassifier:
         Progress bar over trees and levels (tqdm; renders in notebooks).
     """
 
+    _format = FORMAT
+    _task = "train"
+
     def __init__(self, n_estimators: int = 100, max_depth: int = 3, learning_rate: float = 0.1,
                  max_bin: int = 32, min_child_samples: int = 20, reg_lambda: float = 1.0,
                  gamma: float = 0.0, min_child_weight: float = 1e-3, subsample: float = 1.0,
@@ -130,21 +88,7 @@ class SecureBoostClassifier:
         self.frac_bits = frac_bits
         self.verbose = verbose
 
-    # -- scikit-learn plumbing ------------------------------------------------------------------
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in (
-            "n_estimators", "max_depth", "learning_rate", "max_bin", "min_child_samples",
-            "reg_lambda", "gamma", "min_child_weight", "subsample", "random_state", "n_jobs",
-            "key_bits", "insecure_key", "he_scheme", "frac_bits", "verbose")}
-
-    def set_params(self, **params):
-        for k, v in params.items():
-            if k not in self.get_params():
-                raise InvalidInput(f"unknown parameter {k!r}")
-            setattr(self, k, v)
-        return self
-
-    def _check_params(self) -> None:
+    def _validate_params(self) -> None:
         if int(self.n_estimators) < 1:
             raise InvalidInput("n_estimators must be >= 1")
         if not 1 <= int(self.max_depth) <= 16:
@@ -158,45 +102,41 @@ class SecureBoostClassifier:
         if float(self.reg_lambda) < 0 or float(self.gamma) < 0:
             raise InvalidInput("reg_lambda and gamma must be >= 0")
 
+    def _min_aligned(self) -> int:
+        return 2 * int(self.min_child_samples)
+
     # -- training ---------------------------------------------------------------------------------
     def fit(self, X, y, holder, *, id_column: str | None = None, eval_set=None,
             early_stopping_rounds: int | None = None):
-        """Align with the holder (PSI), then train on the enterprises both parties have."""
-        self._check_params()
-        X, y = check_xy(X, y, id_column)
-        channel = as_channel(holder)
+        """Align with the holder (PSI), then boost on the enterprises both parties have.
+
+        Parameters
+        ----------
+        X, y, holder, id_column
+            As for :meth:`FederatedEstimator.fit`.
+        eval_set : (X, y), optional
+            Validation rows; their log-loss per tree is ``eval_history_``.
+        early_stopping_rounds : int, optional
+            Keep the trees up to the best validation loss once it has not improved for
+            this many trees (needs ``eval_set``).
+
+        Returns
+        -------
+        self
+        """
+        return self._fit_federated(X, y, holder, id_column=id_column, eval_set=eval_set,
+                                   early_stopping_rounds=early_stopping_rounds,
+                                   eval_id_column=id_column)
+
+    def _fit_aligned(self, session, Xa, ya, *, eval_set, early_stopping_rounds, eval_id_column):
         fp = FixedPoint(self.frac_bits)
         params = SplitParams(self.reg_lambda, self.gamma, self.min_child_samples,
                              self.min_child_weight, fp.scale)
-        t0 = time.perf_counter()
-        _, sk = generate_keypair(self.he_scheme, bits=self.key_bits, insecure=self.insecure_key)
-        sk.warm_up(self.n_jobs)  # worker tables build while ids are aligned
-        session = BankSession(channel, "train", sk, workers=self.n_jobs)
-        try:
-            al = align(session, X.index.tolist())
-            if len(al) < 2 * self.min_child_samples:
-                raise InvalidInput(f"only {len(al)} enterprises are shared with the holder; "
-                                   "too few to train")
-            Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
-            if ya.min() == ya.max():
-                raise InvalidInput("the aligned rows hold only one class")
-            self.alignment_seconds_ = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            self._fit_aligned(session, Xa, ya, params, fp, X, y, eval_set, early_stopping_rounds,
-                              id_column)
-            self.fit_seconds_ = time.perf_counter() - t1
-        finally:
-            session.close()
-        return self
-
-    def _fit_aligned(self, session, Xa, ya, params, fp, X, y, eval_set, early_stopping_rounds,
-                     id_column):
         n = len(Xa)
         self.mapper_ = BinMapper(self.max_bin, self.random_state).fit(Xa)
         bins = self.mapper_.transform(Xa)
         self.feature_names_bank_ = list(self.mapper_.feature_names)
         self.holder_feature_names_ = list(session.feature_names)
-        self.holder_name_ = session.holder_name
         all_rows = np.arange(n)
         steps.boost_start(session, all_rows, self.max_bin, self.min_child_samples)
         grower = TreeGrower(bins, self.mapper_.n_bins, params, self.max_depth,
@@ -208,12 +148,12 @@ class SecureBoostClassifier:
         self.trees_: list[Tree] = []
         self.tree_ids_: list[int] = []
         self.n_aligned_ = n
-        val = self._eval_setup(eval_set, id_column)
+        val = self._eval_setup(eval_set, eval_id_column)
         best, best_iter, history = np.inf, -1, []
-        bar = _progress(self.verbose, self.n_estimators)
+        bar = progress_bar(self.verbose, int(self.n_estimators), "SecureBoost trees", "tree")
         try:
             for t in range(int(self.n_estimators)):
-                p = _sigmoid(raw)
+                p = sigmoid(raw)
                 g, h = p - ya, np.maximum(p * (1 - p), 1e-16)
                 g_int, h_int = fp.encode(g, "gradients"), fp.encode(h, "hessians")
                 rows = all_rows
@@ -248,8 +188,7 @@ class SecureBoostClassifier:
             self.best_iteration_ = best_iter
         self.eval_history_ = history
         self.model_id_ = steps.finish_model(session)
-        self.time_budget_ = {**session.watch.as_dict(),
-                             "bank_split_finding": round(grower.split_seconds, 4)}
+        return {"bank_split_finding": round(grower.split_seconds, 4)}
 
     def _eval_setup(self, eval_set, id_column):
         if eval_set is None:
@@ -261,7 +200,7 @@ class SecureBoostClassifier:
 
     def _eval_step(self, session, val, tree, t) -> float:
         val["raw"] += self._tree_scores(session, tree, t, val["bins"], val["ids"])
-        p = np.clip(_sigmoid(val["raw"]), 1e-15, 1 - 1e-15)
+        p = np.clip(sigmoid(val["raw"]), 1e-15, 1 - 1e-15)
         y = val["y"]
         return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
@@ -271,6 +210,7 @@ class SecureBoostClassifier:
 
     # -- prediction -------------------------------------------------------------------------------
     def decision_function(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
+        """Log-odds of default per row; the holder answers which leaves its splits allow."""
         self._check_fitted()
         X, _ = check_xy(X, None, id_column)
         bins = self.mapper_.transform(X)
@@ -284,24 +224,7 @@ class SecureBoostClassifier:
             raw += _combine(tree, bins, self.mapper_.n_bins, masks[tid])
         return raw
 
-    def predict_proba(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
-        """Probabilities of [no default, default] per row; the holder answers leaf sets."""
-        p = _sigmoid(self.decision_function(X, holder, id_column=id_column))
-        return np.column_stack([1 - p, p])
-
-    def predict(self, X, holder, *, threshold: float = 0.5, id_column: str | None = None):
-        return (self.predict_proba(X, holder, id_column=id_column)[:, 1] >= threshold).astype(int)
-
     # -- introspection ----------------------------------------------------------------------------
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "trees_"):
-            raise InvalidInput("this SecureBoostClassifier is not fitted yet")
-
-    @property
-    def feature_names_(self) -> list[str]:
-        self._check_fitted()
-        return self.feature_names_bank_ + [f"holder:{n}" for n in self.holder_feature_names_]
-
     def feature_importance(self, importance_type: str = "gain") -> pd.Series:
         """Split count ("split") or total gain ("gain") per feature, holder features named as
         the holder publishes them (prefixed ``holder:``)."""
@@ -324,37 +247,22 @@ class SecureBoostClassifier:
         total = imp.sum()
         return imp / total if total > 0 else imp
 
-    # -- persistence ------------------------------------------------------------------------------
-    def save(self, path) -> None:
-        """Write the bank's half (its bins, splits, leaf values; the holder's model id)."""
-        self._check_fitted()
-        d = {"format": FORMAT, "params": self.get_params(), "base_score": self.base_score_,
-             "mapper": self.mapper_.to_dict(), "trees": [t.to_dict() for t in self.trees_],
-             "tree_ids": self.tree_ids_, "model_id": self.model_id_,
-             "holder_name": self.holder_name_, "holder_features": self.holder_feature_names_}
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(d))
-        tmp.replace(path)
+    # -- persistence: the bank's bins, splits and leaf values; the holder's model id ---------------
+    def _state(self) -> dict:
+        return {"base_score": self.base_score_, "mapper": self.mapper_.to_dict(),
+                "trees": [t.to_dict() for t in self.trees_], "tree_ids": self.tree_ids_,
+                "model_id": self.model_id_, "holder_name": self.holder_name_,
+                "holder_features": self.holder_feature_names_}
 
-    @classmethod
-    def load(cls, path) -> "SecureBoostClassifier":
-        try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise InvalidInput(f"cannot read a saved model from {path}: {e}") from None
-        if d.get("format") != FORMAT:
-            raise InvalidInput(f"{path} is not a saved SecureBoostClassifier")
-        model = cls(**d["params"])
-        model.base_score_ = d["base_score"]
-        model.mapper_ = BinMapper.from_dict(d["mapper"])
-        model.feature_names_bank_ = model.mapper_.feature_names
-        model.trees_ = [Tree.from_dict(t) for t in d["trees"]]
-        model.tree_ids_ = list(d["tree_ids"])
-        model.model_id_ = d["model_id"]
-        model.holder_name_ = d["holder_name"]
-        model.holder_feature_names_ = d["holder_features"]
-        return model
+    def _restore(self, d: dict, fmt: str) -> None:
+        self.base_score_ = float(d["base_score"])
+        self.mapper_ = BinMapper.from_dict(d["mapper"])
+        self.feature_names_bank_ = list(self.mapper_.feature_names)
+        self.trees_ = [Tree.from_dict(t) for t in d["trees"]]
+        self.tree_ids_ = list(d["tree_ids"])
+        self.holder_name_ = d["holder_name"]
+        self.holder_feature_names_ = list(d["holder_features"])
+        self.model_id_ = d["model_id"]
 
 
 def _combine(tree: Tree, bank_bins, n_bins, holder_masks: np.ndarray) -> np.ndarray:
@@ -363,11 +271,3 @@ def _combine(tree: Tree, bank_bins, n_bins, holder_masks: np.ndarray) -> np.ndar
     if not (hits == 1).all():
         raise ProtocolError("bank and holder splits do not single out one leaf per row")
     return tree.leaf_values()[np.argmax(reach, axis=1)]
-
-
-def _progress(verbose: bool, total: int):
-    if not verbose:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="SecureBoost trees", unit="tree")

@@ -20,8 +20,12 @@ import numpy as np
 
 from ...protocol.secureboost import messages as m
 from ...protocol.secureboost.bank import NodeStats
-from ...protocol.secureboost.math import (SplitCandidates, candidate_left_sums, feature_layout,
-                                          goes_left)
+from ...protocol.secureboost.math import (
+    SplitCandidates,
+    candidate_left_sums,
+    feature_layout,
+    goes_left,
+)
 from ...protocol.wire import rows_to_bytes
 from .splitting import SplitParams, gains, int_histograms
 from .tree import Node, Tree
@@ -37,7 +41,8 @@ class HolderSplit:
 class HolderSource(Protocol):
     min_node_samples: int
 
-    def start_tree(self, tree: int, rows: np.ndarray, g_int: np.ndarray, h_int: np.ndarray) -> None: ...
+    def start_tree(self, tree: int, rows: np.ndarray, g_int: np.ndarray,
+                   h_int: np.ndarray) -> None: ...
 
     def layer(self, tree: int, depth: int, tasks: list[m.NodeTask]) -> dict[int, NodeStats]: ...
 
@@ -131,7 +136,8 @@ class TreeGrower:
                     continue
                 nodes[i].left, nodes[i].right = next_id, next_id + 1
                 next_id += 2
-            holder_splits = holder.split(tree_index, choices, node_rows) if choices else {}
+            holder_splits = (holder.split(tree_index, choices, node_rows)
+                             if choices and holder is not None else {})
             new_open = []
             for i in splittable:
                 nd = nodes[i]

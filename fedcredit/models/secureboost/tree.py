@@ -67,5 +67,5 @@ class Tree:
         return {"nodes": [vars(n).copy() for n in self.nodes]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Tree":
+    def from_dict(cls, d: dict) -> Tree:
         return cls([Node(**n) for n in d["nodes"]])

@@ -1,0 +1,330 @@
+"""What every federated estimator shares: input checks, the fit prologue, persistence.
+
+The four estimators differ only in what they do on the aligned rows; making the key,
+opening the session, aligning by PSI and saving the bank's half are the same, so they live
+here once. :class:`FederatedEstimator` is a scikit-learn ``BaseEstimator``: ``__init__``
+stores its arguments unchanged and validation waits for ``fit``, so ``clone``,
+``get_params`` and ``set_params`` behave as scikit-learn users expect.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from ..atomic import write_atomic
+from ..crypto import generate_keypair
+from ..errors import InvalidInput
+from ..protocol.alignment.bank import align
+from ..protocol.channel import Channel, InProcessChannel
+from ..protocol.session import BankSession
+
+
+def as_channel(holder) -> Channel:
+    """The channel to the holder: a channel as given, a local holder wrapped in-process.
+
+    Parameters
+    ----------
+    holder : Channel or HolderCore
+        What ``fit`` and ``predict_proba`` accept as ``holder=``.
+
+    Returns
+    -------
+    Channel
+    """
+    if isinstance(holder, Channel):
+        return holder
+    from ..protocol.core import HolderCore
+
+    if isinstance(holder, HolderCore):
+        return InProcessChannel(holder)
+    raise InvalidInput("holder= must be a channel (fedcredit.connect(...), InProcessChannel) "
+                       "or a PassiveParty")
+
+
+def check_xy(X, y=None, id_column: str | None = None):
+    """Check the bank's table (and labels) before anything leaves the bank.
+
+    Parameters
+    ----------
+    X : pandas.DataFrame
+        Indexed by enterprise id, or with the ids in column ``id_column``.
+    y : array-like of 0/1, optional
+        Labels (1 = default), one per row of ``X``.
+    id_column : str, optional
+
+    Returns
+    -------
+    X : pandas.DataFrame
+        A copy indexed by the ids as strings.
+    y : numpy.ndarray of int64 or None
+    """
+    if not isinstance(X, pd.DataFrame):
+        raise InvalidInput("X must be a pandas DataFrame indexed by enterprise id")
+    if id_column is not None:
+        if id_column not in X.columns:
+            raise InvalidInput(f"id column {id_column!r} is not in X")
+        X = X.set_index(id_column)
+    X = X.copy()
+    X.index = X.index.astype(str)
+    if X.index.has_duplicates:
+        dup = X.index[X.index.duplicated()][0]
+        raise InvalidInput(f"X has duplicate ids, e.g. row {X.index.get_loc(dup)}")
+    if y is None:
+        return X, None
+    yv = y.to_numpy() if isinstance(y, (pd.Series, pd.DataFrame)) else np.asarray(y)
+    yv = np.asarray(yv, dtype=np.float64).ravel()
+    if len(yv) != len(X):
+        raise InvalidInput(f"y has {len(yv)} labels for {len(X)} rows of X")
+    bad = ~np.isfinite(yv)
+    if bad.any():
+        raise InvalidInput(f"y has {int(bad.sum())} NaN or infinite labels, first at row "
+                           f"{int(np.flatnonzero(bad)[0])}")
+    if not np.isin(yv, (0.0, 1.0)).all():
+        raise InvalidInput("y must hold 0/1 labels (1 = default)")
+    return X, yv.astype(np.int64)
+
+
+def sigmoid(x):
+    """The logistic function; overflow of ``exp`` just gives 0 or 1."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def progress_bar(verbose: bool, total: int, desc: str, unit: str):
+    """A tqdm bar (renders in notebooks), or None when not ``verbose``."""
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit)
+
+
+class FederatedEstimator(BaseEstimator):
+    """Base of the estimators trained with a credit-data holder.
+
+    Subclasses set ``_format`` (what ``save`` writes), ``_legacy_formats`` (older formats
+    ``load`` still reads) and ``_task`` (the session's task), and implement
+    ``_fit_aligned``, ``_state`` and ``_restore``. ``model_id_`` (the id under which the
+    holder keeps its half) marks a fitted estimator.
+    """
+
+    _format: ClassVar[str] = ""
+    _legacy_formats: ClassVar[tuple[str, ...]] = ()
+    _task: ClassVar[str] = ""
+    _registry: ClassVar[dict[str, type]] = {}
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        FederatedEstimator._registry[cls.__name__] = cls  # to rebuild nested params on load
+
+    # -- hooks --------------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        """Raise InvalidInput for a bad constructor argument (called by ``fit``)."""
+
+    def _check_bank_table(self, X: pd.DataFrame) -> None:
+        """Raise InvalidInput for a table this estimator cannot use (before any key)."""
+
+    def _min_aligned(self) -> int:
+        return 2
+
+    #: ``(session, Xa, ya, **fit_kw)``: train on the aligned rows of the open session; may
+    #: return extra entries for ``time_budget_``
+    _fit_aligned: Callable[..., dict[str, float] | None]
+
+    def _state(self) -> dict:
+        raise NotImplementedError
+
+    def _restore(self, d: dict, fmt: str) -> None:
+        raise NotImplementedError
+
+    # -- training -----------------------------------------------------------------------------
+    def fit(self, X, y, holder, *, id_column: str | None = None):
+        """Align with the holder (PSI), then train on the enterprises both parties have.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            The bank's features, indexed by enterprise id (or ids in ``id_column``).
+        y : array-like of 0/1
+            Labels, 1 = default.
+        holder : Channel or PassiveParty
+            The credit-data holder (:func:`fedcredit.connect`, ``InProcessChannel``).
+        id_column : str, optional
+
+        Returns
+        -------
+        self
+        """
+        return self._fit_federated(X, y, holder, id_column=id_column)
+
+    def _fit_federated(self, X, y, holder, *, id_column=None, keys=None, **fit_kw):
+        """The prologue every fit shares; ``keys`` holds the key parameters (default self)."""
+        self.__dict__.pop("model_id_", None)  # a failed refit leaves no half-fitted model
+        self._validate_params()
+        X, y = check_xy(X, y, id_column)
+        self._check_bank_table(X)
+        channel = as_channel(holder)
+        keys = self if keys is None else keys
+        t0 = time.perf_counter()
+        _, sk = generate_keypair(keys.he_scheme, bits=keys.key_bits, insecure=keys.insecure_key)
+        sk.warm_up(keys.n_jobs)  # worker tables build while ids are aligned
+        session = BankSession(channel, self._task, sk, workers=keys.n_jobs)
+        try:
+            al = align(session, X.index.tolist())
+            if len(al) < self._min_aligned():
+                raise InvalidInput(f"only {len(al)} enterprises are shared with the holder; "
+                                   "too few to train")
+            Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
+            if ya.min() == ya.max():
+                raise InvalidInput("the aligned rows hold only one class; both are needed")
+            self.alignment_seconds_ = time.perf_counter() - t0
+            self.holder_name_ = session.holder_name
+            t1 = time.perf_counter()
+            extra = self._fit_aligned(session, Xa, ya, **fit_kw) or {}
+            self.fit_seconds_ = time.perf_counter() - t1
+            self.time_budget_ = {**session.watch.as_dict(), **extra}
+        finally:
+            session.close()
+        return self
+
+    # -- fitted state -------------------------------------------------------------------------
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "model_id_")
+
+    def _check_fitted(self) -> None:
+        if not self.__sklearn_is_fitted__():
+            raise InvalidInput(f"this {type(self).__name__} is not fitted yet: call "
+                               "fit(X, y, holder) or load(path) first")
+
+    @property
+    def feature_names_(self) -> list[str]:
+        """The bank's features, then the holder's as it publishes them (``holder:`` prefix)."""
+        self._check_fitted()
+        return list(self.feature_names_bank_) + [f"holder:{n}" for n in self.holder_feature_names_]
+
+    # -- persistence --------------------------------------------------------------------------
+    def _to_dict(self) -> dict:
+        return {"format": self._format, "params": _params_to_json(self), **self._state()}
+
+    @classmethod
+    def _from_dict(cls, d: dict, fmt: str):
+        model = cls(**_params_from_json(d.get("params", {})))
+        model._restore(d, fmt)
+        return model
+
+    def save(self, path) -> None:
+        """Write the bank's half of the model as JSON, atomically.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The holder keeps its half under ``model_id_``; this file holds no holder value.
+        """
+        self._check_fitted()
+        write_atomic(path, json.dumps(self._to_dict(), default=_json_default))
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by :meth:`save` (of this or an earlier version).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Returns
+        -------
+        FederatedEstimator
+            Fitted; scoring still needs the holder that trained it.
+        """
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InvalidInput(f"cannot read a saved model from {path}: {e}") from None
+        fmt = d.get("format") if isinstance(d, dict) else None
+        if fmt not in (cls._format, *cls._legacy_formats):
+            raise InvalidInput(f"{path} is not a saved {cls.__name__}: format {fmt!r}, "
+                               f"expected {cls._format!r}")
+        try:
+            return cls._from_dict(d, fmt)
+        except InvalidInput as e:
+            raise InvalidInput(f"{path}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InvalidInput(f"{path} is a damaged {fmt} file: {e!r}") from None
+
+
+class FederatedClassifier(FederatedEstimator):
+    """A federated estimator that scores: probabilities and labels from its log-odds."""
+
+    def decision_function(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_proba(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
+        """Probabilities of [no default, default] per row.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            Indexed by enterprise id (or ids in ``id_column``).
+        holder : Channel or PassiveParty
+            The holder that trained the model (it keeps its half under ``model_id_``).
+        id_column : str, optional
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_rows, 2)
+        """
+        p = sigmoid(self.decision_function(X, holder, id_column=id_column))
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X, holder, *, threshold: float = 0.5,
+                id_column: str | None = None) -> np.ndarray:
+        """1 (default) where the probability of default reaches ``threshold``, else 0.
+
+        Parameters
+        ----------
+        X, holder, id_column
+            As for :meth:`predict_proba`.
+        threshold : float
+
+        Returns
+        -------
+        numpy.ndarray of int
+        """
+        return (self.predict_proba(X, holder, id_column=id_column)[:, 1] >= threshold).astype(int)
+
+
+def _params_to_json(est: BaseEstimator) -> dict:
+    out = {}
+    for k, v in est.get_params(deep=False).items():
+        if isinstance(v, FederatedEstimator):
+            v = {"estimator": type(v).__name__, "params": _params_to_json(v)}
+        out[k] = v
+    return out
+
+
+def _params_from_json(params: dict) -> dict:
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, dict) and set(v) == {"estimator", "params"}:
+            kind = FederatedEstimator._registry.get(v["estimator"])
+            if kind is None:
+                raise InvalidInput(f"parameter {k!r}: unknown estimator {v['estimator']!r}")
+            v = kind(**_params_from_json(v["params"]))
+        out[k] = v
+    return out
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
