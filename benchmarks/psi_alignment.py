@@ -55,8 +55,8 @@ def make_ids(n: int, overlap: float, seed: int) -> tuple[np.ndarray, np.ndarray,
 
 def fc(*args) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import sys; from fedcredit.cli import main; "
-                    "sys.exit(main())", *map(str, args)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "fedcredit.cli", *map(str, args)], check=True,
+                   stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
 
 
@@ -84,9 +84,9 @@ def run(n: int, overlap: float, seed: int, work: Path) -> dict:
     port = d / "port"
     log = open(work / "serve.log", "w")
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from fedcredit.cli import main; "
-                             "sys.exit(main())", "holder", "serve", "--dir", str(d),
-                             "--port-file", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "fedcredit.cli", "holder", "serve", "--dir",
+                             str(d), "--port-file", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT)
     try:
         while not port.exists():
             if proc.poll() is not None or time.perf_counter() - t > 600:

@@ -6,7 +6,7 @@
 
 1. The race (same work as the peers' published figures): default_credit, 30,000 rows,
    5 trees, depth 3, 32 bins, learning rate 0.3, 2048-bit keys, both parties as separate
-   processes over gRPC with mutual TLS on localhost (``fedcredit simulate``), fit time only.
+   processes over gRPC with mutual TLS on localhost (``fedcredit.simulation``), fit time only.
    SecretFlow 1.14 SGB runs on the same data in the same run (``../shared/peers``), in its
    production mode (two processes, gRPC); the ratio is what counts on a shared machine.
 2. Where the time goes: the bank's and the holder's per-phase totals (encrypt and upload,
@@ -31,9 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fedcredit.cli.simulate import SimulationConfig, run  # noqa: E402
 from fedcredit.crypto import SCHEMES  # noqa: E402
 from fedcredit.datasets import find_data_dir, write_credit_data  # noqa: E402
+from fedcredit.simulation import SimulationConfig, run  # noqa: E402
 
 PEERS = ROOT.parent / "shared" / "peers"
 

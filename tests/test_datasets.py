@@ -404,7 +404,7 @@ def test_load_default_credit_reports_where_it_looked(tmp_path, monkeypatch):
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     monkeypatch.setattr(loaders, "__file__", str(tmp_path / "pkg" / "loaders.py"))
-    with pytest.raises(InvalidInput, match=r"shared/data and \.\./shared/data.*cwd.*pkg"):
+    with pytest.raises(InvalidInput, match=r"every shared/data folder.*cwd.*pkg"):
         load_default_credit()
     _fake_default_credit(tmp_path / "d")
     (tmp_path / "d" / "default_credit_hetero_host.csv").write_text("id,x0\n1,2\n")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..atomic import write_with
+
 
 def register(sub) -> None:
     p = sub.add_parser("bank", help="align, train and score against a running holder")
@@ -78,9 +80,7 @@ def _connect(a):
 def _atomic_csv(df, path, index: bool) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=index)
-    tmp.replace(path)
+    write_with(path, lambda tmp: df.to_csv(tmp, index=index))
 
 
 def _align(a) -> int:

@@ -3,6 +3,7 @@
 Makes a bank table and a holder table, starts a real holder gRPC server process with mutual
 TLS on localhost, aligns ids by PSI, trains SecureBoost with a fresh 2048-bit Paillier key,
 scores held-out enterprises, and compares with the bank alone and with a centralized model.
+The run itself is :func:`fedcredit.simulation.run`; this module only narrates it.
 """
 from __future__ import annotations
 
@@ -10,12 +11,27 @@ import tempfile
 import time
 from pathlib import Path
 
-from .simulate import SimulationConfig, format_table, run
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="synthetic data, a real holder gRPC server, alignment, "
+                                    "training and scores, end to end")
+    p.add_argument("--rows", type=int, default=10_000)
+    p.add_argument("--trees", type=int, default=10)
+    p.add_argument("--key-bits", type=int, default=2048)
+    p.add_argument("--insecure-key", action="store_true")
+    p.add_argument("--out", default=None, help="keep the data, scores and summary here")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(a) -> int:
+    return run_demo(rows=a.rows, trees=a.trees, key_bits=a.key_bits,
+                    insecure_key=a.insecure_key, out=a.out)
 
 
 def run_demo(rows: int = 10_000, trees: int = 10, key_bits: int = 2048,
              insecure_key: bool = False, out: str | None = None) -> int:
     from ..datasets import write_credit_data
+    from ..simulation import SimulationConfig, format_table, run
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fedcredit-demo-") as tmp:

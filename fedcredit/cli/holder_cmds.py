@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..atomic import write_atomic, write_with
+
 
 def register(sub) -> None:
     p = sub.add_parser("holder", help="the data holder's service: init, features, consent, "
@@ -148,9 +150,7 @@ def _init(a) -> int:
         make_dev_certs(d / config.TLS_DIR, bank_names=tuple(banks), overwrite=a.force)
         tls_text = config.TLS_DIR
     text = config.render(a.name, a.listen, tls_text, banks, purposes)
-    tmp = cfg_path.with_name(cfg_path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(cfg_path)
+    write_atomic(cfg_path, text)
     cfg = config.load_config(d)  # what we wrote must read back
     con = store.connect(cfg.db_path, create=True)
     try:
@@ -287,10 +287,14 @@ def _audit_export(a) -> int:
     _, con = _open(a.dir)
     try:
         if a.out:
-            tmp = Path(a.out + ".tmp")
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                n = audit.export(con, a.since, a.until, a.format, f)
-            tmp.replace(a.out)
+            counted = []
+
+            def writer(tmp):
+                with open(tmp, "w", newline="", encoding="utf-8") as f:
+                    counted.append(audit.export(con, a.since, a.until, a.format, f))
+
+            write_with(a.out, writer)
+            n = counted[0]
         else:
             n = audit.export(con, a.since, a.until, a.format, sys.stdout)
     finally:

@@ -177,14 +177,3 @@ class SlotLayout:
             if v != 0:
                 raise PackingOverflow("a decrypted value lies outside its packing layout")
         return cols
-
-
-def signed_to_residue(value: int, modulus: int) -> int:
-    """Signed integer -> its residue mod ``modulus`` (negative numbers wrap from the top)."""
-    return int(value) % modulus
-
-
-def residue_to_signed(residue: int, modulus: int) -> int:
-    """Residue mod ``modulus`` -> signed integer in [-modulus/2, modulus/2)."""
-    r = int(residue)
-    return r - modulus if r >= (modulus + 1) // 2 else r

@@ -14,8 +14,8 @@ import multiprocessing as mp
 import os
 import sys
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Callable, Iterator, Sequence
 
 import gmpy2
 

@@ -1,6 +1,6 @@
 """A synthetic bank table and holder table keyed by valid, unique USCCs.
 
-The tables imitate what the two parties of DESIGN.md section 2 hold: the bank (active party)
+The tables imitate what the two parties hold: the bank (active party)
 has loan outcomes and its own features, the credit-data holder (passive party) has public
 credit information; a latent risk per enterprise drives both (see ``_model``), so the
 holder's features measurably lift a bank-only model.
@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from ..atomic import write_with
 from ..errors import InvalidInput
 from . import _model
 from .schema import (
@@ -145,13 +146,14 @@ def write_credit_data(out_dir, rows: int, seed: int = 0, overlap: float = 0.8,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     final = {"bank": out / BANK_FILE, "holder": out / HOLDER_FILE}
-    temp = {k: p.with_name(f".{p.name}.{os.getpid()}.tmp") for k, p in final.items()}
     keys = _feistel_keys(seed)
     per_write = max(1, math.ceil(chunk_rows / BLOCK_ROWS))
     n_blocks = _n_blocks(rows)
     defaults = 0
-    try:
-        with open(temp["bank"], "wb") as bank_file, open(temp["holder"], "wb") as holder_file:
+
+    def write_both(bank_tmp: Path, holder_tmp: Path) -> None:
+        nonlocal defaults
+        with open(bank_tmp, "wb") as bank_file, open(holder_tmp, "wb") as holder_file:
             bank_csv = _CsvAppender(bank_file, BANK_COLUMNS)
             holder_csv = _CsvAppender(holder_file, HOLDER_COLUMNS)
             for first in range(0, n_blocks, per_write):
@@ -162,15 +164,14 @@ def write_credit_data(out_dir, rows: int, seed: int = 0, overlap: float = 0.8,
                 bank_csv.write(bank)
                 holder_csv.write(_concat([holder for _, holder in blocks]))
                 del blocks, bank
-            for f in (bank_file, holder_file):
+            for f in (bank_file, holder_file):  # both on disk before either is renamed
                 f.flush()
                 os.fsync(f.fileno())
-        for kind in ("bank", "holder"):
-            os.replace(temp[kind], final[kind])
-    finally:
-        for path in temp.values():
-            if path.exists():
-                path.unlink()
+
+    # The inner call renames bank.csv, then the outer one holder.csv; a failure before that
+    # removes both temporaries and replaces neither file.
+    write_with(final["holder"], lambda holder_tmp: write_with(
+        final["bank"], lambda bank_tmp: write_both(bank_tmp, holder_tmp)))
     return {
         "bank_path": str(final["bank"]),
         "holder_path": str(final["holder"]),

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import write_with
 from ..datasets import invalid_uscc_rows
 from ..errors import InvalidInput
 from . import audit
@@ -200,12 +201,7 @@ def load_features(cfg: HolderConfig, con: sqlite3.Connection, path, id_column: s
     folder = cfg.features_dir
     folder.mkdir(mode=0o700, exist_ok=True)
     name = f"features-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}.parquet"
-    final = folder / name
-    tmp = folder / (name + ".tmp")
-    clean.to_parquet(tmp, index=True)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    final = write_with(folder / name, lambda tmp: clean.to_parquet(tmp, index=True))
     _fsync_dir(folder)
     digest = _sha256(final)
     schema = {"id_column": id_column, "kinds": kinds}
@@ -274,7 +270,8 @@ def _fsync_dir(path: Path) -> None:
 
 def _remove_old(folder: Path, keep: str) -> None:
     """Remove earlier tables (enterprise data is not kept longer than it is served)."""
-    for p in folder.glob("features-*.parquet*"):
+    # and what a load killed mid-write left: the atomic helper's ``.features-*.tmp`` files
+    for p in [*folder.glob("features-*.parquet*"), *folder.glob(".features-*.tmp")]:
         if p.name != keep:
             try:
                 p.unlink()

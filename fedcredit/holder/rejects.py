@@ -6,10 +6,10 @@ spreadsheet. The report prints the first rows and the total; ``write_csv`` keeps
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_with
 from ..datasets import uscc as _uscc
 
 SHOWN = 20
@@ -61,10 +61,10 @@ class Rejects:
         return "\n".join(lines)
 
     def write_csv(self, path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["row", "reason"])
-            w.writerows(self.items())
-        tmp.replace(path)
+        def writer(tmp):
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(["row", "reason"])
+                w.writerows(self.items())
+
+        write_with(path, writer)

@@ -22,10 +22,9 @@ import signal
 import sqlite3
 import threading
 import time
-from pathlib import Path
-
 from typing import Iterator
 
+from ..atomic import write_atomic
 from ..errors import FedCreditError, ResourceLimit
 from ..protocol import HolderCore
 from ..protocol import messages as m
@@ -186,10 +185,7 @@ def serve(directory, port_file=None) -> int:
                               f"address={server.address} features_version="
                               f"{party.features_version}")
     if port_file:
-        p = Path(port_file)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(str(server.port))
-        os.replace(tmp, p)
+        write_atomic(port_file, str(server.port))
     pol = cfg.policy
     if party.features.shape[0] == 0:
         log.warning("no feature table loaded yet: run `fedcredit holder load-features`")
