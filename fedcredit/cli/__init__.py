@@ -45,14 +45,11 @@ def _certs(sub) -> None:
 
 
 def _cmd_certs_dev(a) -> int:
-    from ..holder.devca import make_dev_certs
+    from ..holder.devca import DEV_BANK_NAMES, DEV_HOLDER_HOSTS, make_dev_certs
 
-    kw = {}
-    if a.banks:
-        kw["bank_names"] = tuple(a.banks)
-    if a.hosts:
-        kw["holder_hosts"] = tuple(a.hosts)
-    files = make_dev_certs(a.out, overwrite=a.overwrite, **kw)
+    files = make_dev_certs(a.out, overwrite=a.overwrite,
+                           bank_names=tuple(a.banks) if a.banks else DEV_BANK_NAMES,
+                           holder_hosts=tuple(a.hosts) if a.hosts else DEV_HOLDER_HOSTS)
     for name in sorted(files):
         print(files[name])
     return 0

@@ -18,8 +18,8 @@ layout that does not fit the plaintext space: an overflow is an error, never a s
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -80,7 +80,7 @@ class SlotLayout:
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def for_sums(cls, bounds: Sequence[int], max_terms: int, plaintext_bits: int) -> "SlotLayout":
+    def for_sums(cls, bounds: Sequence[int], max_terms: int, plaintext_bits: int) -> SlotLayout:
         """Slots wide enough for sums of up to ``max_terms`` values with ``|v_j| <= bounds[j]``.
 
         Raises :class:`PackingOverflow` when the slots would not fit in ``plaintext_bits``.
@@ -93,7 +93,7 @@ class SlotLayout:
         return layout
 
     @classmethod
-    def repeat(cls, width: int, count: int) -> "SlotLayout":
+    def repeat(cls, width: int, count: int) -> SlotLayout:
         return cls((int(width),) * int(count))
 
     # -- properties ----------------------------------------------------------------------
@@ -129,7 +129,7 @@ class SlotLayout:
         return k
 
     # -- pack / unpack -------------------------------------------------------------------
-    def pack(self, columns: Sequence[Sequence[int]]) -> list[int]:
+    def pack(self, columns: Sequence[Sequence[int] | np.ndarray]) -> list[int]:
         """Pack ``columns[j][i]`` into slot j of plaintext i; values must fit their slot."""
         if len(columns) != len(self.widths):
             raise InvalidInput(f"{len(columns)} columns for a {len(self.widths)}-slot layout")

@@ -73,7 +73,7 @@ class Population:
     rel: np.ndarray
     default: np.ndarray    # bool, default within the performance window
 
-    def take(self, idx: np.ndarray) -> "Population":
+    def take(self, idx: np.ndarray) -> Population:
         return Population(**{k: v[idx] for k, v in self.__dict__.items()})
 
 

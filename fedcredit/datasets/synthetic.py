@@ -297,7 +297,7 @@ def _n_blocks(rows: int) -> int:
 
 def _check_args(rows, seed, overlap) -> None:
     if not isinstance(rows, numbers.Integral) or isinstance(rows, bool) \
-            or not 1 <= rows <= MAX_ROWS:
+            or not 1 <= int(rows) <= MAX_ROWS:
         raise InvalidInput(f"rows must be an integer in [1, {MAX_ROWS:,}], got {rows!r}")
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
         raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")

@@ -25,9 +25,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import InvalidInput
-from ..transport.tls import (HOLDER_COMMON_NAME, _CLOCK_SKEW, _DNS_NAME, _cert_pem,
-                             _check_bank_name, _check_key_matches, _key_pem, _load_certs,
-                             _load_key, _valid_until)
+from ..transport.tls import (
+    _CLOCK_SKEW,
+    _DNS_NAME,
+    HOLDER_COMMON_NAME,
+    _cert_pem,
+    _check_bank_name,
+    _check_key_matches,
+    _key_pem,
+    _load_certs,
+    _load_key,
+    _valid_until,
+)
 
 __all__ = ["DEFAULT_DAYS", "make_dev_certs", "issue_bank_cert"]
 
@@ -37,11 +46,16 @@ log = logging.getLogger(__name__)
 DEFAULT_DAYS = 825
 
 
+#: what ``fedcredit certs dev`` makes without flags: a local holder and one demo bank
+DEV_HOLDER_HOSTS = ("localhost", "127.0.0.1", "::1")
+DEV_BANK_NAMES = ("demo-bank",)
+
+
 def make_dev_certs(
     out_dir: str | os.PathLike,
     *,
-    holder_hosts: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
-    bank_names: Sequence[str] = ("demo-bank",),
+    holder_hosts: Sequence[str] = DEV_HOLDER_HOSTS,
+    bank_names: Sequence[str] = DEV_BANK_NAMES,
     days: int = DEFAULT_DAYS,
     overwrite: bool = False,
 ) -> dict[str, Path]:
@@ -210,7 +224,8 @@ def _check_hosts(hosts: Iterable[str]):
         if not isinstance(h, str):
             raise InvalidInput(f"holder host {h!r} is not a string")
         try:
-            value = ipaddress.ip_address(h.strip("[]"))
+            value: ipaddress.IPv4Address | ipaddress.IPv6Address | str = ipaddress.ip_address(
+                h.strip("[]"))
         except ValueError:
             if not _DNS_NAME.fullmatch(h):
                 raise InvalidInput(

@@ -22,7 +22,7 @@ import signal
 import sqlite3
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..atomic import write_atomic
 from ..errors import FedCreditError, ResourceLimit
