@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 
 from ..errors import InvalidInput
-from .base import MIN_SECURE_BITS, CipherVector, PrivateKey, PublicKey, security_bits
+from .base import MIN_SECURE_BITS, CipherVector, PublicKey, security_bits
 from .encoding import FixedPoint, SlotLayout
 from .histogram import EncryptedHistogram, candidate_sums, plan_groups
 from .multiexp import polynomial_partials
 from .ou import OUPrivateKey, OUPublicKey
 from .paillier import PaillierPrivateKey, PaillierPublicKey
+from .private import PrivateKey
 
 _PUBLIC = {"paillier": PaillierPublicKey}
 _PRIVATE = {"paillier": PaillierPrivateKey}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import gmpy2
@@ -21,7 +21,7 @@ from gmpy2 import mpz
 
 from ..errors import InsecureParameters, InvalidCiphertext, InvalidInput, UnsafeReply
 from .fixedbase import batch_invert
-from .parallel import map_ordered, resolve_workers, split_evenly, thread_map, warm
+from .parallel import split_evenly, thread_map
 
 if TYPE_CHECKING:
     from .zeropool import ZeroPool
@@ -364,122 +364,3 @@ class PublicKey(ABC):
     def unit_modulus(self) -> mpz:
         """Received ciphertexts must be coprime to this number (n)."""
         return self.n
-
-
-class PrivateKey(ABC):
-    """Secret half: fast (CRT) encryption for the key owner, and decryption.
-
-    A scheme supplies ``_encrypt_local`` and ``_decrypt_local`` (one process); the batch
-    methods here spread them over worker processes, which rebuild the key (and its tables)
-    once from its serialization.
-    """
-
-    public_key: PublicKey
-
-    #: below this many plaintexts, worker processes cost more than they save
-    PARALLEL_THRESHOLD = 1024
-
-    @abstractmethod
-    def _encrypt_local(self, plaintexts: Sequence[int]) -> list:
-        """Encrypt in this process; returns raw ciphertexts."""
-
-    @abstractmethod
-    def _decrypt_local(self, values: list, offset: int = 0) -> list[int]:
-        """Decrypt in this process; ``offset`` numbers ciphertexts in error messages."""
-
-    @abstractmethod
-    def to_bytes(self) -> bytes:
-        """Secret serialization (keep it secret)."""
-
-    def encrypt(self, plaintexts: Sequence[int], workers: int | None = None) -> CipherVector:
-        pk = self.public_key
-        w = resolve_workers(workers)
-        if w <= 1 or len(plaintexts) < self.PARALLEL_THRESHOLD:
-            return pk._wrap(self._encrypt_local(plaintexts), fresh=True)
-        data = b"".join(self.encrypt_bytes_iter(plaintexts, workers=w))
-        frm, width = mpz.from_bytes, pk.ciphertext_bytes
-        return pk._wrap([frm(data[i:i + width], "big") for i in range(0, len(data), width)],
-                        fresh=True)
-
-    def encrypt_bytes_iter(self, plaintexts: Sequence[int], chunk: int = 2048,
-                           workers: int | None = None) -> Iterator[bytes]:
-        """Encrypt in chunks, yielding each chunk's serialized ciphertexts in order.
-
-        With several workers, later chunks are encrypted while earlier ones are consumed,
-        which is how the bank overlaps encryption with sending.
-        """
-        pk = self.public_key
-        pk._checked(plaintexts)
-        w = resolve_workers(workers)
-        chunks = [list(map(int, c)) for c in iter_chunks(plaintexts, chunk)]
-        if w <= 1 or len(plaintexts) < self.PARALLEL_THRESHOLD:
-            for c in chunks:
-                yield pk._serialize(self._encrypt_local(c))
-            return
-        yield from map_ordered(_worker_encrypt, chunks, w, self.to_bytes())
-
-    def warm_up(self, workers: int | None = None) -> None:
-        """Start the worker processes and build their tables now, without waiting.
-
-        Called when a session key is made, so the table cost overlaps with alignment.
-        """
-        w = resolve_workers(workers)
-        if w > 1:
-            warm(_worker_encrypt, [[0]] * w, w, self.to_bytes())
-
-    def decrypt(self, a: CipherVector, workers: int | None = None) -> list[int]:
-        """Signed plaintexts."""
-        pk = self.public_key
-        pk._check(a)
-        N = pk.cipher_modulus
-        for i, c in enumerate(a.values):
-            if not 0 < c < N:
-                raise InvalidCiphertext(f"ciphertext {i} is outside (0, N)")
-        w = resolve_workers(workers)
-        if w <= 1 or len(a) < 64:
-            return self._decrypt_local(a.values)
-        size = max(8, -(-len(a) // (4 * w)))
-        chunks = [(pk._serialize(list(c)), i * size)
-                  for i, c in enumerate(iter_chunks(a.values, size))]
-        out: list[int] = []
-        for part in map_ordered(_worker_decrypt, chunks, w, self.to_bytes()):
-            out.extend(part)
-        return out
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(public={self.public_key!r})"
-
-
-# -- worker side: one cached key per worker process -------------------------------------------
-_WORKER_KEY: dict[bytes, PrivateKey] = {}
-
-
-def _worker_key(secret: bytes) -> PrivateKey:
-    key = _WORKER_KEY.get(secret)
-    if key is None:
-        from . import load_private_key  # the scheme registry
-
-        key = load_private_key(secret)
-        _WORKER_KEY.clear()  # one session's key at a time per worker
-        _WORKER_KEY[secret] = key
-    return key
-
-
-def _worker_encrypt(chunk: list, secret: bytes) -> bytes:
-    key = _worker_key(secret)
-    pk = key.public_key
-    return pk._serialize(key._encrypt_local(chunk))
-
-
-def _worker_decrypt(task: tuple[bytes, int], secret: bytes) -> list[int]:
-    data, offset = task
-    key = _worker_key(secret)
-    width = key.public_key.ciphertext_bytes
-    frm = mpz.from_bytes
-    return key._decrypt_local([frm(data[i:i + width], "big") for i in range(0, len(data), width)],
-                              offset)
-
-
-def iter_chunks(items: Sequence, size: int) -> Iterable[Sequence]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]

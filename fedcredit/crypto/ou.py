@@ -77,8 +77,9 @@ from gmpy2 import mpz
 
 from ..errors import InvalidCiphertext, InvalidInput, PackingOverflow
 from . import parallel
-from .base import CipherVector, PrivateKey, PublicKey, check_key_size, security_bits
+from .base import CipherVector, PublicKey, check_key_size, security_bits
 from .fixedbase import FixedBaseTable, batch_invert
+from .private import PrivateKey
 
 #: bits between the accepted plaintext range and p/2 (see the module docstring)
 RANGE_MARGIN_BITS = 40

@@ -37,8 +37,9 @@ from phe import paillier as phe_paillier
 
 from ..errors import InvalidInput, PackingOverflow
 from . import parallel
-from .base import CipherVector, PrivateKey, PublicKey, check_key_size, security_bits
+from .base import CipherVector, PublicKey, check_key_size, security_bits
 from .fixedbase import FixedBaseTable
+from .private import PrivateKey
 
 OBFUSCATORS = ("djn", "full")
 

@@ -42,6 +42,7 @@ from .math import (
     bin_counts,
     candidate_left_sums,
     check_topology,
+    disclosable,
     feature_layout,
     goes_left,
     reachable_leaves,
@@ -198,21 +199,6 @@ class HolderBoost:
         counts = bin_counts(t.bins[rows], self.sizes, self.offsets)
         return candidate_left_sums(counts, self.cands, self.sizes, self.offsets)
 
-    def _sendable(self, n: int, left: np.ndarray, n_sib: int | None,
-                  left_sib: np.ndarray | None) -> np.ndarray:
-        """Candidates whose sums the bank may learn at a node.
-
-        Both sides must hold ``min_side`` rows (min_child_samples, at least the policy
-        floor). The bank can subtract a node's sums from its parent's, so the sibling's sides
-        must also hold the policy floor: no disclosed or derivable aggregate ever describes
-        fewer than ``min_node_samples`` enterprises.
-        """
-        ok = (left >= self.min_side) & (n - left >= self.min_side)
-        if left_sib is not None:
-            floor = self.policy.min_node_samples
-            ok &= (left_sib >= floor) & (n_sib - left_sib >= floor)
-        return ok
-
     def _check_rows(self, t: _Tree, task: m.NodeTask) -> np.ndarray:
         rows = increasing_rows(task.rows, self.n_aligned, f"node {task.node_id} rows")
         parent = t.node_rows.get(task.parent_id)
@@ -270,7 +256,8 @@ class HolderBoost:
                 left_sib = self._left_counts(t, prow) - left
             else:
                 n_sib, left_sib = None, None
-            sent = self._sendable(len(rows), left, n_sib, left_sib)
+            sent = disclosable(len(rows), left, self.min_side, self.policy.min_node_samples,
+                               n_sib, left_sib)
             sent_of[nid] = sent
             derive = np.zeros_like(sent)
             if task.sibling_id >= 0:

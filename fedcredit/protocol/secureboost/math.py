@@ -171,3 +171,17 @@ def reachable_leaves(nodes: list[tuple], splits: dict, bins: np.ndarray, missing
             reach[left], reach[right] = r, r
     mat = np.stack(leaves, axis=1) if leaves else np.zeros((n, 0), dtype=bool)
     return len(leaves), np.packbits(mat, axis=1).tobytes()
+
+
+def disclosable(n: int, left: np.ndarray, min_side: int, floor: int, n_sibling: int | None,
+                left_sibling: np.ndarray | None) -> np.ndarray:
+    """Candidates whose (G, H) the bank may learn at a node of ``n`` rows.
+
+    Both sides must hold ``min_side`` rows (min_child_samples, at least the policy floor).
+    The bank can subtract a node's sums from its parent's, so the sibling's sides must also
+    hold ``floor``: no disclosed or derivable aggregate describes fewer enterprises.
+    """
+    ok = (left >= min_side) & (n - left >= min_side)
+    if left_sibling is not None and n_sibling is not None:
+        ok &= (left_sibling >= floor) & (n_sibling - left_sibling >= floor)
+    return ok
