@@ -5,26 +5,21 @@ protocol implements — quantised gradients, bank candidates first, holder candi
 where the holder would disclose them (both sides of the node hold max(min_child_samples,
 floor) rows and both sides within the sibling hold the floor), exact ties among holder
 candidates broken by (feature, bin, missing right before left) — written directly over numpy
-arrays, sharing no code with the grower, the passive party or the crypto layer.
+arrays. It shares with the library only the two rules that define the model: which split
+candidates exist and which way a row goes (``fedcredit.protocol.secureboost.math``), so the
+comparison tests the grower, the encrypted arithmetic and the protocol's bookkeeping, not a
+second copy of the rules.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from fedcredit.protocol.secureboost.math import SplitCandidates, goes_left
+
 
 def candidates(n_bins, has_missing):
-    out = []
-    for f, nb in enumerate(n_bins):
-        last = nb - 1 if has_missing[f] else nb - 2
-        for t in range(last + 1):
-            out.append((f, t, False))
-            if has_missing[f] and t <= nb - 2:
-                out.append((f, t, True))
-    return out
-
-
-def goes_left(bins_col, missing_bin, t, ml):
-    return np.where(bins_col == missing_bin, ml, bins_col <= t)
+    c = SplitCandidates.build(np.asarray(n_bins), np.asarray(has_missing))
+    return list(zip(c.feature.tolist(), c.bin.tolist(), c.missing_left.tolist()))
 
 
 def gain(GL, HL, G, H, lam, gamma, scale):

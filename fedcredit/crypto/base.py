@@ -237,24 +237,25 @@ class PublicKey(ABC):
         return self._wrap([self.trivial([0])[0] if acc is None else acc])
 
     def grouped_sum(self, a: CipherVector, groups, n_groups: int) -> CipherVector:
-        """The histogram kernel: ``out[g] = Enc(sum of a[i] for i with groups[i] == g)``.
+        """``out[g] = Enc(sum of a[i] for i with groups[i] == g)``: a one-feature histogram,
+        computed by the one histogram kernel (:class:`~.histogram.EncryptedHistogram`).
 
         Groups that receive nothing hold the trivial encryption of zero; anything that leaves
         a party must be re-randomised first (:meth:`rerandomize`).
         """
+        from .histogram import EncryptedHistogram
+
         self._check(a)
         g = np.asarray(groups)
         if g.shape != (len(a),):
             raise InvalidInput(f"{g.shape[0] if g.ndim else 0} group ids for {len(a)} ciphertexts")
         if len(g) and (g.min() < 0 or g.max() >= n_groups):
             raise InvalidInput(f"group ids must lie in [0, {n_groups})")
-        N = self.cipher_modulus
-        acc: list = [None] * int(n_groups)
-        for gi, x in zip(g.tolist(), a.values):
-            cur = acc[gi]
-            acc[gi] = x if cur is None else cur * x % N
-        one = mpz(1)
-        return self._wrap([one if v is None else v for v in acc])
+        hist = EncryptedHistogram(self, g.astype(np.int64)[:, None],
+                                  np.array([int(n_groups)], dtype=np.int64),
+                                  np.zeros(1, dtype=np.int64))
+        hist.add(a)
+        return hist.finish()
 
     def shift(self, a: CipherVector, bits: int) -> CipherVector:
         """Elementwise Enc(x * 2**bits): moves a value up into a higher packing slot."""
