@@ -2,12 +2,15 @@
 """SecureBoost speed: fedcredit against SecretFlow SGB in one run, plus scaling and a time budget.
 
     python benchmarks/secureboost.py --json benchmarks/results/secureboost.json
-    python benchmarks/secureboost.py --schemes paillier,ou --peer secretflow --scale 100000
+    python benchmarks/secureboost.py --schemes paillier,ou --peer secretflow \
+        --peers-dir PEERS --scale 100000
 
 1. The race (same work as the peers' published figures): default_credit, 30,000 rows,
    5 trees, depth 3, 32 bins, learning rate 0.3, 2048-bit keys, both parties as separate
    processes over gRPC with mutual TLS on localhost (``fedcredit.simulation``), fit time only.
-   SecretFlow 1.14 SGB runs on the same data in the same run (``../shared/peers``), in its
+   SecretFlow 1.14 SGB runs on the same data in the same run (``--peers-dir``, or
+   ``$FEDCREDIT_PEERS_DIR``: a directory with ``install_peer.sh`` and ``secretflow_sgb.py``,
+   which install SecretFlow in a venv of its own and run its SGB), in its
    production mode (two processes, gRPC); the ratio is what counts on a shared machine.
 2. Where the time goes: the bank's and the holder's per-phase totals (encrypt and upload,
    histograms, packing, re-randomisation, decryption, split finding).
@@ -35,7 +38,7 @@ from fedcredit.crypto import SCHEMES  # noqa: E402
 from fedcredit.datasets import find_data_dir, write_credit_data  # noqa: E402
 from fedcredit.simulation import SimulationConfig, run  # noqa: E402
 
-PEERS = ROOT.parent / "shared" / "peers"
+PEERS_ENV = "FEDCREDIT_PEERS_DIR"
 
 
 def fedcredit_race(scheme: str, data_dir: Path, trees: int, depth: int) -> dict:
@@ -50,8 +53,10 @@ def fedcredit_race(scheme: str, data_dir: Path, trees: int, depth: int) -> dict:
                                   "bank_peak_rss_mb")}
 
 
-def secretflow(scheme: str, trees: int, depth: int) -> dict:
-    install = PEERS / "install_peer.sh"
+def secretflow(peers: Path | None, scheme: str, trees: int, depth: int) -> dict:
+    if peers is None:
+        return {"error": f"no peers directory: pass --peers-dir or set ${PEERS_ENV}"}
+    install = peers / "install_peer.sh"
     if not install.exists():
         return {"error": f"{install} not found"}
     venv = subprocess.run([str(install), "secretflow"], capture_output=True, text=True)
@@ -61,7 +66,7 @@ def secretflow(scheme: str, trees: int, depth: int) -> dict:
     cmd = [str(py), "secretflow_sgb.py", "--mode", "prod", "--trees", str(trees), "--depth",
            str(depth), "--bins", "32", "--key", "2048", "--schema", scheme]
     t = time.perf_counter()
-    out = subprocess.run(cmd, cwd=PEERS, capture_output=True, text=True, timeout=1800)
+    out = subprocess.run(cmd, cwd=peers, capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - t
     lines = [ln for ln in out.stdout.splitlines() if "fit_s" in ln]
     if not lines:
@@ -126,6 +131,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="benchmarks/results/secureboost.json")
     ap.add_argument("--schemes", default="paillier", help=f"comma-separated from {SCHEMES}")
     ap.add_argument("--peer", default="secretflow", choices=["secretflow", "none"])
+    ap.add_argument("--peers-dir", default=os.environ.get(PEERS_ENV),
+                    help=f"where the peers' install and run scripts are (${PEERS_ENV})")
     ap.add_argument("--trees", type=int, default=5)
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--scale", default="", help="comma-separated row counts, e.g. 100000,1000000")
@@ -138,7 +145,8 @@ def main(argv=None) -> int:
     for scheme in ([] if a.no_race else a.schemes.split(",")):
         entry = {"fedcredit": fedcredit_race(scheme, data_dir, a.trees, a.depth)}
         if a.peer == "secretflow":
-            entry["secretflow"] = secretflow(scheme, a.trees, a.depth)
+            peers = Path(a.peers_dir) if a.peers_dir else None
+            entry["secretflow"] = secretflow(peers, scheme, a.trees, a.depth)
             sf = entry["secretflow"].get("fit_s")
             if sf:
                 entry["ratio"] = entry["fedcredit"]["fit_seconds"] / sf

@@ -15,7 +15,8 @@ TEST_KEY_BITS = 1024
 
 @pytest.fixture(scope="session")
 def default_credit():
-    """The shared UCI default-of-credit-card split (../shared/data); skipped where absent."""
+    """The public UCI default-of-credit-card split (a shared/data folder, or
+    $FEDCREDIT_DATA_DIR); skipped where absent."""
     try:
         return load_default_credit()
     except InvalidInput as e:

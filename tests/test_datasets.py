@@ -389,7 +389,7 @@ def test_load_default_credit_from_dir_env_and_upward_search(tmp_path, monkeypatc
     monkeypatch.setenv("FEDCREDIT_DATA_DIR", str(tmp_path / "shared" / "data"))
     assert load_default_credit()[0].shape == (2, 14)
     monkeypatch.delenv("FEDCREDIT_DATA_DIR")
-    work = tmp_path / "repo" / "notebooks"  # ../shared/data seen from the repository
+    work = tmp_path / "repo" / "notebooks"  # a shared/data folder beside the repository
     work.mkdir(parents=True)
     monkeypatch.chdir(work)
     assert load_default_credit()[1].shape == (2, 10)
