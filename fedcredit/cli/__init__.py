@@ -1,7 +1,8 @@
 """The ``fedcredit`` command: demo, simulations, synthetic data, certificates, the holder service.
 
-Each subcommand lives in its own module and is registered here; errors fedcredit raises on
-purpose print as one clear line (exit 2), anything else as a traceback.
+The demo, simulations, the holder's and the bank's commands live in their own modules; the
+two small ones (``datasets``, ``certs``) are here. Errors fedcredit raises on purpose print
+as one clear line (exit 2), anything else as a traceback.
 """
 from __future__ import annotations
 
