@@ -8,7 +8,7 @@ after it, and calls ``call_next`` to go on (as Flower's mods do)::
         yield from call_next(req)
         ...                      # after: the step has answered
 
-:class:`~fedcredit.protocol.core.HolderCore` composes its middleware once, outermost first.
+:class:`~fedcredit.protocol.core.HolderContext` composes its middleware once, outermost first.
 The core ships :func:`audit_refusals`; the holder service adds its own (daily caps, the
 sessions table, picking up a new feature table).
 """
@@ -17,13 +17,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import FedCreditError
 from .channel import Caller
-
-if TYPE_CHECKING:
-    from .core import HolderCore
+from .context import HolderContext
 
 log = logging.getLogger("fedcredit.protocol")
 
@@ -32,7 +30,7 @@ log = logging.getLogger("fedcredit.protocol")
 class Request:
     """One exchange as the holder sees it: the caller, the first message, the rest."""
 
-    core: HolderCore
+    core: HolderContext
     caller: Caller
     first: Any
     rest: Iterator

@@ -12,18 +12,15 @@ What the holder learns: how many ids the bank has, then the intersection.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from ...errors import ProtocolError, ResourceLimit
 from ...psi import POINT_BYTES, PsiHolder, join_points, split_points
 from ..channel import Caller
+from ..context import HolderContext
 from ..messages import Ack
 from ..wire import rows_from_bytes
 from . import messages as m
 from .math import points_in
-
-if TYPE_CHECKING:
-    from ..core import HolderCore
 
 OPERATIONS = ("psi", "align")
 
@@ -38,7 +35,7 @@ def _bank_chunks(first: m.PsiBlinded, rest: Iterator, session_id: str, done: lis
         done[0] = msg.last
 
 
-def psi(core: HolderCore, caller: Caller, first: m.PsiBlinded, rest: Iterator) -> Iterator:
+def psi(core: HolderContext, caller: Caller, first: m.PsiBlinded, rest: Iterator) -> Iterator:
     s = core.session(caller, first.session_id)
     with s.lock:
         offered = core.consented_ids(caller.bank, s.purpose)
@@ -65,7 +62,7 @@ def psi(core: HolderCore, caller: Caller, first: m.PsiBlinded, rest: Iterator) -
         yield m.PsiHolderSet(points=part, total=len(offered))
 
 
-def align(core: HolderCore, caller: Caller, msg: m.PsiAlign, rest: Iterator) -> Iterator:
+def align(core: HolderContext, caller: Caller, msg: m.PsiAlign, rest: Iterator) -> Iterator:
     s = core.session(caller, msg.session_id)
     with s.lock:
         holder = s.state_as(PsiHolder, "PsiBlinded (alignment needs a PSI exchange first)")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +18,7 @@ from ...binning import FeaturePrep
 from ...crypto import polynomial_partials
 from ...errors import InvalidInput, PolicyViolation, ProtocolError
 from ..channel import Caller
+from ..context import HolderContext
 from ..hooks import StoredModel
 from ..session import Session
 from ..timing import Stopwatch
@@ -27,9 +27,6 @@ from ..woe.holder import load_binning
 from ..woe.math import final_bins
 from . import math as lc
 from . import messages as m
-
-if TYPE_CHECKING:
-    from ..core import HolderCore
 
 OPERATIONS = ("lr_start", "lr_step", "lr_partials", "lr_finish", "lr_score")
 
@@ -40,7 +37,7 @@ MAX_STEPS = 1_000_000
 class HolderLR:
     """State of one LR training session on the holder."""
 
-    def __init__(self, core: HolderCore, session: Session, msg: m.LrStart):
+    def __init__(self, core: HolderContext, session: Session, msg: m.LrStart):
         self.core, self.session = core, session
         self.pk = session.key
         feats = core.aligned_features(session)
@@ -171,7 +168,7 @@ class HolderLR:
 
 
 # -- feature encodings --------------------------------------------------------------------------
-def woe_spec(core: HolderCore, session: Session, msg: m.LrStart) -> dict:
+def woe_spec(core: HolderContext, session: Session, msg: m.LrStart) -> dict:
     binning = load_binning(core, session, msg.binning_id)
     n_feat = len(binning["mapper"]["features"])
     feats = [int(f) for f in msg.features]
@@ -210,7 +207,7 @@ def _state(s: Session) -> HolderLR:
     return s.state_as(HolderLR, "LrStart")
 
 
-def start(core: HolderCore, caller: Caller, msg: m.LrStart, rest) -> Iterator:
+def start(core: HolderContext, caller: Caller, msg: m.LrStart, rest) -> Iterator:
     s = core.session(caller, msg.session_id, task="lr")
     with s.lock:
         st = HolderLR(core, s, msg)
@@ -222,7 +219,7 @@ def start(core: HolderCore, caller: Caller, msg: m.LrStart, rest) -> Iterator:
     yield ready
 
 
-def step(core: HolderCore, caller: Caller, msg: m.LrStep, rest) -> Iterator:
+def step(core: HolderContext, caller: Caller, msg: m.LrStep, rest) -> Iterator:
     s = core.session(caller, msg.session_id, task="lr")
     with s.lock:
         st = _state(s)
@@ -231,7 +228,7 @@ def step(core: HolderCore, caller: Caller, msg: m.LrStep, rest) -> Iterator:
     yield stats
 
 
-def terms(core: HolderCore, caller: Caller, first: m.LrTerms, rest) -> Iterator:
+def terms(core: HolderContext, caller: Caller, first: m.LrTerms, rest) -> Iterator:
     s = core.session(caller, first.session_id, task="lr")
     with s.lock:
         st = _state(s)
@@ -240,7 +237,7 @@ def terms(core: HolderCore, caller: Caller, first: m.LrTerms, rest) -> Iterator:
     yield out
 
 
-def finish(core: HolderCore, caller: Caller, msg: m.LrFinish, rest) -> Iterator:
+def finish(core: HolderContext, caller: Caller, msg: m.LrFinish, rest) -> Iterator:
     s = core.session(caller, msg.session_id, task="lr")
     with s.lock:
         out = _state(s).finish(msg)
@@ -248,7 +245,7 @@ def finish(core: HolderCore, caller: Caller, msg: m.LrFinish, rest) -> Iterator:
     yield out
 
 
-def score(core: HolderCore, caller: Caller, msg: m.PartialScoreRequest, rest) -> Iterator:
+def score(core: HolderContext, caller: Caller, msg: m.PartialScoreRequest, rest) -> Iterator:
     s = core.session(caller, msg.session_id)
     with s.lock:
         if s.task == "score":

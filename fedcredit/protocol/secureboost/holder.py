@@ -21,7 +21,6 @@ import random
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +29,7 @@ from ...binning import BinMapper
 from ...crypto import CipherVector, EncryptedHistogram, PublicKey, candidate_sums
 from ...errors import InvalidCiphertext, InvalidInput, PolicyViolation, ProtocolError, ResourceLimit
 from ..channel import Caller
+from ..context import HolderContext
 from ..hooks import StoredModel
 from ..messages import Ack
 from ..policy import HolderPolicy
@@ -47,9 +47,6 @@ from .math import (
     goes_left,
     reachable_leaves,
 )
-
-if TYPE_CHECKING:
-    from ..core import HolderCore
 
 OPERATIONS = ("boost_start", "tree_start", "histograms", "split", "tree_finish",
               "model_finish", "predict")
@@ -337,7 +334,7 @@ def _boost(s: Session) -> HolderBoost:
     return s.state_as(HolderBoost, "BoostStart before tree messages")
 
 
-def boost_start(core: HolderCore, caller: Caller, msg: m.BoostStart, rest) -> Iterator:
+def boost_start(core: HolderContext, caller: Caller, msg: m.BoostStart, rest) -> Iterator:
     s = core.session(caller, msg.session_id, task="train")
     with s.lock:
         feats = core.aligned_features(s)
@@ -350,7 +347,7 @@ def boost_start(core: HolderCore, caller: Caller, msg: m.BoostStart, rest) -> It
     yield ready
 
 
-def tree_start(core: HolderCore, caller: Caller, msg: m.TreeStart, rest) -> Iterator:
+def tree_start(core: HolderContext, caller: Caller, msg: m.TreeStart, rest) -> Iterator:
     s = core.session(caller, msg.session_id, task="train")
     with s.lock:
         boost = _boost(s)
@@ -367,7 +364,7 @@ def tree_start(core: HolderCore, caller: Caller, msg: m.TreeStart, rest) -> Iter
     yield Ack(session_id=s.id, count=count)
 
 
-def layer(core: HolderCore, caller: Caller, msg: m.LayerRequest, rest) -> Iterator:
+def layer(core: HolderContext, caller: Caller, msg: m.LayerRequest, rest) -> Iterator:
     s = core.session(caller, msg.session_id, task="train")
     with s.lock:
         boost = _boost(s)
@@ -377,7 +374,7 @@ def layer(core: HolderCore, caller: Caller, msg: m.LayerRequest, rest) -> Iterat
     yield from results
 
 
-def split(core: HolderCore, caller: Caller, msg: m.SplitRequest, rest) -> Iterator:
+def split(core: HolderContext, caller: Caller, msg: m.SplitRequest, rest) -> Iterator:
     s = core.session(caller, msg.session_id, task="train")
     with s.lock:
         boost = _boost(s)
@@ -387,7 +384,7 @@ def split(core: HolderCore, caller: Caller, msg: m.SplitRequest, rest) -> Iterat
     yield m.SplitResult(outcomes=outcomes)
 
 
-def tree_finish(core: HolderCore, caller: Caller, msg: m.TreeFinish, rest) -> Iterator:
+def tree_finish(core: HolderContext, caller: Caller, msg: m.TreeFinish, rest) -> Iterator:
     s = core.session(caller, msg.session_id, task="train")
     with s.lock:
         boost = _boost(s)
@@ -397,7 +394,7 @@ def tree_finish(core: HolderCore, caller: Caller, msg: m.TreeFinish, rest) -> It
     yield Ack(session_id=s.id, count=len(boost.model.trees))
 
 
-def model_finish(core: HolderCore, caller: Caller, msg: m.ModelFinish, rest) -> Iterator:
+def model_finish(core: HolderContext, caller: Caller, msg: m.ModelFinish, rest) -> Iterator:
     s = core.session(caller, msg.session_id, task="train")
     with s.lock:
         boost = _boost(s)
@@ -406,7 +403,7 @@ def model_finish(core: HolderCore, caller: Caller, msg: m.ModelFinish, rest) -> 
     yield m.ModelSaved(model_id=boost.model.model_id, n_trees=len(boost.model.trees))
 
 
-def predict(core: HolderCore, caller: Caller, msg: m.PredictRequest, rest) -> Iterator:
+def predict(core: HolderContext, caller: Caller, msg: m.PredictRequest, rest) -> Iterator:
     s = core.session(caller, msg.session_id)
     with s.lock:
         if s.task == "train":

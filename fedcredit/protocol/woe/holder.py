@@ -18,7 +18,6 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +25,7 @@ from ...binning import BinMapper
 from ...crypto import EncryptedHistogram
 from ...errors import InvalidCiphertext, InvalidInput, ProtocolError
 from ..channel import Caller
+from ..context import HolderContext
 from ..hooks import StoredModel
 from ..messages import Ack
 from ..session import Session
@@ -33,13 +33,10 @@ from ..wire import rows_from_bytes
 from . import messages as m
 from .math import KIND, check_merge_map, floor_map
 
-if TYPE_CHECKING:
-    from ..core import HolderCore
-
 OPERATIONS = ("woe_stats", "woe_merge")
 
 
-def load_binning(core: HolderCore, session: Session, binning_id: str) -> dict:
+def load_binning(core: HolderContext, session: Session, binning_id: str) -> dict:
     """A binning this bank's earlier WOE session stored (for WOE-encoded LR)."""
     stored = core.models.load(binning_id)
     if stored.bank != session.bank or stored.mapper.get("kind") != KIND:
@@ -48,7 +45,7 @@ def load_binning(core: HolderCore, session: Session, binning_id: str) -> dict:
 
 
 class HolderWOE:
-    def __init__(self, core: HolderCore, session: Session, msg: m.WoeStart):
+    def __init__(self, core: HolderContext, session: Session, msg: m.WoeStart):
         self.core, self.session = core, session
         self.pk = session.key
         if msg.key_fingerprint != self.pk.fingerprint:
@@ -117,7 +114,7 @@ class HolderWOE:
                           slot_bits=slot_bits)
 
 
-def start(core: HolderCore, caller: Caller, first: m.WoeStart, rest) -> Iterator:
+def start(core: HolderContext, caller: Caller, first: m.WoeStart, rest) -> Iterator:
     s = core.session(caller, first.session_id, task="woe")
     with s.lock:
         st = HolderWOE(core, s, first)
@@ -131,7 +128,7 @@ def start(core: HolderCore, caller: Caller, first: m.WoeStart, rest) -> Iterator
     yield out
 
 
-def merge(core: HolderCore, caller: Caller, msg: m.WoeMerge, rest) -> Iterator:
+def merge(core: HolderContext, caller: Caller, msg: m.WoeMerge, rest) -> Iterator:
     s = core.session(caller, msg.session_id, task="woe")
     with s.lock:
         stored = core.models.load(msg.binning_id)
