@@ -21,6 +21,7 @@ from gmpy2 import mpz
 
 from ..errors import InsecureParameters, InvalidCiphertext, InvalidInput, UnsafeReply
 from .fixedbase import batch_invert
+from .histogram import EncryptedHistogram
 from .parallel import split_evenly, thread_map
 
 if TYPE_CHECKING:
@@ -243,8 +244,6 @@ class PublicKey(ABC):
         Groups that receive nothing hold the trivial encryption of zero; anything that leaves
         a party must be re-randomised first (:meth:`rerandomize`).
         """
-        from .histogram import EncryptedHistogram
-
         self._check(a)
         g = np.asarray(groups)
         if g.shape != (len(a),):

@@ -18,11 +18,15 @@ before anything leaves.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..errors import InvalidInput
-from .base import CipherVector, PublicKey
 from .parallel import default_workers, thread_map
+
+if TYPE_CHECKING:  # the kernel works through the key's methods; base imports this module
+    from .base import CipherVector, PublicKey
 
 MAX_GROUP = 6
 
