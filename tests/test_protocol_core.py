@@ -173,3 +173,16 @@ def test_a_key_below_the_floor_is_refused_at_open(holder_party):
 
     with pytest.raises(InsecureParameters, match="2048-bit minimum"):
         BankSession(InProcessChannel(strict), "train", sk)
+
+
+def test_holder_toml_template_names_every_policy_key_and_loads_back(tmp_path):
+    from fedcredit.holder import config
+
+    text = config.render("h", "127.0.0.1:0", "tls", ["demo-bank"])
+    policy = text.split("[policy]", 1)[1].split("\n[", 1)[0]
+    written = {line.split("=", 1)[0].strip() for line in policy.splitlines()
+               if "=" in line and not line.lstrip().startswith("#")}
+    assert written == set(HolderPolicy.keys())
+    (tmp_path / "holder.toml").write_text(text)
+    cfg = config.load_config(tmp_path)
+    assert cfg.policy == HolderPolicy(allowed_banks=("demo-bank",), min_key_bits=2048)
