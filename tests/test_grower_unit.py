@@ -194,6 +194,7 @@ class PlainHolder:
         self.trees: dict[int, list[tuple]] = {}
 
     def start_tree(self, tree, rows, g_int, h_int):
+        self.root_rows = rows
         self.cands = SplitCandidates.for_bins(self.bins[rows], self.n_bins)
         self.position_of = np.arange(len(self.cands))[::-1].copy()  # candidate -> position
         self.candidate_at = np.argsort(self.position_of)  # position -> candidate
@@ -250,7 +251,7 @@ class PlainHolder:
 
     def finish_tree(self, tree, result):
         topo = [(n.node_id, n.left, n.right, n.owner, n.record_id) for n in result.topology()]
-        check_topology(topo)
+        check_topology(topo, len(self.root_rows))
         self.trees[tree] = topo
 
 

@@ -138,14 +138,31 @@ def test_gradient_layout_refuses_overflow():
 # -- topology ---------------------------------------------------------------------------------
 def test_check_topology_errors():
     ok = [(0, 1, 2, "holder", 1), (1, -1, -1, "leaf", -1), (2, -1, -1, "leaf", -1)]
-    assert check_topology(ok) is None
+    assert check_topology(ok, 10) is None
     with pytest.raises(InvalidInput, match="root"):
-        check_topology([])
+        check_topology([], 10)
     with pytest.raises(InvalidInput, match="root"):
-        check_topology([(1, -1, -1, "leaf", -1), (0, 1, 2, "bank", -1)])
+        check_topology([(1, -1, -1, "leaf", -1), (0, 1, 2, "bank", -1)], 10)
     with pytest.raises(InvalidInput, match="node 0 points at a missing child"):
-        check_topology([(0, 1, 2, "bank", -1), (1, -1, -1, "leaf", -1)])
-    assert check_topology([(0, -1, -1, "leaf", -1)]) is None  # a single leaf
+        check_topology([(0, 1, 2, "bank", -1), (1, -1, -1, "leaf", -1)], 10)
+    assert check_topology([(0, -1, -1, "leaf", -1)], 10) is None  # a single leaf
+    # a tree on 2 rows has at most 3 nodes: a bank cannot make the holder store more
+    five = [(0, 1, 2, "bank", -1), (1, 3, 4, "bank", -1), (2, -1, -1, "leaf", -1),
+            (3, -1, -1, "leaf", -1), (4, -1, -1, "leaf", -1)]
+    assert check_topology(five, 3) is None
+    with pytest.raises(InvalidInput, match="cannot come from 2 rows"):
+        check_topology(five, 2)
+
+
+def test_layer_parents_must_be_the_previous_layer_and_at_most_two_children():
+    from fedcredit.protocol.secureboost.math import check_layer_parents
+
+    assert check_layer_parents([-1], set()) is None
+    assert check_layer_parents([0, 0], {0}) is None
+    with pytest.raises(InvalidInput, match="children of the previous layer"):
+        check_layer_parents([0, 0, 0], {0})
+    with pytest.raises(InvalidInput, match="children of the previous layer"):
+        check_layer_parents([5], {0})
 
 
 def unpack(n_leaves, data, rows):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, ResourceLimit
 from .base import MIN_SECURE_BITS, CipherVector, PublicKey, security_bits
 from .encoding import FixedPoint, SlotLayout
 from .histogram import EncryptedHistogram, candidate_sums, plan_groups
@@ -48,16 +48,32 @@ def generate_keypair(scheme: str = "paillier", bits: int = 2048, insecure: bool 
 def _parse(data: bytes, what: str) -> dict:
     try:
         d = json.loads(bytes(data).decode())
-    except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError, RecursionError):
         raise InvalidInput(f"{what} is not a serialized fedcredit key") from None
     if not isinstance(d, dict) or d.get("scheme") not in _PUBLIC:
         raise InvalidInput(f"{what} names no known scheme (known: {SCHEMES})")
     return d
 
 
-def load_public_key(data: bytes) -> PublicKey:
-    """Parse and check a public key received from a peer."""
+def load_public_key(data: bytes, max_bits: int | None = None) -> PublicKey:
+    """Parse and check a public key received from a peer.
+
+    With ``max_bits``, a key whose modulus (or exponent) is larger is refused before any
+    table is built for it: a peer must not choose how much memory and CPU its key costs.
+    """
+    if max_bits is not None and len(data) > max_bits + 4096:  # hex digits and JSON framing
+        raise ResourceLimit(f"a public key of {len(data)} bytes is larger than any key of "
+                            f"at most {max_bits} bits")
     d = _parse(data, "public key")
+    if max_bits is not None:
+        try:
+            n_bits = int(str(d.get("n", "0")), 16).bit_length()
+            e_bits = int(d.get("exponent_bits", 0))
+        except (ValueError, TypeError):
+            raise InvalidInput("malformed public key: n or exponent_bits") from None
+        if max(n_bits, e_bits) > max_bits:
+            raise ResourceLimit(f"a key of {max(n_bits, e_bits)} bits exceeds the holder's "
+                                f"{max_bits}-bit maximum")
     return _PUBLIC[d["scheme"]].from_fields(d)
 
 

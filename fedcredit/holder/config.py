@@ -101,11 +101,13 @@ max_trees_per_session = 200
 max_sessions_per_day = 100      # per bank, per UTC day (0 = no cap)
 max_trees_per_day = 2000        # per bank, per UTC day (0 = no cap)
 max_concurrent_sessions = 16
+max_sessions_per_bank = 8       # open sessions of one bank: the others keep their share
 session_idle_seconds = 1800     # an idle session is dropped (its memory freed) after this
 max_predict_ids = 1000000       # enterprises per scoring request
 max_psi_points = 20000000       # ids a bank may send for one alignment
 max_session_mib = 8192          # ciphertexts one session may hold
 min_key_bits = 2048             # smallest key (bits of n) a bank may send
+max_key_bits = 4096             # largest key: its size sets the memory and CPU a session costs
 allow_insecure_keys = false     # must be true for min_key_bits below 2048 (tests only)
 
 [features]
@@ -210,12 +212,14 @@ def _policy(p: dict, path: Path) -> HolderPolicy:
     sec = "policy"
     for key, lo, hi in (("min_node_samples", 1, 10**9), ("max_trees_per_session", 1, 10**6),
                         ("max_sessions_per_day", 0, 10**9), ("max_trees_per_day", 0, 10**9),
-                        ("max_concurrent_sessions", 1, 10**5), ("max_predict_ids", 1, 10**9),
+                        ("max_concurrent_sessions", 1, 10**5),
+                        ("max_sessions_per_bank", 1, 10**5), ("max_predict_ids", 1, 10**9),
                         ("max_psi_points", 1, 10**10), ("max_session_mib", 1, 10**7)):
         kw[key] = _int(p, key, getattr(d, key), path, sec, lo, hi)
     kw["session_idle_seconds"] = _num(p, "session_idle_seconds", d.session_idle_seconds, path,
                                       sec, 1, 10**7)
     kw["min_key_bits"] = _int(p, "min_key_bits", MIN_SECURE_BITS, path, sec, 256, 16384)
+    kw["max_key_bits"] = _int(p, "max_key_bits", d.max_key_bits, path, sec, 1024, 16384)
     insecure = p.get("allow_insecure_keys", False)
     if not isinstance(insecure, bool):
         raise InvalidInput(f"{path}: policy.allow_insecure_keys must be true or false")

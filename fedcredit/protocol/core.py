@@ -196,6 +196,10 @@ class HolderCore:
         with self._lock:
             if len(self._sessions) >= self.policy.max_concurrent_sessions:
                 raise ResourceLimit("the holder serves its maximum number of sessions; retry later")
+            mine = sum(1 for o in self._sessions.values() if o.bank == s.bank)
+            if mine >= self.policy.max_sessions_per_bank:
+                raise ResourceLimit(f"bank {s.bank!r} holds the {mine} open sessions the "
+                                    "holder allows one bank; close one or retry later")
             self._sessions[s.id] = s
 
 
@@ -217,7 +221,7 @@ def _open_session(core: HolderCore, caller: Caller, msg: m.OpenSession, rest) ->
         raise PolicyViolation(f"purpose {msg.purpose!r} is not allowed by the holder's policy")
     key: Any = None
     if msg.task in KEYED_TASKS:
-        key = load_public_key(msg.public_key)
+        key = load_public_key(msg.public_key, max_bits=pol.max_key_bits)
         if key.scheme != msg.scheme:
             raise InvalidInput(f"the key is a {key.scheme} key, the session says {msg.scheme}")
         if key.bits < pol.key_floor:

@@ -38,13 +38,18 @@ class HolderPolicy:
         Per-session and per-request caps.
     max_sessions_per_day, max_trees_per_day : int
         Per bank and UTC day, 0 for no cap; counted from the service's audit log.
-    max_concurrent_sessions, session_idle_seconds : int, float
-        Open sessions at once; an idle session is dropped (its memory freed) after this.
+    max_concurrent_sessions, max_sessions_per_bank : int
+        Open sessions at once, in all and per bank (so one bank cannot lock the others out).
+    session_idle_seconds : float
+        An idle session is dropped (its memory freed) after this.
     max_session_mib : int
         Ciphertexts one session may hold.
     min_key_bits : int or None
         The smallest key a bank may send; ``None`` means 2048, or 1024 when
         ``allow_insecure_keys`` is set.
+    max_key_bits : int
+        The largest key a bank may send: a key's size sets the memory and CPU the holder
+        spends on it (fixed-base tables, every multiplication), so a bank may not choose it.
     allow_insecure_keys : bool
         Required for any key floor below 2048 bits (tests only).
     """
@@ -56,11 +61,13 @@ class HolderPolicy:
     max_sessions_per_day: int = 100
     max_trees_per_day: int = 2000
     max_concurrent_sessions: int = 16
+    max_sessions_per_bank: int = 8
     session_idle_seconds: float = 1800.0
     max_predict_ids: int = 1_000_000
     max_psi_points: int = 20_000_000
     max_session_mib: int = 8192
     min_key_bits: int | None = None
+    max_key_bits: int = 4096
     allow_insecure_keys: bool = False
 
     def __post_init__(self) -> None:
@@ -76,6 +83,13 @@ class HolderPolicy:
             raise InvalidInput(f"policy.min_key_bits = {self.min_key_bits} is below "
                                f"{MIN_SECURE_BITS}; set allow_insecure_keys = true to allow it "
                                "(tests only)")
+        self.check()
+
+    def check(self) -> None:
+        """Relations between knobs (each knob's own range is checked where it is read)."""
+        if self.max_key_bits < self.key_floor:
+            raise InvalidInput(f"policy.max_key_bits = {self.max_key_bits} is below the key "
+                               f"floor of {self.key_floor} bits")
 
     @property
     def key_floor(self) -> int:

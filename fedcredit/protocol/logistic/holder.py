@@ -8,15 +8,17 @@ a residual or a bank value: everything it computes on is encrypted under the ban
 """
 from __future__ import annotations
 
+import itertools
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import pandas as pd
 
 from ...binning import FeaturePrep
 from ...crypto import polynomial_partials
-from ...errors import InvalidInput, PolicyViolation, ProtocolError
+from ...errors import InvalidInput, PolicyViolation, ProtocolError, ResourceLimit
 from ..channel import Caller
 from ..context import HolderContext
 from ..hooks import StoredModel
@@ -60,10 +62,17 @@ class HolderLR:
             raise InvalidInput(f"unknown encoding {msg.encoding!r}")
         self.X = encode(self.spec, feats, self.frac_bits)  # all aligned rows, quantised
         self.Xi = lc.to_fixed(self.X, self.frac_bits)
+        self.aligned_ids = list(feats.index)
+        # how an enterprise without data (or consent) is encoded
+        nothing = pd.DataFrame({c: pd.Series([None], dtype=object) for c in feats.columns},
+                               index=feats.index[:1])
+        self.X_missing = encode(self.spec, nothing, self.frac_bits)[0]
+        self.Xi_missing = lc.to_fixed(self.X_missing, self.frac_bits)
+        self.Xb, self.Xbi = self.X[:0], self.Xi[:0]  # the open step's rows
         self.train_rows = rows
         self.opt = lc.Adam(np.zeros(self.X.shape[1]), msg.learning_rate, msg.decay)
         self.l2 = float(msg.l2)
-        if not (0 < self.opt.lr <= 10 and 0 <= self.opt.decay and 0 <= self.l2 <= 100):
+        if not (0 < self.opt.lr <= 10 and 0 <= self.opt.decay <= 100 and 0 <= self.l2 <= 100):
             raise InvalidInput("learning_rate, decay or l2 out of range")
         self.step_no = -1
         self.batch = np.zeros(0, dtype=np.int64)  # the open step's rows (none before step 0)
@@ -86,8 +95,9 @@ class HolderLR:
             raise ProtocolError(f"expected {len(self.masks)} gradient values, got {len(masked)}")
         try:
             raw = np.array([int(v) - r for v, r in zip(masked, self.masks)], dtype=np.float64)
-        except (ValueError, TypeError):
-            raise InvalidInput("masked gradient values must be decimal integers") from None
+        except (ValueError, TypeError, OverflowError):
+            raise InvalidInput("masked gradient values must be decimal integers of the "
+                               "slot's size") from None
         scale = 2.0 ** (lc.COEF_BITS + lc.CHEB_BITS + self.frac_bits)
         grad = raw / scale / len(self.batch) + self.l2 * self.opt.w
         self.opt.step(grad)
@@ -107,7 +117,13 @@ class HolderLR:
             raise InvalidInput("batch rows must be training rows")
         self.step_no = msg.step
         self.batch = rows
-        u = self.X[rows] @ self.opt.w
+        # consent is re-checked at every step: withdrawn enterprises count as missing values
+        ids = [self.aligned_ids[i] for i in rows.tolist()]
+        served = self.core.consent_mask(self.session, ids)
+        self.Xb, self.Xbi = self.X[rows].copy(), self.Xi[rows].copy()
+        if not served.all():
+            self.Xb[~served], self.Xbi[~served] = self.X_missing, self.Xi_missing
+        u = self.Xb @ self.opt.w
         center, radius = lc.interval(u)
         self.t = np.clip((u - center) / radius, -1.0, 1.0)
         return m.LrStats(step=msg.step, center=center, radius=radius, weight_change=change)
@@ -125,22 +141,26 @@ class HolderLR:
             raise InvalidInput("the slot layout leaves no room for the holder's masks")
         b = len(self.batch)
         per_row = (K + 1) * G
-        chunks, offset = [], 0
-        for msg in [first, *rest]:
+        chunks, offset, expected = [], 0, b * per_row
+        width = self.pk.ciphertext_bytes
+        for msg in itertools.chain([first], rest):  # read lazily, stop at the expected count
             if not isinstance(msg, m.LrTerms) or msg.step != first.step:
                 raise ProtocolError("an LR coefficient stream mixes in other messages")
             if msg.offset != offset:
                 raise ProtocolError(f"coefficient chunk at {msg.offset}, expected {offset}")
+            if offset + len(msg.ciphertexts) // width > expected:
+                raise ResourceLimit(f"more than the {expected} coefficient ciphertexts this "
+                                    "step needs")
             with self.watch("holder_validate"):
                 cv = self.pk.from_bytes_batch(msg.ciphertexts, what="LR coefficients")
             chunks.append(msg.ciphertexts)
             offset += len(cv)
-        if offset != b * per_row:
+        if offset != expected:
             raise ProtocolError(f"expected {b * per_row} coefficient ciphertexts, got {offset}")
         data = b"".join(chunks)
         E = lc.holder_exponents(self.t, K)  # b x K
         with self.watch("holder_partials"):
-            sums, grads = polynomial_partials(self.pk, data, E, self.Xi[self.batch], K, G)
+            sums, grads = polynomial_partials(self.pk, data, E, self.Xbi, K, G)
         slot_w, n_slots = widths[0], counts[0]
         masks, totals = [], []
         for _ in range(len(grads)):  # a fresh mask in every slot of each gradient
@@ -175,6 +195,8 @@ def woe_spec(core: HolderContext, session: Session, msg: m.LrStart) -> dict:
     if not feats or len(set(feats)) != len(feats) or min(feats) < 0 or max(feats) >= n_feat:
         raise InvalidInput("features must name distinct holder features of the binning")
     sizes = [binning["n_final"][f] for f in feats]
+    if len(msg.woe) % 8:
+        raise InvalidInput(f"WOE values: {len(msg.woe)} bytes is not a whole number of float64")
     woe = np.frombuffer(msg.woe, dtype="<f8")
     if len(woe) != sum(sizes) or not np.all(np.isfinite(woe)):
         raise InvalidInput(f"expected {sum(sizes)} finite WOE values")

@@ -41,6 +41,7 @@ from .math import (
     SplitCandidates,
     bin_counts,
     candidate_left_sums,
+    check_layer_parents,
     check_topology,
     disclosable,
     feature_layout,
@@ -208,6 +209,8 @@ class HolderBoost:
     def layer(self, index: int, tasks: list[m.NodeTask]) -> list[m.NodeCandidates]:
         t = self._current(index)
         floor = self.policy.min_node_samples
+        check_layer_parents([task.parent_id for task in tasks], set(t.node_hist))
+        direct: dict[int, np.ndarray] = {}
         rows_of: dict[int, np.ndarray] = {}
         hist_of: dict[int, CipherVector] = {}
         left_of: dict[int, np.ndarray] = {}
@@ -229,6 +232,10 @@ class HolderBoost:
                 rows = self._check_rows(t, task)
                 if nid in t.node_rows and not np.array_equal(t.node_rows[nid], rows):
                     raise InvalidInput(f"node {nid} rows differ from the split that made it")
+                other = direct.get(task.parent_id)
+                if other is not None and np.intersect1d(other, rows, assume_unique=True).size:
+                    raise InvalidInput(f"node {nid} overlaps its sibling")
+                direct[task.parent_id] = rows
             if len(rows) < floor:
                 raise PolicyViolation(f"node {nid} holds {len(rows)} enterprises, below the "
                                       f"holder's min_node_samples={floor}")
@@ -315,7 +322,7 @@ class HolderBoost:
         return out
 
     def finish_tree(self, index: int, nodes: list[m.TreeNode]) -> None:
-        self._current(index)
+        t = self._current(index)
         topology = []
         for nd in nodes:
             if nd.owner not in ("bank", "holder", "leaf"):
@@ -324,7 +331,7 @@ class HolderBoost:
                 raise InvalidInput(f"tree node {nd.node_id}: unknown holder record {nd.record_id}")
             topology.append((int(nd.node_id), int(nd.left), int(nd.right), nd.owner,
                              int(nd.record_id)))
-        check_topology(topology)
+        check_topology(topology, len(t.rows))
         self.model.trees[index] = topology
         self.tree = None  # free the tree's ciphertexts
 
@@ -416,6 +423,8 @@ def predict(core: HolderContext, caller: Caller, msg: m.PredictRequest, rest) ->
             raise InvalidInput(f"model {model.model_id!r} is not a SecureBoost model")
         rows, served = core.scoring_rows(s, msg.ids)
         trees = list(msg.trees) or sorted(model.trees)
+        if len(set(trees)) != len(trees):
+            raise InvalidInput("a scoring request names a tree twice")
         unknown = [t for t in trees if t not in model.trees]
         if unknown:
             raise InvalidInput(f"the model has no tree {unknown[0]}")

@@ -135,8 +135,23 @@ def bin_counts(bins: np.ndarray, sizes: np.ndarray, offsets: np.ndarray) -> np.n
     return np.bincount(flat, minlength=int(sizes.sum())).astype(np.int64)
 
 
-def check_topology(nodes: list[tuple]) -> None:
-    """A tree as the bank reports it: (node, left, right, owner, record), root first."""
+#: the largest tree a bank may report (depth 16, the estimators' limit)
+MAX_TREE_NODES = 2 ** 17 - 1
+
+
+def check_layer_parents(parents: list[int], previous: set[int]) -> None:
+    """A layer holds the children of the previous layer's nodes, two at most per parent (and
+    the holder checks they are disjoint), so a bank cannot make it sum a node many times."""
+    if any(parents.count(p) > 2 for p in set(parents)) or any(
+            p >= 0 and p not in previous for p in parents):
+        raise InvalidInput("a layer's nodes must be children of the previous layer's nodes")
+
+
+def check_topology(nodes: list[tuple], n_rows: int) -> None:
+    """A tree as the bank reports it: (node, left, right, owner, record), root first; a tree
+    grown on ``n_rows`` rows has at most ``2 * n_rows - 1`` nodes."""
+    if len(nodes) > min(2 * n_rows - 1, MAX_TREE_NODES):
+        raise InvalidInput(f"a tree of {len(nodes)} nodes cannot come from {n_rows} rows")
     ids = {n[0] for n in nodes}
     if not nodes or nodes[0][0] != 0:
         raise InvalidInput("a tree must list its root (node 0) first")

@@ -135,7 +135,7 @@ def merge(core: HolderContext, caller: Caller, msg: m.WoeMerge, rest) -> Iterato
         if stored.bank != s.bank or stored.mapper.get("kind") != KIND:
             raise InvalidInput(f"the holder knows no binning {msg.binning_id!r} for this bank")
         b = stored.mapper
-        maps = np.frombuffer(msg.maps, dtype="<u4").astype(np.int64)
+        maps = rows_from_bytes(msg.maps, what="merge maps")
         at = 0
         for f in msg.features:
             if not 0 <= f < len(b["pre"]):
