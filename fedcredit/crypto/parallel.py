@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -84,9 +85,37 @@ def get_pool(workers: int) -> ProcessPoolExecutor:
             ctx = mp.get_context(method)
             if method == "forkserver":
                 ctx.set_forkserver_preload(["fedcredit.crypto"])
-            _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+            _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                        initializer=_exit_with_parent,
+                                        initargs=(os.getpid(),))
             _POOL_SIZE = workers
         return _POOL
+
+
+#: how often a worker checks that the process which started it is still alive
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when its parent is gone.
+
+    A SIGKILLed holder or bank cannot shut its pool down, and a forkserver worker is not its
+    child, so it would live on holding a key's tables; a daemon thread watches the parent's
+    pid and exits the worker (``os._exit``: nothing of the dead parent's work is left to do).
+    """
+    launcher = os.getppid()  # the forkserver (or the parent itself, with spawn)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            if os.getppid() != launcher:  # orphaned: the forkserver died with the parent
+                os._exit(0)
+            try:
+                os.kill(parent, 0)
+            except (ProcessLookupError, PermissionError):  # gone, or its pid reused
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="fedcredit-parent-watch").start()
 
 
 def shutdown_pool() -> None:
