@@ -62,8 +62,8 @@ def load_public_key(data: bytes, max_bits: int | None = None) -> PublicKey:
     table is built for it: a peer must not choose how much memory and CPU its key costs.
     """
     if max_bits is not None and len(data) > max_bits + 4096:  # hex digits and JSON framing
-        raise ResourceLimit(f"a public key of {len(data)} bytes is larger than any key of "
-                            f"at most {max_bits} bits")
+        raise ResourceLimit(f"a public key of {len(data)} bytes exceeds the holder's "
+                            f"{max_bits}-bit maximum")
     d = _parse(data, "public key")
     if max_bits is not None:
         try:
