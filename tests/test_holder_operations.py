@@ -274,7 +274,7 @@ def test_audit_anchor_detects_a_rewritten_history(chain, capsys):
     con.close()
     anchor = f"{r.head_seq}:{r.head_hash}"
     assert fc("holder", "audit", "verify", "--dir", chain, "--anchor", anchor) == 0
-    # rewrite the whole chain consistently: only an anchor kept elsewhere can tell
+    # rewrite the whole chain's plain hashes consistently
     con = sqlite3.connect(chain / "holder.db")
     rows = con.execute("SELECT seq, ts, actor, bank, purpose, operation, enterprises, session, "
                        "detail FROM audit_log ORDER BY seq").fetchall()
@@ -290,6 +290,10 @@ def test_audit_anchor_detects_a_rewritten_history(chain, capsys):
     con.execute("UPDATE chain_head SET hash = ?", (prev,))
     con.commit()
     con.close()
+    # the audit key (tls/audit.key) catches it; without the key only the anchor can tell
+    assert fc("holder", "audit", "verify", "--dir", chain) == 1
+    assert "MAC does not match" in capsys.readouterr().err
+    (chain / "tls" / "audit.key").rename(chain / "audit.key.aside")
     assert fc("holder", "audit", "verify", "--dir", chain) == 0
     assert fc("holder", "audit", "verify", "--dir", chain, "--anchor", anchor) == 1
     assert "anchor" in capsys.readouterr().err

@@ -50,6 +50,9 @@ def register(sub) -> None:
                    help="load the valid rows even if some are rejected (default: refuse the "
                         "whole file and keep the current table)")
     s.add_argument("--rejects-out", help="write every rejected row and its reason to this CSV")
+    s.add_argument("--lock-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="loads into one directory run one at a time: wait this long for "
+                        "another load to finish, then give up (default 600)")
     s.set_defaults(func=_load_features)
 
     c = hs.add_parser("consent", help="the enterprise-authorisation registry")
@@ -83,11 +86,23 @@ def register(sub) -> None:
 
     a = hs.add_parser("audit", help="the tamper-evident audit log")
     aus = a.add_subparsers(dest="audit_command", required=True)
-    s = aus.add_parser("verify", help="recompute the hash chain (exit 1 naming the first bad "
-                                      "record)")
+    s = aus.add_parser(
+        "verify", help="recompute the hash chain and check its HMACs with the audit key (exit 1 "
+                       "naming the first bad record)",
+        description="Recompute the audit chain. With the audit key (an HMAC-SHA256 key kept "
+                    "outside the store, default <tls.dir>/audit.key) it proves that no record "
+                    "was edited, deleted, reordered, cut from the end or appended by anyone "
+                    "without the key. Without the key (file absent) only the plain SHA-256 "
+                    "hashes are checked: edits and deletions inside the chain are found, a "
+                    "rewritten or cut tail is not. Neither tells a rollback of the whole store "
+                    "to an earlier copy: --anchor does.")
     _dir(s)
     s.add_argument("--anchor", action="append", default=[],
                    help="seq:hash recorded earlier outside the holder (repeatable)")
+    s.add_argument("--key-file", metavar="PATH",
+                   help="the audit chain's HMAC key (default: the holder's own key, "
+                        "<tls.dir>/audit.key; if that file is absent only the plain hashes "
+                        "are checked)")
     s.set_defaults(func=_audit_verify)
     s = aus.add_parser("export", help="records as JSON lines or CSV")
     _dir(s)
@@ -154,6 +169,7 @@ def _init(a) -> int:
     cfg = config.load_config(d)  # what we wrote must read back
     con = store.connect(cfg.db_path, create=True)
     try:
+        audit.holder_key(con)  # made now unless it exists (kept by --force)
         audit.record_operator(con, "init", f"forced={bool(a.force)} listen={cfg.listen} "
                                            f"dev_certs={not a.tls_dir}")
     finally:
@@ -162,6 +178,7 @@ def _init(a) -> int:
     print(f"  configuration  {cfg_path}")
     print(f"  store          {cfg.db_path}")
     print(f"  certificates   {cfg.tls_dir}" + ("" if a.tls_dir else "  (development CA)"))
+    print(f"  audit key      {audit.key_file(cfg)}  (back it up apart from the store)")
     if banks is None:
         print("  allowed_banks is empty: name the banks' certificate CNs in holder.toml")
     print("next: fedcredit holder load-features --dir ... --csv FEATURES.csv --id-column uscc")
@@ -174,7 +191,9 @@ def _load_features(a) -> int:
 
     cfg, con = _open(a.dir)
     try:
-        r = features.load_features(cfg, con, a.file, a.id_column, skip_invalid=a.skip_invalid)
+        r = features.load_features(cfg, con, a.file, a.id_column, skip_invalid=a.skip_invalid,
+                                   lock_timeout=a.lock_timeout,
+                                   on_wait=lambda msg: print(msg, file=sys.stderr, flush=True))
     finally:
         con.close()
     if r.rejects.count:
@@ -266,19 +285,38 @@ def _audit_verify(a) -> int:
     from ..holder import audit
 
     anchors = [audit.parse_anchor(x) for x in a.anchor]
-    _, con = _open(a.dir)
+    cfg, con = _open(a.dir)
     try:
-        r = audit.verify(con, anchors)
+        path = Path(a.key_file) if a.key_file else audit.key_file(cfg)
+        key = audit.read_key(path) if a.key_file or path.exists() else None
+        r = audit.verify(con, anchors, key=key)
     finally:
         con.close()
-    if r.ok:
-        print(f"audit log intact: {r.records} records; head {r.head_seq}:{r.head_hash}")
-        print("(keep the head somewhere outside this machine; check it later with --anchor)")
-        return 0
-    print(f"AUDIT LOG TAMPERED: {r.problem}", file=sys.stderr)
-    print(f"first bad record: seq={r.bad_seq}; {r.records} records before it are intact",
-          file=sys.stderr)
-    return 1
+    legacy = r.records - r.keyed
+    if not r.ok:
+        print(f"AUDIT LOG TAMPERED: {r.problem}", file=sys.stderr)
+        print(f"first bad record: seq={r.bad_seq}; {r.records} records before it are intact",
+              file=sys.stderr)
+        if key is None:
+            print(f"(checked without the audit key: {path} not found)", file=sys.stderr)
+        return 1
+    print(f"audit log intact: {r.records} records; head {r.head_seq}:{r.head_hash}")
+    if key is not None:
+        print(f"checked with the audit key {path}: no record was edited, deleted, reordered, "
+              "cut from the end or appended by anyone without the key")
+        if legacy:
+            print(f"(records 1-{legacy} predate the key and carry plain SHA-256 hashes only; "
+                  + (f"the MAC of record {legacy + 1} covers them too)" if r.keyed else
+                     "none carries a MAC)"))
+    else:
+        print(f"checked WITHOUT the audit key ({path} not found): plain SHA-256 hashes only. "
+              "This proves no record inside the chain was edited, deleted or reordered, but "
+              "NOT that its tail was not cut or rewritten by someone able to write the "
+              "database" + (f"; the MACs of {r.keyed} records were not checked (give "
+                            "--key-file)" if r.keyed else ""))
+    print("(keep the head somewhere outside this machine; check it later with --anchor: "
+          "only an anchor tells a rollback of the whole store to an earlier copy)")
+    return 0
 
 
 def _audit_export(a) -> int:
@@ -354,7 +392,15 @@ def _status(a) -> int:
     print(f"sessions      {sessions or 'none'}")
     print(f"audit log     {head[0] if head else 0} records" +
           (f", last {last[1]} at {last[0]}" if last else ""))
+    key = audit_key_file(cfg)
+    print(f"audit key     {key}" + ("" if key.exists() else "  (missing)"))
     return 0
+
+
+def audit_key_file(cfg) -> Path:
+    from ..holder import audit
+
+    return audit.key_file(cfg)
 
 
 def audit_ts(epoch: float) -> str:

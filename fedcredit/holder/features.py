@@ -13,13 +13,20 @@ record. That commit is the switch: before it the old table is current, after it 
 and a crash in between leaves only an orphan file (removed by the next load). The server
 notices a new version at its next request and serves it from then on.
 
+Loads are serialised: each holds an exclusive lock (``flock`` on ``D/load-features.lock``)
+from reading the previous load to removing old files, so two loads run one after the
+other (the second waits, saying so, up to ``lock_timeout`` seconds, then refuses). The
+cleanup never removes the file the store names current, whatever else it removes.
+
 Column kinds: ``[features.types]`` in ``holder.toml`` if listed, else the kind the column had
 in the previous load, else inferred (numeric when at least 95 % of its non-empty values are
 numbers; the others are then rejected rows). Published names: ``[features.labels]``.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import hashlib
 import json
 import logging
@@ -27,6 +34,7 @@ import os
 import secrets
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +43,7 @@ import pandas as pd
 
 from ..atomic import write_with
 from ..datasets import invalid_uscc_rows
-from ..errors import InvalidInput
+from ..errors import InvalidInput, ResourceLimit
 from . import audit
 from .config import HolderConfig
 from .rejects import Rejects, uscc_reason
@@ -44,6 +52,8 @@ from .store import write
 log = logging.getLogger("fedcredit.holder.features")
 NUMERIC_SHARE = 0.95
 MAX_TEXT = 256
+LOCK_NAME = "load-features.lock"
+LOCK_TIMEOUT = 600.0  # seconds a load waits for another one to finish
 
 
 @dataclass
@@ -181,10 +191,57 @@ def current_version(con: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
+@contextlib.contextmanager
+def load_lock(cfg: HolderConfig, timeout: float = LOCK_TIMEOUT,
+              on_wait: Callable[[str], object] | None = None):
+    """Hold the holder directory's feature-load lock (exclusive, across processes).
+
+    If another load holds it, ``on_wait`` gets one message and this waits up to ``timeout``
+    seconds, then raises :class:`~fedcredit.errors.ResourceLimit`. The lock is released
+    when the block ends or the process dies (``flock``); the file itself stays.
+    """
+    path = cfg.dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            if on_wait is not None:
+                on_wait(f"another `fedcredit holder load-features` (pid {other}) is loading "
+                        f"into {cfg.dir}; waiting up to {timeout:g} s for it to finish")
+            deadline = time.monotonic() + timeout
+            while True:
+                time.sleep(0.05)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise ResourceLimit(
+                            f"another `fedcredit holder load-features` (pid {other}) is still "
+                            f"loading into {cfg.dir} after {timeout:g} s (lock {path}); run "
+                            "this load again when it has finished") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def load_features(cfg: HolderConfig, con: sqlite3.Connection, path, id_column: str,
-                  skip_invalid: bool = False) -> LoadResult:
-    """Validate ``path`` and, unless refused, make it the holder's feature table."""
-    path = Path(path)
+                  skip_invalid: bool = False, *, lock_timeout: float = LOCK_TIMEOUT,
+                  on_wait: Callable[[str], object] | None = None) -> LoadResult:
+    """Validate ``path`` and, unless refused, make it the holder's feature table.
+
+    The whole load holds :func:`load_lock` (``lock_timeout``, ``on_wait``: see there).
+    """
+    with load_lock(cfg, lock_timeout, on_wait):
+        return _load(cfg, con, Path(path), id_column, skip_invalid)
+
+
+def _load(cfg: HolderConfig, con: sqlite3.Connection, path: Path, id_column: str,
+          skip_invalid: bool) -> LoadResult:
     frame = read_table(path, id_column)
     prev = current(con)
     prev_kinds = prev["schema"]["kinds"] if prev else {}
@@ -216,7 +273,8 @@ def load_features(cfg: HolderConfig, con: sqlite3.Connection, path, id_column: s
                      detail=f"file={path.name} version={version} rows={len(frame)} "
                             f"loaded={len(clean)} rejected={rej.count} columns={len(kinds)} "
                             f"sha256={digest[:16]}")
-    _remove_old(folder, keep=name)
+    now = current(con)
+    _remove_old(folder, keep={name, now["file"]} if now else {name})
     result.loaded, result.applied, result.version = len(clean), True, version
     return result
 
@@ -227,17 +285,26 @@ def read_current(cfg: HolderConfig, con: sqlite3.Connection) -> tuple[pd.DataFra
     Raises if the file recorded for the current load is missing or was changed behind the
     store's back (its SHA-256 no longer matches).
     """
-    cur = current(con)
-    if cur is None:
-        return pd.DataFrame(index=pd.Index([], dtype=object, name="uscc")), 0
-    path = cfg.features_dir / cur["file"]
-    if not path.is_file():
-        raise InvalidInput(f"{path}: the current feature table (version {cur['version']}) is "
-                           "missing; load the features again")
-    if _sha256(path) != cur["sha256"]:
-        raise InvalidInput(f"{path}: the feature file was modified outside `fedcredit holder "
-                           "load-features` (SHA-256 mismatch); load the features again")
-    frame = pd.read_parquet(path)
+    for attempt in range(3):
+        cur = current(con)
+        if cur is None:
+            return pd.DataFrame(index=pd.Index([], dtype=object, name="uscc")), 0
+        path = cfg.features_dir / cur["file"]
+        try:
+            f = open(path, "rb")
+        except (FileNotFoundError, IsADirectoryError):
+            if attempt < 2 and current_version(con) != cur["version"]:
+                continue  # a load replaced it meanwhile: read the new current table
+            raise InvalidInput(f"{path}: the current feature table (version {cur['version']})"
+                               " is missing; load the features again") from None
+        with f:  # hashed and parsed from one open file: a later unlink cannot get between
+            if _sha256(f) != cur["sha256"]:
+                raise InvalidInput(f"{path}: the feature file was modified outside `fedcredit "
+                                   "holder load-features` (SHA-256 mismatch); load the "
+                                   "features again")
+            f.seek(0)
+            frame = pd.read_parquet(f)
+        break
     frame.index = frame.index.astype(str)
     labels = {k: v for k, v in cfg.feature_labels.items() if k in frame.columns}
     for k in sorted(set(cfg.feature_labels) - set(frame.columns)):
@@ -249,9 +316,11 @@ def read_current(cfg: HolderConfig, con: sqlite3.Connection) -> tuple[pd.DataFra
     return frame, int(cur["version"])
 
 
-def _sha256(path: Path) -> str:
+def _sha256(source) -> str:
+    """SHA-256 of a file, given its path or an open binary file (read from where it is)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with contextlib.ExitStack() as stack:
+        f = source if hasattr(source, "read") else stack.enter_context(open(source, "rb"))
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -268,11 +337,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _remove_old(folder: Path, keep: str) -> None:
-    """Remove earlier tables (enterprise data is not kept longer than it is served)."""
+def _remove_old(folder: Path, keep: set[str]) -> None:
+    """Remove earlier tables (enterprise data is not kept longer than it is served), never
+    one named in ``keep`` (the file just written and the one the store names current).
+
+    Called under the load lock, so no other load's file is half-written or uncommitted."""
     # and what a load killed mid-write left: the atomic helper's ``.features-*.tmp`` files
     for p in [*folder.glob("features-*.parquet*"), *folder.glob(".features-*.tmp")]:
-        if p.name != keep:
+        if p.name not in keep:
             try:
                 p.unlink()
             except OSError:

@@ -6,17 +6,27 @@ Several processes share it: the server, and operator commands run while it serve
 go on meanwhile. ``synchronous=FULL``: a commit is on disk when it returns, so an audit
 record committed before an answer leaves survives a power cut.
 
-Schema (``schema_version`` 1)::
+Schema (``schema_version`` 2)::
 
     audit_log(seq, ts, actor, bank, purpose, operation, enterprises, session, detail,
-              prev_hash, hash)                     hash-chained, see fedcredit.holder.audit
-    chain_head(id=1, seq, hash)              the last record (detects a cut tail)
+              prev_hash, hash, mac)            hash-chained and keyed, see fedcredit.holder.audit
+    chain_head(id=1, seq, hash, mac)         the last record (detects a cut tail)
     consent(uscc, bank, purpose, granted_at, expires_at, revoked_at, imported_at, source)
     consent_version(id=1, version)                 bumped by triggers on every change
     models(model_id, bank, purpose, created_at, updated_at, n_trees, body)
     sessions(session_id, bank, purpose, task, model_id, opened_at, ended_at, state)
     feature_loads(version, loaded_at, source, file, sha256, rows, columns, rejected, schema)
     meta(key, value)
+
+Migrations run in :func:`connect`, each in one write transaction (two processes opening an
+old store at once migrate it once): version 1 -> 2 adds the ``mac`` columns (NULL: a record
+written before the audit key, verified by its plain SHA-256 alone). A store newer than this
+code is refused, so an older fedcredit never appends unkeyed records to a keyed chain.
+
+:func:`connect` also notes where the holder's audit key lives (``<tls.dir>/audit.key`` of
+the ``holder.toml`` beside the store, see :func:`audit_key_file`): the key is never in the
+store, and its location is not taken from the store either (whoever can write the database
+must not be able to point the holder at a key of their own).
 """
 from __future__ import annotations
 
@@ -27,8 +37,10 @@ from pathlib import Path
 
 from ..errors import InvalidInput
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
+#: the audit chain's HMAC key, in the holder's TLS directory (see fedcredit.holder.audit)
+AUDIT_KEY_NAME = "audit.key"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_log (
@@ -42,14 +54,16 @@ CREATE TABLE IF NOT EXISTS audit_log (
     session TEXT NOT NULL,
     detail TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    mac TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_log_bank_op_ts ON audit_log(bank, operation, ts);
 CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log(ts);
 CREATE TABLE IF NOT EXISTS chain_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    mac TEXT
 );
 CREATE TABLE IF NOT EXISTS consent (
     uscc TEXT NOT NULL,
@@ -110,7 +124,37 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
-def connect(path, *, create: bool = False) -> sqlite3.Connection:
+#: version -> the statements that bring a store of that version to the next one
+_MIGRATIONS = {
+    1: ("ALTER TABLE audit_log ADD COLUMN mac TEXT",
+        "ALTER TABLE chain_head ADD COLUMN mac TEXT"),
+}
+
+
+class Connection(sqlite3.Connection):
+    """A store connection: an ``sqlite3.Connection`` that knows where the audit key lives.
+
+    ``audit_key_file`` is set by :func:`connect` (None when no ``holder.toml`` is beside the
+    store); ``audit_key`` caches the key once read, so a running server keeps appending
+    with the key it started with.
+    """
+
+    audit_key_file: Path | None = None
+    audit_key: bytes | None = None
+
+
+def audit_key_file(db_path) -> Path | None:
+    """``<tls.dir>/audit.key`` of the holder directory holding ``db_path``, or None when
+    there is no ``holder.toml`` beside it (a bare store: its records are unkeyed)."""
+    from .config import CONFIG_NAME, load_config
+
+    d = Path(db_path).resolve().parent
+    if not (d / CONFIG_NAME).is_file():
+        return None
+    return load_config(d).tls_dir / AUDIT_KEY_NAME
+
+
+def connect(path, *, create: bool = False) -> Connection:
     """Open the store (autocommit mode; callers group writes with :func:`write`).
 
     Parameters
@@ -123,8 +167,10 @@ def connect(path, *, create: bool = False) -> sqlite3.Connection:
     path = Path(path)
     if not create and not path.is_file():
         raise InvalidInput(f"{path}: no holder store here; run `fedcredit holder init`")
+    key_file = audit_key_file(path)
     con = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                          check_same_thread=False)
+                          check_same_thread=False, factory=Connection)
+    con.audit_key_file = key_file
     con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
@@ -139,11 +185,29 @@ def connect(path, *, create: bool = False) -> sqlite3.Connection:
                         (str(SCHEMA_VERSION),))
             con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?)",
                         (repr(time.time()),))
-    version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if version is None or int(version[0]) != SCHEMA_VERSION:
-        raise InvalidInput(f"{path}: store schema version {version and version[0]}, this "
-                           f"fedcredit expects {SCHEMA_VERSION}")
+    version = _version(con)
+    if version is not None and version < SCHEMA_VERSION:
+        with write(con):  # re-read inside the lock: another process may have migrated it
+            version = _version(con)
+            while version is not None and version in _MIGRATIONS:
+                for stmt in _MIGRATIONS[version]:
+                    con.execute(stmt)
+                version += 1
+                con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                            (str(version),))
+    if version != SCHEMA_VERSION:
+        con.close()
+        raise InvalidInput(f"{path}: store schema version {version}, this fedcredit expects "
+                           f"{SCHEMA_VERSION}")
     return con
+
+
+def _version(con: sqlite3.Connection) -> int | None:
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    try:
+        return None if row is None else int(row[0])
+    except ValueError:
+        return None
 
 
 @contextlib.contextmanager
