@@ -98,7 +98,7 @@ log_level = "info"
 allowed_purposes = {_toml_list(purposes)}
 min_node_samples = 20           # no aggregate ever describes fewer enterprises
 max_trees_per_session = 200
-max_sessions_per_day = 100      # per bank, per UTC day (0 = no cap)
+max_sessions_per_day = 100      # per bank, per UTC day (0 = no cap); scoring not counted
 max_trees_per_day = 2000        # per bank, per UTC day (0 = no cap)
 max_concurrent_sessions = 16
 max_sessions_per_bank = 8       # open sessions of one bank: the others keep their share

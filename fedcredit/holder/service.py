@@ -69,11 +69,19 @@ class HolderParty(HolderCore):
 
     def _daily_caps(self, req: Request, call_next: Next) -> Iterator:
         """Per-bank daily caps on sessions and trees, counted from the audit log (so they
-        survive a restart)."""
+        survive a restart).
+
+        ``max_sessions_per_day`` counts the sessions that run a protocol (alignment,
+        training, WOE, LR); scoring sessions (``open_session:score``) are counted apart and
+        not capped per day, so online scoring works at the defaults: they stay bounded by
+        ``max_concurrent_sessions``, ``max_sessions_per_bank`` and idle expiry, and every
+        scoring request by ``max_predict_ids``."""
         bank = req.caller.bank
         if isinstance(req.first, m.OpenSession):
             cap = self.policy.max_sessions_per_day
-            if cap and self._db_count_today(bank, "open_session:", prefix=True) >= cap:
+            if cap and req.first.task != "score" and (
+                    self._db_count_today(bank, "open_session:", prefix=True)
+                    - self._db_count_today(bank, "open_session:score")) >= cap:
                 raise ResourceLimit(f"bank {bank!r} has opened the {cap} sessions the "
                                     "holder's policy allows per day (UTC); retry tomorrow")
         elif isinstance(req.first, TreeStart):

@@ -5,14 +5,22 @@ opening the session, aligning by PSI and saving the bank's half are the same, so
 here once. :class:`FederatedEstimator` is a scikit-learn ``BaseEstimator``: ``__init__``
 stores its arguments unchanged and validation waits for ``fit``, so ``clone``,
 ``get_params`` and ``set_params`` behave as scikit-learn users expect.
+
+Scoring reuses one ``"score"`` session per channel and model (:class:`ScoringSessions`):
+online scoring, one enterprise per call, costs one request per call, not a session. The
+cache is the estimator's process-local state, never a parameter: ``get_params``, ``clone``,
+``save`` and pickling leave it out.
 """
 from __future__ import annotations
 
 import json
+import threading
 import time
+import weakref
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -20,7 +28,7 @@ from sklearn.base import BaseEstimator
 
 from ..atomic import write_atomic
 from ..crypto import generate_keypair
-from ..errors import InvalidInput
+from ..errors import InvalidInput, ResourceLimit, SessionNotFound
 from ..protocol.alignment.bank import align
 from ..protocol.channel import Channel, InProcessChannel
 from ..protocol.session import BankSession
@@ -46,6 +54,131 @@ def as_channel(holder) -> Channel:
         return InProcessChannel(holder)
     raise InvalidInput("holder= must be a channel (fedcredit.connect(...), InProcessChannel) "
                        "or a PassiveParty")
+
+
+T = TypeVar("T")
+
+#: scoring sessions an estimator keeps open at once (one per channel and model id); the
+#: least recently used is closed beyond it
+MAX_CACHED_SESSIONS = 2
+
+_registry_lock = threading.Lock()
+_create_lock = threading.Lock()
+_live_caches: weakref.WeakSet[ScoringSessions] = weakref.WeakSet()
+#: sessions of estimators that were garbage-collected: closed by the next session opened
+#: here (a finaliser may run anywhere, e.g. inside a lock, so it only hands them over)
+_orphans: deque[BankSession] = deque()
+
+
+def _close_orphans() -> int:
+    n = 0
+    while True:
+        try:
+            session = _orphans.popleft()
+        except IndexError:
+            return n
+        session.close()
+        n += 1
+
+
+def _orphan(entries: dict) -> None:
+    _orphans.extend(session for _, session in list(entries.values()))
+
+
+def release_scoring_sessions() -> int:
+    """Close every scoring session the estimators of this process keep open.
+
+    Estimators reopen one at their next scoring call. Opening a session calls this once
+    when the holder refuses for lack of session slots (a bank's open sessions count against
+    ``max_sessions_per_bank``), so cached scoring sessions never lock training out.
+
+    Returns
+    -------
+    int
+        How many sessions were closed.
+    """
+    with _registry_lock:
+        caches = list(_live_caches)
+    return _close_orphans() + sum(cache.close() for cache in caches)
+
+
+def _open_session(open_: Callable[[], BankSession]) -> BankSession:
+    """``open_()``; when the holder has no session slot left, release the cached scoring
+    sessions of this process and try once more."""
+    _close_orphans()
+    try:
+        return open_()
+    except ResourceLimit:
+        if not release_scoring_sessions():
+            raise
+        return open_()
+
+
+class ScoringSessions:
+    """Open ``"score"`` sessions of one estimator, by channel (its identity) and model id.
+
+    A scoring call reuses the session of its channel and model; when the holder no longer
+    knows it (``SessionNotFound``: expired, closed, holder restarted) it is reopened once and
+    the request repeated. At most :data:`MAX_CACHED_SESSIONS` stay open, the least recently
+    used closed first. Thread-safe: the lock guards the table only, no request runs under
+    it (the holder serialises requests on one session).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: (id(holder), model id) -> (holder, session); holding the holder keeps its id unique
+        self._open: OrderedDict[tuple[int, str], tuple[Any, BankSession]] = OrderedDict()
+        weakref.finalize(self, _orphan, self._open).atexit = False
+        with _registry_lock:
+            _live_caches.add(self)
+
+    def run(self, holder, model_id: str, request: Callable[[BankSession], T]) -> T:
+        """``request(session)`` on the cached scoring session of ``holder`` and ``model_id``."""
+        session = self._session(holder, model_id)
+        try:
+            return request(session)
+        except SessionNotFound:
+            self._forget(holder, model_id, session)
+        return request(self._session(holder, model_id))
+
+    def close(self) -> int:
+        """Close every cached session (best effort); returns how many there were."""
+        with self._lock:
+            entries = list(self._open.values())
+            self._open.clear()
+        for _, session in entries:
+            session.close()
+        return len(entries)
+
+    def _session(self, holder, model_id: str) -> BankSession:
+        key = (id(holder), model_id)
+        with self._lock:
+            hit = self._open.get(key)
+            if hit is not None:
+                self._open.move_to_end(key)
+                return hit[1]
+        channel = as_channel(holder)
+        session = _open_session(lambda: BankSession(channel, "score", model_id=model_id))
+        surplus = []
+        with self._lock:
+            hit = self._open.get(key)
+            if hit is not None:  # another thread opened one meanwhile: keep the first
+                surplus.append(session)
+                session = hit[1]
+            else:
+                self._open[key] = (holder, session)
+                while len(self._open) > MAX_CACHED_SESSIONS:
+                    surplus.append(self._open.popitem(last=False)[1][1])
+        for s in surplus:
+            s.close()
+        return session
+
+    def _forget(self, holder, model_id: str, session: BankSession) -> None:
+        key = (id(holder), model_id)
+        with self._lock:
+            hit = self._open.get(key)
+            if hit is not None and hit[1] is session:  # not one another thread reopened
+                del self._open[key]
 
 
 def check_xy(X, y=None, id_column: str | None = None):
@@ -167,6 +300,7 @@ class FederatedEstimator(BaseEstimator):
     def _fit_federated(self, X, y, holder, *, id_column=None, keys=None, **fit_kw):
         """The prologue every fit shares; ``keys`` holds the key parameters (default self)."""
         self.__dict__.pop("model_id_", None)  # a failed refit leaves no half-fitted model
+        self.close_scoring()  # the sessions of the previous model
         self._validate_params()
         X, y = check_xy(X, y, id_column)
         self._check_bank_table(X)
@@ -175,7 +309,7 @@ class FederatedEstimator(BaseEstimator):
         t0 = time.perf_counter()
         _, sk = generate_keypair(keys.he_scheme, bits=keys.key_bits, insecure=keys.insecure_key)
         sk.warm_up(keys.n_jobs)  # worker tables build while ids are aligned
-        session = BankSession(channel, self._task, sk, workers=keys.n_jobs)
+        session = _open_session(lambda: BankSession(channel, self._task, sk, workers=keys.n_jobs))
         try:
             al = align(session, X.index.tolist())
             if len(al) < self._min_aligned():
@@ -193,6 +327,38 @@ class FederatedEstimator(BaseEstimator):
         finally:
             session.close()
         return self
+
+    # -- scoring sessions ---------------------------------------------------------------------
+    def _scoring(self) -> ScoringSessions:
+        cache = self.__dict__.get("_scoring_sessions")
+        if cache is None:
+            with _create_lock:  # two threads' first calls share one table
+                cache = self.__dict__.get("_scoring_sessions")
+                if cache is None:
+                    cache = self.__dict__["_scoring_sessions"] = ScoringSessions()
+        return cache
+
+    def _score_with(self, holder, request: Callable[[BankSession], T]) -> T:
+        """``request(session)`` on this model's scoring session with ``holder``: opened at
+        the first call on a channel, reused by later ones, reopened once if the holder
+        dropped it."""
+        return self._scoring().run(holder, self.model_id_, request)
+
+    def close_scoring(self) -> None:
+        """Close the scoring sessions this estimator keeps open with holders.
+
+        Scoring opens one session per channel and model and reuses it; it stays open until
+        this call, a new ``fit``, or the holder's idle expiry (``session_idle_seconds``).
+        The next scoring call opens a new one.
+        """
+        cache = self.__dict__.get("_scoring_sessions")
+        if cache is not None:
+            cache.close()
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: the base may hand over __dict__ itself
+        state.pop("_scoring_sessions", None)  # open sessions belong to this process
+        return state
 
     # -- fitted state -------------------------------------------------------------------------
     def __sklearn_is_fitted__(self) -> bool:

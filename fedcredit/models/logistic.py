@@ -12,8 +12,7 @@ from ..binning import FeaturePrep
 from ..errors import InvalidInput
 from ..protocol.logistic import bank as lr_steps
 from ..protocol.logistic import math as lc
-from ..protocol.session import BankSession
-from .base import FederatedClassifier, as_channel, check_xy, progress_bar
+from .base import FederatedClassifier, check_xy, progress_bar
 
 FORMAT = "fedcredit.hetero_lr/1"
 
@@ -234,14 +233,13 @@ class HeteroLogisticRegression(FederatedClassifier):
         return self._prepare_bank(X, fit=False) @ self.coef_bank_ + self.intercept_[0]
 
     def decision_function(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
-        """Log-odds of default: the bank's part plus the holder's partial score per id."""
+        """Log-odds of default: the bank's part plus the holder's partial score per id.
+
+        Scoring reuses one session per channel (see :meth:`close_scoring`)."""
         self._check_fitted()
         X, _ = check_xy(X, None, id_column)
-        session = BankSession(as_channel(holder), "score", model_id=self.model_id_)
-        try:
-            u = lr_steps.partial_scores(session, X.index.tolist())
-        finally:
-            session.close()
+        ids = X.index.tolist()
+        u = self._score_with(holder, lambda s: lr_steps.partial_scores(s, ids))
         return self.bank_score(X) + u
 
     def coefficients(self) -> pd.Series:

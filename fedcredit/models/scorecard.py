@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from ..errors import InvalidInput
+from ..protocol.logistic import bank as lr_steps
 from .base import FederatedClassifier, as_channel, check_xy
 from .logistic import HeteroLogisticRegression
 from .woe import HeteroWOE
@@ -86,6 +87,7 @@ class Scorecard(FederatedClassifier):
         -------
         self
         """
+        self.close_scoring()  # the sessions of the previous model
         self._validate_params()
         X, y = check_xy(X, y, id_column)
         channel = as_channel(holder)
@@ -137,7 +139,8 @@ class Scorecard(FederatedClassifier):
 
     # -- scoring ----------------------------------------------------------------------------
     def decision_function(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
-        """Log-odds of default: the bank's WOE part plus the holder's partial score per id."""
+        """Log-odds of default: the bank's WOE part plus the holder's partial score per id
+        (over a scoring session reused per channel, see :meth:`close_scoring`)."""
         self._check_fitted()
         X, _ = check_xy(X, None, id_column)
         bank = self.feature_names_bank_
@@ -146,7 +149,17 @@ class Scorecard(FederatedClassifier):
                                "which lacks the bank's binning: its points_table_ is "
                                "complete, but scoring bank features needs a re-fit")
         Xw = self.woe_.transform_bank(X, bank) if bank else pd.DataFrame(index=X.index)
-        return self.model_.decision_function(Xw, holder)
+        ids = X.index.tolist()
+        u = self._score_with(holder, lambda s: lr_steps.partial_scores(s, ids))
+        return self.model_.bank_score(Xw) + u
+
+    def close_scoring(self) -> None:
+        """Close the scoring sessions this scorecard (and its regression ``model_``) keep
+        open with holders; the next scoring call opens a new one."""
+        super().close_scoring()
+        model = self.__dict__.get("model_")
+        if model is not None:
+            model.close_scoring()
 
     def score(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
         """Scorecard points per enterprise (more points, less risk): the bank's points plus

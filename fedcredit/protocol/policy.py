@@ -37,7 +37,8 @@ class HolderPolicy:
     max_trees_per_session, max_predict_ids, max_psi_points : int
         Per-session and per-request caps.
     max_sessions_per_day, max_trees_per_day : int
-        Per bank and UTC day, 0 for no cap; counted from the service's audit log.
+        Per bank and UTC day, 0 for no cap; counted from the service's audit log. Scoring
+        sessions are not counted (online scoring); the concurrency caps bound them.
     max_concurrent_sessions, max_sessions_per_bank : int
         Open sessions at once, in all and per bank (so one bank cannot lock the others out).
     session_idle_seconds : float

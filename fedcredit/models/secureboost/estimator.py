@@ -18,7 +18,6 @@ from ...binning import BinMapper
 from ...crypto import FixedPoint
 from ...errors import InvalidInput, ProtocolError
 from ...protocol.secureboost import bank as steps
-from ...protocol.session import BankSession
 from ..base import FederatedClassifier, as_channel, check_xy, progress_bar, sigmoid
 from .federated import FederatedHolder
 from .grower import TreeGrower
@@ -210,15 +209,14 @@ class SecureBoostClassifier(FederatedClassifier):
 
     # -- prediction -------------------------------------------------------------------------------
     def decision_function(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
-        """Log-odds of default per row; the holder answers which leaves its splits allow."""
+        """Log-odds of default per row; the holder answers which leaves its splits allow.
+
+        Scoring reuses one session per channel (see :meth:`close_scoring`)."""
         self._check_fitted()
         X, _ = check_xy(X, None, id_column)
         bins = self.mapper_.transform(X)
-        session = BankSession(as_channel(holder), "score", model_id=self.model_id_)
-        try:
-            masks = steps.leaf_masks(session, X.index.tolist(), self.tree_ids_)
-        finally:
-            session.close()
+        ids = X.index.tolist()
+        masks = self._score_with(holder, lambda s: steps.leaf_masks(s, ids, self.tree_ids_))
         raw = np.full(len(X), self.base_score_)
         for tree, tid in zip(self.trees_, self.tree_ids_):
             raw += _combine(tree, bins, self.mapper_.n_bins, masks[tid])
