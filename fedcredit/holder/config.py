@@ -42,6 +42,9 @@ class HolderConfig:
     listen: str = "127.0.0.1:50051"
     tls_dir: Path = Path(TLS_DIR)
     max_workers: int = 16
+    max_calls_per_bank: int = 8
+    first_message_seconds: float = 30.0
+    idle_stream_seconds: float = 60.0
     shutdown_grace_seconds: float = 5.0
     log_format: str = "json"  # "json" or "text"
     log_level: str = "info"
@@ -88,7 +91,10 @@ listen = {_toml_str(listen)}        # host:port; 0.0.0.0:50051 to serve other ma
 dir = {_toml_str(tls_dir)}
 
 [server]
-max_workers = 16                # concurrent gRPC calls
+max_workers = 16                # concurrent Exchange calls (health always has threads of its own)
+max_calls_per_bank = 8          # concurrent Exchange calls of one bank
+first_message_seconds = 30      # a stream that sends nothing for this long is ended
+idle_stream_seconds = 60        # ... and so is silence inside a stream
 shutdown_grace_seconds = 5      # on SIGTERM: running calls get this long to finish
 log_format = "json"             # "json" (one object per line) or "text" (key=value)
 log_level = "info"
@@ -125,7 +131,8 @@ allow_insecure_keys = false     # must be true for min_key_bits below 2048 (test
 _SECTIONS = {
     "holder": {"name", "listen"},
     "tls": {"dir"},
-    "server": {"max_workers", "shutdown_grace_seconds", "log_format", "log_level"},
+    "server": {"max_workers", "max_calls_per_bank", "first_message_seconds",
+               "idle_stream_seconds", "shutdown_grace_seconds", "log_format", "log_level"},
     "policy": set(HolderPolicy.keys()),
     "features": {"labels", "types"},
 }
@@ -167,6 +174,13 @@ def load_config(directory) -> HolderConfig:
     tls = Path(_str(t, "dir", TLS_DIR, path, "tls"))
     cfg.tls_dir = tls if tls.is_absolute() else d / tls
     cfg.max_workers = _int(s, "max_workers", cfg.max_workers, path, "server", 1, 1024)
+    cfg.max_calls_per_bank = _int(s, "max_calls_per_bank", min(cfg.max_calls_per_bank,
+                                                               cfg.max_workers),
+                                  path, "server", 1, 1024)
+    cfg.first_message_seconds = _num(s, "first_message_seconds", cfg.first_message_seconds,
+                                     path, "server", 1, 3600)
+    cfg.idle_stream_seconds = _num(s, "idle_stream_seconds", cfg.idle_stream_seconds, path,
+                                   "server", 1, 86400)
     cfg.shutdown_grace_seconds = _num(s, "shutdown_grace_seconds", cfg.shutdown_grace_seconds,
                                       path, "server", 0, 3600)
     cfg.log_format = _str(s, "log_format", cfg.log_format, path, "server")

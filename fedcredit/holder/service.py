@@ -184,7 +184,10 @@ def serve(directory, port_file=None) -> int:
     interrupted = party.interrupt_open_sessions()
     try:
         server = HolderServer(party, cfg.listen, tls_dir=cfg.tls_dir,
-                              max_workers=cfg.max_workers).start()
+                              max_workers=cfg.max_workers,
+                              max_calls_per_bank=cfg.max_calls_per_bank,
+                              first_message_seconds=cfg.first_message_seconds,
+                              idle_stream_seconds=cfg.idle_stream_seconds).start()
     except BaseException:
         party.close()
         raise
