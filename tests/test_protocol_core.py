@@ -123,7 +123,7 @@ def test_audited_operations_all_belong_to_a_protocol(small_credit):
 # -- holder stats counts every protocol ---------------------------------------------------------
 def test_holder_stats_counts_lr_and_woe_sessions(tmp_path, small_credit):
     from fedcredit.cli import main as cli
-    from fedcredit.holder import audit, config, store
+    from fedcredit.holder import audit_report, config, store
     from fedcredit.holder.service import HolderParty
 
     bank, y, holder = small_credit
@@ -154,7 +154,7 @@ def test_holder_stats_counts_lr_and_woe_sessions(tmp_path, small_credit):
         party.close()
     con = store.connect(d / "holder.db")
     try:
-        rows = audit.stats(con)
+        rows = audit_report.stats(con)
     finally:
         con.close()
     mine = next(r for r in rows if r["bank"] == "demo-bank")

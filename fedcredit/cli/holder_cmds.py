@@ -320,7 +320,7 @@ def _audit_verify(a) -> int:
 
 
 def _audit_export(a) -> int:
-    from ..holder import audit
+    from ..holder import audit_report
 
     _, con = _open(a.dir)
     try:
@@ -329,12 +329,12 @@ def _audit_export(a) -> int:
 
             def writer(tmp):
                 with open(tmp, "w", newline="", encoding="utf-8") as f:
-                    counted.append(audit.export(con, a.since, a.until, a.format, f))
+                    counted.append(audit_report.export(con, a.since, a.until, a.format, f))
 
             write_with(a.out, writer)
             n = counted[0]
         else:
-            n = audit.export(con, a.since, a.until, a.format, sys.stdout)
+            n = audit_report.export(con, a.since, a.until, a.format, sys.stdout)
     finally:
         con.close()
     print(f"exported {n} audit records", file=sys.stderr)
@@ -342,11 +342,11 @@ def _audit_export(a) -> int:
 
 
 def _stats(a) -> int:
-    from ..holder import audit
+    from ..holder import audit_report
 
     _, con = _open(a.dir)
     try:
-        rows = audit.stats(con, a.since)
+        rows = audit_report.stats(con, a.since)
     finally:
         con.close()
     if a.json:

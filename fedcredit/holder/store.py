@@ -123,6 +123,10 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
+#: the columns of an audit record that its hash covers, in order
+AUDIT_FIELDS = ("seq", "ts", "actor", "bank", "purpose", "operation", "enterprises", "session",
+                "detail")
+
 
 #: version -> the statements that bring a store of that version to the next one
 _MIGRATIONS = {
