@@ -83,6 +83,21 @@ def start_holder(work: Path) -> tuple[subprocess.Popen, str, Path]:
     return proc, f"127.0.0.1:{port.read_text().strip()}", d
 
 
+def restart_holder(work: Path, d: Path) -> tuple[subprocess.Popen, str, Path]:
+    port = d / "port"
+    port.unlink(missing_ok=True)
+    log = open(work / "serve2.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "fedcredit.cli", "holder", "serve", "--dir",
+                             str(d), "--port-file", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not port.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            raise SystemExit("holder serve did not restart; see " + str(work / "serve2.log"))
+        time.sleep(0.1)
+    return proc, f"127.0.0.1:{port.read_text().strip()}", d
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -240,12 +255,20 @@ def main(argv=None) -> int:
             tls_dir = d / "tls"
             audited_before = refused_calls(d / "holder.db")
             fz = fuzz(address, tls_dir, a.frames, a.seed)
-            time.sleep(1.5)  # aggregated refusal records are flushed within a second or two
-            fz["audited_refusals"] = refused_calls(d / "holder.db") - audited_before
-            fz["unaudited_refusals"] = max(0, fz["refused"] - fz["audited_refusals"])
-            mem = memory_per_mb(address, tls_dir, proc.pid)
-            lat = ping_latency(address, tls_dir)
             alive = proc.poll() is None
+        finally:  # a graceful stop writes the refusals still held for aggregation
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        fz["audited_refusals"] = refused_calls(d / "holder.db") - audited_before
+        fz["unaudited_refusals"] = max(0, fz["refused"] - fz["audited_refusals"])
+        proc, address, d = restart_holder(work, d)
+        try:
+            mem = memory_per_mb(address, d / "tls", proc.pid)
+            lat = ping_latency(address, d / "tls")
+            alive = alive and proc.poll() is None
         finally:
             proc.terminate()
             try:
