@@ -70,30 +70,21 @@ def start_holder(work: Path) -> tuple[subprocess.Popen, str, Path]:
     write_credit_data(work / "data", rows=2000, seed=3, overlap=0.9)
     cli("holder", "load-features", "--dir", str(d), "--csv", str(work / "data" / "holder.csv"),
         "--id-column", "uscc")
-    port = d / "port"
-    log = open(work / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "fedcredit.cli", "holder", "serve", "--dir",
-                             str(d), "--port-file", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while not port.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            raise SystemExit("holder serve did not start; see " + str(work / "serve.log"))
-        time.sleep(0.1)
-    return proc, f"127.0.0.1:{port.read_text().strip()}", d
+    return serve(work, d)
 
 
-def restart_holder(work: Path, d: Path) -> tuple[subprocess.Popen, str, Path]:
+def serve(work: Path, d: Path) -> tuple[subprocess.Popen, str, Path]:
+    """``fedcredit holder serve --dir d`` in the background, once it listens."""
     port = d / "port"
     port.unlink(missing_ok=True)
-    log = open(work / "serve2.log", "w")
+    log_path = work / f"serve-{time.time_ns()}.log"
     proc = subprocess.Popen([sys.executable, "-m", "fedcredit.cli", "holder", "serve", "--dir",
-                             str(d), "--port-file", str(port)], stdout=log,
+                             str(d), "--port-file", str(port)], stdout=open(log_path, "w"),
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     deadline = time.time() + 60
     while not port.exists():
         if proc.poll() is not None or time.time() > deadline:
-            raise SystemExit("holder serve did not restart; see " + str(work / "serve2.log"))
+            raise SystemExit(f"holder serve did not start; see {log_path}")
         time.sleep(0.1)
     return proc, f"127.0.0.1:{port.read_text().strip()}", d
 
@@ -264,7 +255,7 @@ def main(argv=None) -> int:
                 proc.kill()
         fz["audited_refusals"] = refused_calls(d / "holder.db") - audited_before
         fz["unaudited_refusals"] = max(0, fz["refused"] - fz["audited_refusals"])
-        proc, address, d = restart_holder(work, d)
+        proc, address, d = serve(work, d)
         try:
             mem = memory_per_mb(address, d / "tls", proc.pid)
             lat = ping_latency(address, d / "tls")
