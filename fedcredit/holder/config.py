@@ -115,6 +115,10 @@ max_session_mib = 8192          # ciphertexts one session may hold
 min_key_bits = 2048             # smallest key (bits of n) a bank may send
 max_key_bits = 4096             # largest key: its size sets the memory and CPU a session costs
 allow_insecure_keys = false     # must be true for min_key_bits below 2048 (tests only)
+min_bin_samples = 30            # SecureBoost: fewest enterprises between two thresholds a bank can see
+max_tree_depth = 10             # SecureBoost: deepest tree a bank may grow
+max_learning_rate = 1.0         # hetero LR: largest learning rate for the holder's weights
+max_scored_per_day = 100000     # distinct enterprises scored per bank, purpose and UTC day (0 = no cap)
 
 [features]
 # Published names of feature columns (column name in your file = name banks see).
@@ -228,10 +232,14 @@ def _policy(p: dict, path: Path) -> HolderPolicy:
                         ("max_sessions_per_day", 0, 10**9), ("max_trees_per_day", 0, 10**9),
                         ("max_concurrent_sessions", 1, 10**5),
                         ("max_sessions_per_bank", 1, 10**5), ("max_predict_ids", 1, 10**9),
-                        ("max_psi_points", 1, 10**10), ("max_session_mib", 1, 10**7)):
+                        ("max_psi_points", 1, 10**10), ("max_session_mib", 1, 10**7),
+                        ("min_bin_samples", 0, 10**9), ("max_tree_depth", 1, 64),
+                        ("max_scored_per_day", 0, 10**10)):
         kw[key] = _int(p, key, getattr(d, key), path, sec, lo, hi)
     kw["session_idle_seconds"] = _num(p, "session_idle_seconds", d.session_idle_seconds, path,
                                       sec, 1, 10**7)
+    kw["max_learning_rate"] = _num(p, "max_learning_rate", d.max_learning_rate, path, sec,
+                                   1e-9, 1e3)
     kw["min_key_bits"] = _int(p, "min_key_bits", MIN_SECURE_BITS, path, sec, 256, 16384)
     kw["max_key_bits"] = _int(p, "max_key_bits", d.max_key_bits, path, sec, 1024, 16384)
     insecure = p.get("allow_insecure_keys", False)

@@ -53,6 +53,19 @@ class HolderPolicy:
         spends on it (fixed-base tables, every multiplication), so a bank may not choose it.
     allow_insecure_keys : bool
         Required for any key floor below 2048 bits (tests only).
+    min_bin_samples : int
+        SecureBoost: the fewest enterprises between any two thresholds of one holder feature
+        that the bank can learn sums for at one node (sent, or derived as parent - sibling),
+        and the fewest missing values for which both missing-value directions are offered;
+        0 turns the rule off (see docs/PRIVACY.md, leak 1).
+    max_tree_depth : int
+        SecureBoost: the deepest tree a bank may grow; with the node cap (``2 n - 1``) it
+        bounds how finely a bank can carve the holder's rows.
+    max_learning_rate : float
+        Hetero LR: the largest learning rate a bank may set for the holder's weights.
+    max_scored_per_day : int
+        Distinct enterprises one bank may score per purpose and UTC day (0 for no cap),
+        counted from the service's audit log: scoring cannot become a bulk export.
     """
 
     allowed_banks: tuple[str, ...] | None = None
@@ -70,6 +83,10 @@ class HolderPolicy:
     min_key_bits: int | None = None
     max_key_bits: int = 4096
     allow_insecure_keys: bool = False
+    min_bin_samples: int = 30
+    max_tree_depth: int = 10
+    max_learning_rate: float = 1.0
+    max_scored_per_day: int = 100_000
 
     def __post_init__(self) -> None:
         if self.allowed_banks is not None:
