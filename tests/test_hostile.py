@@ -73,6 +73,36 @@ def test_one_bank_cannot_take_every_session():
     assert other.id and len(held) == 2
 
 
+# -- consent between PSI and alignment -----------------------------------------------------------
+class RevokedAfterPsi:
+    """Consent that ends for some enterprises right after the holder's PSI offer."""
+
+    def __init__(self, gone):
+        self.gone, self.calls = set(gone), 0
+
+    def allowed(self, bank, purpose, ids):
+        self.calls += 1
+        if self.calls == 1:  # the PSI offer
+            return np.ones(len(ids), dtype=bool)
+        return np.array([i not in self.gone for i in ids], dtype=bool)
+
+
+def test_consent_ended_between_psi_and_alignment_is_withdrawn(make_channel):
+    holder = _holder(200)
+    gone = list(holder.index[10:25])
+    party = PassiveParty(holder, policy=test_policy(), consent=RevokedAfterPsi(gone))
+    bank_ids = list(holder.index[::-1][:195]) + [f"bank-only-{k}" for k in range(20)]
+    result = align(BankSession(make_channel(party), "align"), bank_ids)
+    expected = [i for i in bank_ids if i in set(holder.index) and i not in set(gone)]
+    assert result.ids == expected  # in the bank's order, the withdrawn left out
+    assert len(result.bank_positions) == len(result.ids)
+    assert [bank_ids[p] for p in result.bank_positions.tolist()] == result.ids
+    session = next(iter(party._sessions.values()))
+    assert session.aligned_ids == result.ids  # both sides agree on the rows
+    rec = [r for r in party.auditor.records if r["operation"] == "align"][-1]
+    assert rec["enterprises"] == len(expected) and "withdrawn=15" in rec["detail"]
+
+
 # -- hetero LR -----------------------------------------------------------------------------------
 def _lr_session(party, n):
     _, sk = generate_keypair(bits=TEST_KEY_BITS, insecure=True)

@@ -22,6 +22,9 @@ PROTOCOL_VERSION = 1
 class Ack:
     session_id: str = ""
     count: int = 0
+    #: answering PsiAlign: the request's positions (uint32) the holder withdrew because the
+    #: enterprise's consent ended between PSI and alignment; empty otherwise
+    withdrawn: bytes = b""
 
 
 @dataclass

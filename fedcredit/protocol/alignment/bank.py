@@ -10,7 +10,7 @@ from ...errors import InvalidInput, ProtocolError
 from ...psi import PsiBank, split_points
 from ..messages import Ack
 from ..session import BankSession
-from ..wire import rows_to_bytes
+from ..wire import rows_from_bytes, rows_to_bytes
 from . import messages as m
 from .math import aligned_order
 
@@ -32,7 +32,8 @@ def align(session: BankSession, ids: Sequence[str]) -> Alignment:
 
     **Privacy**: the holder learns how many ids the bank has and, at the end, exactly the
     intersection (the enterprises it will answer for); the bank learns which of its ids
-    are in the holder's consented set and that set's size.
+    are in the holder's consented set and that set's size. Enterprises whose consent ended
+    after PSI are withdrawn by the holder and left out of the alignment.
     """
     ids = [str(i) for i in ids]
     if len(set(ids)) != len(ids):
@@ -55,7 +56,20 @@ def align(session: BankSession, ids: Sequence[str]) -> Alignment:
     bank_pos, holder_pos = aligned_order(res.bank_positions, res.holder_positions)
     ack = session.call(m.PsiAlign(session_id=session.id, positions=rows_to_bytes(holder_pos)),
                        Ack)
+    bank_pos = _drop_withdrawn(bank_pos, ack.withdrawn)
     if ack.count != len(bank_pos):
         raise ProtocolError("the holder aligned a different number of rows")
     session.alignment = Alignment(bank_pos, [ids[i] for i in bank_pos.tolist()], offered)
     return session.alignment
+
+
+def _drop_withdrawn(bank_pos: np.ndarray, withdrawn: bytes) -> np.ndarray:
+    """The bank's rows minus those the holder withdrew (indices into the PsiAlign request)."""
+    if not withdrawn:
+        return bank_pos
+    gone = rows_from_bytes(withdrawn, what="withdrawn alignment positions")
+    if len(gone) and (int(gone.max()) >= len(bank_pos) or len(np.unique(gone)) != len(gone)):
+        raise ProtocolError("the holder withdrew positions outside its alignment request")
+    keep = np.ones(len(bank_pos), dtype=bool)
+    keep[gone] = False
+    return bank_pos[keep]

@@ -6,19 +6,26 @@ session's aligned ids. The bank's upload is counted while it arrives and refused
 policy's ``max_psi_points`` (the session is dropped), so no bank can grow the holder's
 memory without bound.
 
-**Privacy** (what the bank learns): which of its ids are in the consented set, and its size.
-What the holder learns: how many ids the bank has, then the intersection.
+Consent is checked twice: the offered set at PSI, and again when the bank names the rows it
+will use, so an enterprise whose consent ends between the two is withdrawn from the session
+(the bank is told which of its rows, and drops them) rather than aligned.
+
+**Privacy** (what the bank learns): which of its ids are in the consented set, and its size;
+which of those withdrew consent before alignment. What the holder learns: how many ids the
+bank has, then the intersection.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+
+import numpy as np
 
 from ...errors import ProtocolError, ResourceLimit
 from ...psi import POINT_BYTES, PsiHolder, join_points, split_points
 from ..channel import Caller
 from ..context import HolderContext
 from ..messages import Ack
-from ..wire import rows_from_bytes
+from ..wire import rows_from_bytes, rows_to_bytes
 from . import messages as m
 from .math import points_in
 
@@ -67,10 +74,15 @@ def align(core: HolderContext, caller: Caller, msg: m.PsiAlign, rest: Iterator) 
     with s.lock:
         holder = s.state_as(PsiHolder, "PsiBlinded (alignment needs a PSI exchange first)")
         positions = rows_from_bytes(msg.positions, what="PSI positions")
-        s.aligned_ids = holder.resolve(positions.tolist())
+        ids = holder.resolve(positions.tolist())
+        still = core.consent_mask(s, ids)
+        withdrawn = np.flatnonzero(~still)
+        s.aligned_ids = [i for i, ok in zip(ids, still.tolist()) if ok]
         s.replace_state(None)
-        core.audit(caller, s, "align", len(s.aligned_ids))
-    yield Ack(session_id=s.id, count=len(s.aligned_ids))
+        core.audit(caller, s, "align", len(s.aligned_ids),
+                   f"withdrawn={len(withdrawn)}" if len(withdrawn) else "")
+    yield Ack(session_id=s.id, count=len(s.aligned_ids),
+              withdrawn=rows_to_bytes(withdrawn) if len(withdrawn) else b"")
 
 
 HANDLERS: dict[type, Callable[..., Iterator]] = {m.PsiBlinded: psi, m.PsiAlign: align}
