@@ -75,6 +75,13 @@ class PeerUnavailable(FedCreditError):
     grpc_status = "UNAVAILABLE"
 
 
+class StoreUnavailable(FedCreditError):
+    """The holder's store (audit log, sessions, models) cannot be written: a full or failing
+    disk. The request is refused rather than answered without its audit record."""
+
+    grpc_status = "UNAVAILABLE"
+
+
 class UnsafeReply(FedCreditError):
     """A ciphertext vector derived by homomorphic operations was about to leave un-re-randomised."""
 
@@ -95,6 +102,7 @@ ERROR_TYPES = {
         ProtocolError,
         ResourceLimit,
         PeerUnavailable,
+        StoreUnavailable,
         UnsafeReply,
     )
 }

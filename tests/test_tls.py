@@ -35,8 +35,9 @@ REFUSED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN}
 class WhoServer:
     """A gRPC server whose one method returns the caller's certificate identity."""
 
-    def __init__(self, credentials: grpc.ServerCredentials | None):
+    def __init__(self, credentials: grpc.ServerCredentials | None, pin=None):
         self.calls: list[str] = []
+        self.pin = pin
         self._lock = threading.Lock()
         handler = grpc.method_handlers_generic_handler(
             "fedcredit.test.Tls",
@@ -53,7 +54,7 @@ class WhoServer:
 
     def _who(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            name = tls.peer_identity(context)
+            name = tls.peer_identity(context, self.pin)
         except Unauthenticated as exc:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         with self._lock:
@@ -407,3 +408,62 @@ def test_plaintext_server_yields_no_identity():
         assert srv.calls == []
     finally:
         srv.stop()
+
+
+# --------------------------------------------------------------------------- issuer pin
+def _intermediate_chain(dev: Path, out: Path) -> tuple[Path, Path]:
+    """A bank certificate under an intermediate CA that the dev CA (pathLen=0) may not sign."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca_key = serialization.load_pem_private_key((dev / "ca.key").read_bytes(), None)
+    ca = load(dev / "ca.pem")
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def cert(name, key, issuer_name, issuer_key, is_ca, usage=None):
+        b = (x509.CertificateBuilder().subject_name(
+                x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, name)]))
+             .issuer_name(issuer_name).public_key(key.public_key())
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(now - dt.timedelta(minutes=5))
+             .not_valid_after(now + dt.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True))
+        if usage:
+            b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    mid_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
+        ec.SECP256R1())
+    mid = cert("rogue intermediate", mid_key, ca.subject, ca_key, True)
+    leaf = cert("intruder-bank", leaf_key, mid.subject, mid_key, False,
+                ExtendedKeyUsageOID.CLIENT_AUTH)
+    pem, key = out / "chain.pem", out / "intruder.key"
+    pem.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, mid)))
+    key.write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return pem, key
+
+
+@pytest.mark.grpc
+def test_a_bank_certificate_under_an_intermediate_is_refused_by_the_issuer_pin(dev, tmp_path):
+    pem, key = _intermediate_chain(dev, tmp_path)
+    creds = grpc.ssl_channel_credentials((dev / "ca.pem").read_bytes(), key.read_bytes(),
+                                         pem.read_bytes())
+    opts = tls.channel_options("127.0.0.1:1")
+    loose = WhoServer(tls.server_credentials(dev))  # gRPC's own chain check alone
+    pinned = WhoServer(tls.server_credentials(dev), pin=tls.IssuerPin(dev / "ca.pem"))
+    try:
+        assert ask(loose.target, creds, opts) == "intruder-bank"  # what the pin is for
+        with pytest.raises(grpc.RpcError) as info:
+            ask(pinned.target, creds, opts)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "not issued directly by a CA" in info.value.details()
+        assert not pinned.calls
+        good = tls.channel_credentials(dev)
+        assert ask(pinned.target, good, tls.channel_options(pinned.target)) == "demo-bank"
+    finally:
+        loose.stop()
+        pinned.stop()

@@ -2,11 +2,14 @@
 
 The demo, simulations, the holder's and the bank's commands live in their own modules; the
 two small ones (``datasets``, ``certs``) are here. Errors fedcredit raises on purpose print
-as one clear line (exit 2), anything else as a traceback.
+as one clear line (exit 2), and so do the environment's (a full disk, a file that cannot be
+written or read: exit 1); anything else, a bug, as a traceback.
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import sqlite3
 import sys
 
 from ..errors import FedCreditError
@@ -85,3 +88,16 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("fedcredit: interrupted", file=sys.stderr)
         return 130
+    except (OSError, sqlite3.OperationalError) as e:
+        print(f"fedcredit: error: {_environment_error(e)}", file=sys.stderr)
+        return 1
+
+
+def _environment_error(e: BaseException) -> str:
+    """One line for an error of the machine rather than of fedcredit."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
+        return f"the disk is full{where} ({e.strerror or e}); nothing was changed"
+    if isinstance(e, sqlite3.OperationalError):
+        return f"the holder's store cannot be written: {e}"
+    return str(e)

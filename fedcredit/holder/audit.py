@@ -56,11 +56,11 @@ import secrets
 import sqlite3
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, StoreUnavailable
 from .store import AUDIT_FIELDS, AUDIT_KEY_NAME, write
 
 GENESIS = "0" * 64
@@ -261,16 +261,23 @@ class SqliteAuditor:
     Each record is also logged (one structured line, counts only).
     """
 
-    def __init__(self, con: sqlite3.Connection):
+    def __init__(self, con: sqlite3.Connection,
+                 on_failure: Callable[[BaseException], None] | None = None):
         self.con = con
+        self.on_failure = on_failure  # told when a record cannot be written (full disk)
         self._lock = threading.Lock()
 
     def record(self, *, bank: str, purpose: str, operation: str, enterprises: int,
                session: str, detail: str = "") -> None:
-        with self._lock, write(self.con):
-            seq = append(self.con, actor="bank", bank=bank, purpose=purpose,
-                         operation=operation, enterprises=enterprises, session=session,
-                         detail=detail)
+        try:
+            with self._lock, write(self.con):
+                seq = append(self.con, actor="bank", bank=bank, purpose=purpose,
+                             operation=operation, enterprises=enterprises, session=session,
+                             detail=detail)
+        except StoreUnavailable as e:
+            if self.on_failure is not None:
+                self.on_failure(e)
+            raise
         log.info("request", extra={"fields": {
             "audit_seq": seq, "bank": bank, "purpose": purpose, "operation": operation,
             "enterprises": int(enterprises), "session": session[:8]}})

@@ -115,10 +115,10 @@ max_session_mib = 8192          # ciphertexts one session may hold
 min_key_bits = 2048             # smallest key (bits of n) a bank may send
 max_key_bits = 4096             # largest key: its size sets the memory and CPU a session costs
 allow_insecure_keys = false     # must be true for min_key_bits below 2048 (tests only)
-min_bin_samples = 30            # SecureBoost: fewest enterprises between two thresholds a bank can see
+min_bin_samples = 30            # SecureBoost: fewest enterprises between two known thresholds
 max_tree_depth = 10             # SecureBoost: deepest tree a bank may grow
 max_learning_rate = 1.0         # hetero LR: largest learning rate for the holder's weights
-max_scored_per_day = 100000     # distinct enterprises scored per bank, purpose and UTC day (0 = no cap)
+max_scored_per_day = 100000     # distinct enterprises scored per bank, purpose, UTC day (0: none)
 
 [features]
 # Published names of feature columns (column name in your file = name banks see).

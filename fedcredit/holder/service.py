@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 
 from ..atomic import write_atomic
-from ..errors import FedCreditError, ResourceLimit
+from ..errors import FedCreditError, ResourceLimit, StoreUnavailable
 from ..protocol import HolderCore
 from ..protocol import messages as m
 from ..protocol.middleware import Next, Request, audit_refusals
@@ -35,6 +35,7 @@ from .audit import SqliteAuditor
 from .config import HolderConfig, load_config
 from .consent import SqliteConsent
 from .modelstore import SqliteModelStore
+from .storewatch import StoreWatch
 
 log = logging.getLogger("fedcredit.holder.service")
 
@@ -50,18 +51,30 @@ class HolderParty(HolderCore):
         self._reload = threading.Lock()
         hooks = {name: store.connect(cfg.db_path) for name in ("audit", "consent", "models")}
         self._hook_cons = list(hooks.values())
+        self.store_watch = StoreWatch(cfg.db_path)
         if features_frame is None:
             features_frame, features_version = features.read_current(cfg, self._db)
         super().__init__(features_frame, name=cfg.name, policy=cfg.policy,
                          consent=SqliteConsent(hooks["consent"]),
-                         auditor=SqliteAuditor(hooks["audit"]),
+                         auditor=SqliteAuditor(hooks["audit"], self.store_watch.failed),
                          models=SqliteModelStore(hooks["models"]),
-                         middleware=[audit_refusals(logs.scrub), self._fresh_features,
-                                     self._daily_caps, self._sessions_table])
+                         middleware=[self._store_gate, audit_refusals(logs.scrub),
+                                     self._fresh_features, self._daily_caps,
+                                     self._sessions_table])
         self.features_version = features_version
         self.on_session_end(self._session_ended)
 
     # -- middleware -----------------------------------------------------------------------------
+    def _store_gate(self, req: Request, call_next: Next) -> Iterator:
+        """While the audit log cannot be written, refuse at once (UNAVAILABLE), before any
+        work; a store error met on the way also marks the store down."""
+        self.store_watch.check()
+        try:
+            yield from call_next(req)
+        except StoreUnavailable as e:
+            self.store_watch.failed(e)
+            raise
+
     def _fresh_features(self, req: Request, call_next: Next) -> Iterator:
         """A feature table loaded since the last request is served from this one on."""
         self.refresh_features()
@@ -166,9 +179,11 @@ def _maintenance(party: HolderParty, done: threading.Event) -> None:
 
 
 def serve(directory, port_file=None) -> int:
-    """Run the holder service of ``directory`` until SIGTERM/SIGINT; returns the exit code."""
-    from ..transport import HolderServer
+    """Run the holder service of ``directory`` until SIGTERM/SIGINT; returns the exit code.
 
+    Everything it writes to stderr is one structured event per line, start-up failures
+    included (exit 2 for a refused configuration or store, 1 for anything else).
+    """
     done = threading.Event()
     received: list[int] = []
 
@@ -178,23 +193,50 @@ def serve(directory, port_file=None) -> int:
 
     # first: a SIGTERM while a large feature table loads still means a clean exit 0
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    cfg = load_config(directory)
-    logs.setup(cfg.log_format, cfg.log_level)
-    party = HolderParty(cfg)
-    interrupted = party.interrupt_open_sessions()
+    undo = None
     try:
+        try:
+            cfg = load_config(directory)
+        except FedCreditError:
+            logs.setup("json", "info")  # the configured format is unknown: the default
+            raise
+        logs.setup(cfg.log_format, cfg.log_level)
+        undo = logs.capture_stderr()
+        return _run(cfg, done, received, port_file)
+    except FedCreditError as e:
+        log.error("holder serve could not start", extra={"fields": {
+            "reason": str(e), "error_type": type(e).__name__}})
+        return 2
+    except Exception:
+        log.exception("holder serve failed")
+        return 1
+    finally:
+        if undo is not None:
+            undo()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(cfg: HolderConfig, done: threading.Event, received: list[int], port_file) -> int:
+    from ..transport import HolderServer
+
+    party = HolderParty(cfg)
+    try:
+        interrupted = party.interrupt_open_sessions()
         server = HolderServer(party, cfg.listen, tls_dir=cfg.tls_dir,
                               max_workers=cfg.max_workers,
                               max_calls_per_bank=cfg.max_calls_per_bank,
                               first_message_seconds=cfg.first_message_seconds,
-                              idle_stream_seconds=cfg.idle_stream_seconds).start()
+                              idle_stream_seconds=cfg.idle_stream_seconds)
+        with party._db_lock:  # recorded before the first request can be answered
+            audit.record_operator(party._db, "serve_start",
+                                  f"address={server.address} features_version="
+                                  f"{party.features_version}")
+        server.start()
     except BaseException:
         party.close()
         raise
-    with party._db_lock:
-        audit.record_operator(party._db, "serve_start",
-                              f"address={server.address} features_version="
-                              f"{party.features_version}")
+    party.store_watch.attach(server.set_serving)
     if port_file:
         write_atomic(port_file, str(server.port))
     pol = cfg.policy
@@ -217,13 +259,15 @@ def serve(directory, port_file=None) -> int:
         name = signal.Signals(received[0]).name if received else "exit"
         log.info("stopping", extra={"fields": {"signal": name,
                                                "grace_seconds": cfg.shutdown_grace_seconds}})
+        party.store_watch.stop()
         server.stop(grace=cfg.shutdown_grace_seconds)
-        stopped = party.interrupt_open_sessions()
-        with party._db_lock:
-            audit.record_operator(party._db, "serve_stop",
-                                  f"signal={name} open_sessions={stopped}")
+        try:
+            stopped = party.interrupt_open_sessions()
+            with party._db_lock:
+                audit.record_operator(party._db, "serve_stop",
+                                      f"signal={name} open_sessions={stopped}")
+        except StoreUnavailable as e:  # a full disk must not turn a clean stop into a crash
+            log.error("stop not recorded", extra={"fields": {"reason": str(e)}})
         party.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         log.info("stopped", extra={"fields": {"signal": name}})
     return 0

@@ -35,7 +35,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, StoreUnavailable
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
@@ -175,6 +175,15 @@ def connect(path, *, create: bool = False) -> Connection:
     con = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                           check_same_thread=False, factory=Connection)
     con.audit_key_file = key_file
+    try:
+        return _prepare(con, path, create)
+    except (sqlite3.OperationalError, OSError) as e:
+        err = unavailable(con, e)
+        con.close()
+        raise err from e
+
+
+def _prepare(con: Connection, path: Path, create: bool) -> Connection:
     con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
@@ -216,14 +225,36 @@ def _version(con: sqlite3.Connection) -> int | None:
 
 @contextlib.contextmanager
 def write(con: sqlite3.Connection):
-    """A write transaction: ``BEGIN IMMEDIATE`` (waits for other writers), commit or roll back."""
-    con.execute("BEGIN IMMEDIATE")
+    """A write transaction: ``BEGIN IMMEDIATE`` (waits for other writers), commit or roll back.
+
+    A store that cannot be written (a full or failing disk, a lock held past the busy
+    timeout) raises :class:`StoreUnavailable` naming the file, so a request is refused with
+    UNAVAILABLE and an operator command ends in one line, not a traceback; the transaction
+    is rolled back, so nothing is half-written.
+    """
     try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:  # SQLite may already have rolled back (SQLITE_FULL)
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+            raise
+    except (sqlite3.OperationalError, OSError) as e:
+        raise unavailable(con, e) from e
+
+
+def unavailable(con: sqlite3.Connection, e: BaseException) -> StoreUnavailable:
+    """The error for a store that cannot be written, naming its file and the cause."""
+    try:
+        where = con.execute("PRAGMA database_list").fetchone()[2] or "the holder's store"
+    except sqlite3.Error:
+        where = "the holder's store"
+    hint = " (is the disk full?)" if "full" in str(e).lower() or "large" in str(e).lower() \
+        else ""
+    return StoreUnavailable(f"{where} cannot be written: {e}{hint}")
 
 
 def _statements(script: str):

@@ -47,6 +47,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -109,12 +110,13 @@ class _Servicer(pbg.PassivePartyServicer):
         self.audit = audit
         self.first_seconds, self.idle_seconds = first_seconds, idle_seconds
         self.pumps: set[FramePump] = set()  # open readers, for tests and diagnostics
+        self.issuer_pin: tls.IssuerPin | None = None  # set by the server for mTLS
 
     def _caller(self, context) -> Caller:
         if self.insecure:
             md = dict(context.invocation_metadata())
             return Caller(bank=md.get(INSECURE_BANK_METADATA, "anonymous"))
-        return Caller(bank=tls.peer_identity(context))
+        return Caller(bank=tls.peer_identity(context, self.issuer_pin))
 
     def _identify(self, context) -> Caller:
         try:
@@ -283,6 +285,7 @@ class HolderServer:
             if tls_dir is None:
                 raise FedCreditError("a TLS directory is required unless insecure=True")
             self.port = self.server.add_secure_port(address, tls.server_credentials(tls_dir))
+            self.servicer.issuer_pin = tls.IssuerPin(Path(tls_dir) / "ca.pem")
         if not self.port:
             raise FedCreditError(f"could not listen on {address}")
         host = address.rsplit(":", 1)[0]
@@ -294,6 +297,13 @@ class HolderServer:
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self
+
+    def set_serving(self, serving: bool) -> None:
+        """Health as the holder's duties allow (NOT_SERVING while its audit log is down)."""
+        status = (health_pb2.HealthCheckResponse.SERVING if serving and not self._stopped.is_set()
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Refuse new calls, let running ones finish for ``grace`` seconds."""
