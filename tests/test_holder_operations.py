@@ -11,17 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_holder_service import set_policy
 
 from fedcredit.cli import main as cli
 from fedcredit.datasets import make_credit_data
 from fedcredit.errors import InvalidInput, PolicyViolation, ResourceLimit, SessionNotFound
 from fedcredit.holder import audit, config, consent, features, store
 from fedcredit.holder.service import HolderParty
-from fedcredit.protocol.alignment.bank import align
 from fedcredit.protocol import ActiveSession, InProcessChannel
+from fedcredit.protocol.alignment.bank import align
 from fedcredit.protocol.registry import MESSAGES as m
-
-from test_holder_service import set_policy
 
 
 def fc(*args) -> int:
@@ -412,10 +411,32 @@ def test_daily_tree_cap(party_dir, tables):
                    min_node_samples=10)
     bank = tables["bank"]
     model = SecureBoostClassifier(n_estimators=2, max_depth=2, key_bits=1024, insecure_key=True,
-                                  verbose=False, n_jobs=1)
+                                  verbose=False, n_jobs=1, bank_only_trees=0)
     with pytest.raises(ResourceLimit, match="trees the holder's policy allows per day"):
         model.fit(bank.drop(columns="label"), bank["label"],
                   holder=InProcessChannel(party, bank="demo-bank"))
+    party.close()
+
+
+def test_daily_cap_on_distinct_enterprises_scored(party_dir, tables):
+    from fedcredit.models import SecureBoostClassifier
+
+    party = _party(party_dir, max_scored_per_day=60, min_key_bits=1024, allow_insecure_keys=True,
+                   min_node_samples=10)
+    X = tables["bank"].drop(columns="label")
+    ch = InProcessChannel(party, bank="demo-bank")
+    model = SecureBoostClassifier(n_estimators=2, max_depth=2, key_bits=1024, insecure_key=True,
+                                  verbose=False, n_jobs=1, bank_only_trees=0)
+    model.fit(X, tables["bank"]["label"], holder=ch)
+    first = model.predict_proba(X.iloc[:40], holder=ch)
+    again = model.predict_proba(X.iloc[:40], holder=ch)  # the same enterprises: not recounted
+    np.testing.assert_array_equal(first, again)
+    model.predict_proba(X.iloc[30:60], holder=ch)  # 20 new: 60 in all
+    with pytest.raises(ResourceLimit, match="60 distinct enterprises per day"):
+        model.predict_proba(X.iloc[55:65], holder=ch)
+    model.predict_proba(X.iloc[[5]], holder=ch)  # one already scored still answers
+    rows = party._db.execute("SELECT bank, purpose, COUNT(*) FROM scored GROUP BY 1, 2").fetchall()
+    assert rows == [("demo-bank", "credit", 60)]
     party.close()
 
 

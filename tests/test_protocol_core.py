@@ -93,7 +93,7 @@ def test_every_message_is_served_or_answered_once_and_tasks_derive_from_the_regi
     handled = registry.holder_handlers()
     assert len(registry.MESSAGE_TYPES) == len(set(registry.MESSAGE_TYPES))
     names = [p.name for p in registry.PROTOCOLS]
-    assert names == ["alignment", "secureboost", "logistic", "woe"]
+    assert names == ["alignment", "secureboost", "logistic", "woe", "private_scoring"]
     for p in registry.PROTOCOLS:
         assert set(p.handlers) <= set(p.messages), p.name
         assert p.operations and all(registry.protocol_of_operation(o) == p.name

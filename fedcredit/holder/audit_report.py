@@ -10,7 +10,7 @@ import sqlite3
 import sys
 
 from ..errors import InvalidInput
-from ..protocol.registry import PROTOCOLS
+from ..protocol.registry import PROTOCOLS, SCORING_OPERATIONS
 from .store import AUDIT_FIELDS as FIELDS
 
 
@@ -76,12 +76,13 @@ def stats(con: sqlite3.Connection, since: str | None = None) -> list[dict]:
                             f"COUNT(DISTINCT CASE WHEN operation IN ({ops}) AND session != '' "
                             "THEN session END)")
         names.append(p.name)
+    scoring = ", ".join(f"'{op}'" for op in SCORING_OPERATIONS)
     rows = con.execute(f"""
         SELECT bank, purpose,
                COUNT(*),
                COUNT(DISTINCT CASE WHEN session != '' THEN session END),
                SUM(CASE WHEN operation = 'align' THEN enterprises ELSE 0 END),
-               SUM(CASE WHEN operation IN ('predict', 'lr_score') THEN enterprises ELSE 0 END),
+               SUM(CASE WHEN operation IN ({scoring}) THEN enterprises ELSE 0 END),
                SUM(CASE WHEN operation = 'tree_start' THEN 1 ELSE 0 END),
                SUM(CASE WHEN operation IN ('model_finish', 'lr_finish') THEN 1 ELSE 0 END),
                SUM(CASE WHEN operation LIKE 'refused:%' THEN 1 ELSE 0 END),

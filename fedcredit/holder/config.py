@@ -119,6 +119,7 @@ min_bin_samples = 30            # SecureBoost: fewest enterprises between two kn
 max_tree_depth = 10             # SecureBoost: deepest tree a bank may grow
 max_learning_rate = 1.0         # hetero LR: largest learning rate for the holder's weights
 max_scored_per_day = 100000     # distinct enterprises scored per bank, purpose, UTC day (0: none)
+min_private_path_bits = 32      # private scoring: models that hide the path less are refused
 
 [features]
 # Published names of feature columns (column name in your file = name banks see).
@@ -238,6 +239,8 @@ def _policy(p: dict, path: Path) -> HolderPolicy:
         kw[key] = _int(p, key, getattr(d, key), path, sec, lo, hi)
     kw["session_idle_seconds"] = _num(p, "session_idle_seconds", d.session_idle_seconds, path,
                                       sec, 1, 10**7)
+    kw["min_private_path_bits"] = _num(p, "min_private_path_bits", d.min_private_path_bits,
+                                       path, sec, 0, 4096)
     kw["max_learning_rate"] = _num(p, "max_learning_rate", d.max_learning_rate, path, sec,
                                    1e-9, 1e3)
     kw["min_key_bits"] = _int(p, "min_key_bits", MIN_SECURE_BITS, path, sec, 256, 16384)

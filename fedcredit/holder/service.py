@@ -29,6 +29,7 @@ from ..errors import FedCreditError, ResourceLimit, StoreUnavailable
 from ..protocol import HolderCore
 from ..protocol import messages as m
 from ..protocol.middleware import Next, Request, audit_refusals
+from ..protocol.registry import SCORING_REQUESTS
 from ..protocol.secureboost.messages import TreeStart
 from . import audit, features, logs, store
 from .audit import SqliteAuditor
@@ -60,7 +61,7 @@ class HolderParty(HolderCore):
                          models=SqliteModelStore(hooks["models"]),
                          middleware=[self._store_gate, audit_refusals(logs.scrub),
                                      self._fresh_features, self._daily_caps,
-                                     self._sessions_table])
+                                     self._scoring_cap, self._sessions_table])
         self.features_version = features_version
         self.on_session_end(self._session_ended)
 
@@ -103,6 +104,47 @@ class HolderParty(HolderCore):
                 raise ResourceLimit(f"bank {bank!r} has trained the {cap} trees the "
                                     "holder's policy allows per day (UTC); retry tomorrow")
         yield from call_next(req)
+
+    def _scoring_cap(self, req: Request, call_next: Next) -> Iterator:
+        """``max_scored_per_day``: distinct enterprises one bank scores per purpose and UTC
+        day, kept in the store's ``scored`` table (so a restart does not reset it).
+
+        Counted before the answer, for every id the bank names (known to the holder or
+        not: the cap bounds what a bank may ask, so probing unknown ids costs it too); an
+        enterprise scored again the same day is not counted twice, so online scoring of a
+        portfolio works however often it repeats."""
+        cap = self.policy.max_scored_per_day
+        if cap and isinstance(req.first, SCORING_REQUESTS) \
+                and len(req.first.ids) <= self.policy.max_predict_ids:  # else the core refuses
+            session = self.session(req.caller, req.first.session_id)
+            self._count_scored(req.caller.bank, session.purpose,
+                               [str(i) for i in req.first.ids], cap)
+        yield from call_next(req)
+
+    def _count_scored(self, bank: str, purpose: str, ids: list[str], cap: int) -> None:
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        with self._db_lock, store.write(self._db):
+            seen = {r[0] for chunk in range(0, len(ids), 500) for r in self._db.execute(
+                "SELECT uscc FROM scored WHERE day = ? AND bank = ? AND purpose = ? AND uscc IN "
+                f"({','.join('?' * len(ids[chunk:chunk + 500]))})",
+                (day, bank, purpose, *ids[chunk:chunk + 500]))}
+            new = sorted(set(ids) - seen)
+            if not new:
+                return
+            done = self._db.execute("SELECT COUNT(*) FROM scored WHERE day = ? AND bank = ? "
+                                    "AND purpose = ?", (day, bank, purpose)).fetchone()[0]
+            if done + len(new) > cap:
+                raise ResourceLimit(f"bank {bank!r} may score {cap} distinct enterprises per "
+                                    f"day (UTC) for {purpose!r}; {done} scored today, this "
+                                    f"request adds {len(new)}; retry tomorrow")
+            self._db.executemany("INSERT INTO scored (day, bank, purpose, uscc) VALUES "
+                                 "(?,?,?,?)", [(day, bank, purpose, u) for u in new])
+
+    def prune_scored(self, keep_days: int = 7) -> None:
+        """Forget which enterprises were scored more than ``keep_days`` days ago."""
+        day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - keep_days * 86400))
+        with self._db_lock, store.write(self._db):
+            self._db.execute("DELETE FROM scored WHERE day < ?", (day,))
 
     def _sessions_table(self, req: Request, call_next: Next) -> Iterator:
         """The ``sessions`` table: a row per opened session, its state when it ends."""
@@ -174,6 +216,7 @@ def _maintenance(party: HolderParty, done: threading.Event) -> None:
         try:
             party.expire_idle()
             party.refresh_features()
+            party.prune_scored()
         except Exception:  # never let housekeeping take the server down
             log.exception("maintenance failed")
 

@@ -6,7 +6,7 @@ Several processes share it: the server, and operator commands run while it serve
 go on meanwhile. ``synchronous=FULL``: a commit is on disk when it returns, so an audit
 record committed before an answer leaves survives a power cut.
 
-Schema (``schema_version`` 2)::
+Schema (``schema_version`` 3)::
 
     audit_log(seq, ts, actor, bank, purpose, operation, enterprises, session, detail,
               prev_hash, hash, mac)            hash-chained and keyed, see fedcredit.holder.audit
@@ -16,11 +16,13 @@ Schema (``schema_version`` 2)::
     models(model_id, bank, purpose, created_at, updated_at, n_trees, body)
     sessions(session_id, bank, purpose, task, model_id, opened_at, ended_at, state)
     feature_loads(version, loaded_at, source, file, sha256, rows, columns, rejected, schema)
+    scored(day, bank, purpose, uscc)     enterprises scored per UTC day (the daily scoring cap)
     meta(key, value)
 
 Migrations run in :func:`connect`, each in one write transaction (two processes opening an
 old store at once migrate it once): version 1 -> 2 adds the ``mac`` columns (NULL: a record
-written before the audit key, verified by its plain SHA-256 alone). A store newer than this
+written before the audit key, verified by its plain SHA-256 alone); 2 -> 3 adds ``scored``.
+A store newer than this
 code is refused, so an older fedcredit never appends unkeyed records to a keyed chain.
 
 :func:`connect` also notes where the holder's audit key lives (``<tls.dir>/audit.key`` of
@@ -37,7 +39,7 @@ from pathlib import Path
 
 from ..errors import InvalidInput, StoreUnavailable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000
 #: the audit chain's HMAC key, in the holder's TLS directory (see fedcredit.holder.audit)
 AUDIT_KEY_NAME = "audit.key"
@@ -117,6 +119,13 @@ CREATE TABLE IF NOT EXISTS feature_loads (
     rejected INTEGER NOT NULL,
     schema TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS scored (
+    day TEXT NOT NULL,
+    bank TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    uscc TEXT NOT NULL,
+    PRIMARY KEY (day, bank, purpose, uscc)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -132,6 +141,9 @@ AUDIT_FIELDS = ("seq", "ts", "actor", "bank", "purpose", "operation", "enterpris
 _MIGRATIONS = {
     1: ("ALTER TABLE audit_log ADD COLUMN mac TEXT",
         "ALTER TABLE chain_head ADD COLUMN mac TEXT"),
+    2: ("CREATE TABLE IF NOT EXISTS scored (day TEXT NOT NULL, bank TEXT NOT NULL, "
+        "purpose TEXT NOT NULL, uscc TEXT NOT NULL, PRIMARY KEY (day, bank, purpose, uscc)) "
+        "WITHOUT ROWID",),
 }
 
 

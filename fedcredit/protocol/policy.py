@@ -65,7 +65,11 @@ class HolderPolicy:
         Hetero LR: the largest learning rate a bank may set for the holder's weights.
     max_scored_per_day : int
         Distinct enterprises one bank may score per purpose and UTC day (0 for no cap),
-        counted from the service's audit log: scoring cannot become a bulk export.
+        counted by the service in its store: scoring cannot become a bulk export.
+    min_private_path_bits : float
+        Private SecureBoost scoring: the fewest bits of uncertainty about an enterprise's
+        path that a model must leave the bank (log2 of the holder-reachable leaf
+        combinations on the worst path); smaller models are refused for private scoring.
     """
 
     allowed_banks: tuple[str, ...] | None = None
@@ -87,6 +91,7 @@ class HolderPolicy:
     max_tree_depth: int = 10
     max_learning_rate: float = 1.0
     max_scored_per_day: int = 100_000
+    min_private_path_bits: float = 32.0
 
     def __post_init__(self) -> None:
         if self.allowed_banks is not None:

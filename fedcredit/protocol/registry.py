@@ -20,6 +20,8 @@ from .alignment import holder as alignment_holder
 from .alignment import messages as alignment_messages
 from .logistic import holder as logistic_holder
 from .logistic import messages as logistic_messages
+from .private_scoring import holder as private_scoring_holder
+from .private_scoring import messages as private_scoring_messages
 from .secureboost import holder as secureboost_holder
 from .secureboost import messages as secureboost_messages
 from .woe import holder as woe_holder
@@ -52,10 +54,18 @@ PROTOCOLS: tuple[Protocol, ...] = (
              logistic_holder.HANDLERS, logistic_holder.OPERATIONS),
     Protocol("woe", ("woe",), True, woe_messages.MESSAGE_TYPES,
              woe_holder.HANDLERS, woe_holder.OPERATIONS),
+    Protocol("private_scoring", (), False, private_scoring_messages.MESSAGE_TYPES,
+             private_scoring_holder.HANDLERS, private_scoring_holder.OPERATIONS),
 )
 
 #: sessions that score with a stored model (any protocol's): the core's own task
 SCORE_TASK = "score"
+#: requests that score enterprises by id, and the audit operations they write: counted
+#: together by ``holder stats`` and by the daily cap on distinct enterprises scored
+SCORING_REQUESTS: tuple[type, ...] = (secureboost_messages.PredictRequest,
+                                      logistic_messages.PartialScoreRequest,
+                                      private_scoring_messages.PrivateScoreRequest)
+SCORING_OPERATIONS: tuple[str, ...] = ("predict", "lr_score", "private_predict")
 TASKS: tuple[str, ...] = tuple(t for p in PROTOCOLS for t in p.tasks) + (SCORE_TASK,)
 KEYED_TASKS: frozenset[str] = frozenset(t for p in PROTOCOLS if p.keyed for t in p.tasks)
 

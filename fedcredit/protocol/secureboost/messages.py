@@ -10,6 +10,7 @@ class BoostStart:
     rows: bytes = b""  # training rows (uint32 positions in the aligned order)
     max_bin: int = 32
     min_child_samples: int = 20
+    frac_bits: int = 0  # fixed-point fraction bits of (g, h); 0: unstated, the holder's cap
 
 
 @dataclass
