@@ -54,6 +54,7 @@ class SimulationConfig:
     verbose: bool = True
     n_jobs: int | None = None
     holder_stats: bool = False  # collect the holder's time budget and peak memory
+    bank_only_trees: int | None = None  # SecureBoost's first trees on bank features; None: default
 
 
 class EphemeralHolder:
@@ -205,6 +206,9 @@ def _fit_secureboost(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, chann
         reg_lambda=cfg.reg_lambda, key_bits=cfg.key_bits,
         insecure_key=cfg.insecure_key, he_scheme=cfg.he_scheme,
         random_state=cfg.random_state, verbose=cfg.verbose, n_jobs=cfg.n_jobs)
+    if cfg.bank_only_trees is not None:
+        model.set_params(bank_only_trees=cfg.bank_only_trees)
+    summary["bank_only_trees"] = int(model.bank_only_trees)
     model.fit(Xa.iloc[tr], ya[tr], holder=channel)
     summary["fit_seconds"] = model.fit_seconds_
     summary["time_budget_bank"] = model.time_budget_

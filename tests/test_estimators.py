@@ -225,3 +225,22 @@ def test_params_are_validated_in_fit_not_init(data):
         est.fit(bank, y, channel)
     with pytest.raises(InvalidInput, match="pdo"):
         Scorecard(pdo=-1).fit(bank, y, channel)
+
+
+def test_bank_only_trees_never_reach_the_holder_and_score_locally(data):
+    bank, y, channel = data
+    model = SecureBoostClassifier(n_estimators=3, max_depth=2, max_bin=8, verbose=False,
+                                  bank_only_trees=2, **KEYS).fit(bank, y, channel)
+    assert model.get_params()["bank_only_trees"] == 2
+    assert model.tree_ids_ == [-1, -1, 2]
+    assert all(nd.owner != "holder" for t in model.trees_[:2] for nd in t.nodes)
+    stored = channel.passive.models.load(model.model_id_)
+    assert sorted(stored.trees) == [2]  # the holder holds only the federated tree
+    p = model.predict_proba(bank.iloc[:40], channel)[:, 1]
+    assert np.all((p > 0) & (p < 1))
+    # at most n_estimators - 1: the last tree always uses the holder
+    one = SecureBoostClassifier(n_estimators=1, max_depth=2, max_bin=8, verbose=False,
+                                bank_only_trees=5, **KEYS).fit(bank, y, channel)
+    assert one.tree_ids_ == [0]
+    with pytest.raises(InvalidInput, match="bank_only_trees"):
+        SecureBoostClassifier(bank_only_trees=-1, **KEYS).fit(bank, y, channel)

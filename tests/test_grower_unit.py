@@ -357,3 +357,26 @@ def test_nodes_below_the_holders_floor_are_not_sent():
     root = tree.nodes[0]
     assert (root.owner, root.feature, root.bin) == ("bank", 0, 0)
     assert root.gain == pytest.approx(hand_gain(-3, 3, 0, 6))
+
+
+@pytest.mark.parametrize("hide", [True, False])
+def test_a_node_whose_sibling_is_below_the_floor_is_not_sent(hide, monkeypatch):
+    # the bank's f0 cuts rows {0, 1} off the root (min_child_samples=1); the holder's floor
+    # is 3, so sending the 8-row sibling would let it derive {0, 1} as root minus sibling
+    xb = [[0, 0], [0, 0], [1, 0], [1, 1], [1, 0], [1, 1], [1, 0], [1, 1], [1, 0], [1, 1]]
+    g = [-9, -9, -1, 3, -1, 3, -1, 3, -1, 3]
+    hb = [[0]] * 10  # one bin: the holder has no candidate, only the rows it is sent
+    monkeypatch.setattr(TreeGrower, "hide_small_siblings", hide)
+    holder = PlainHolder(hb, [1], min_child_samples=1, min_node_samples=3)
+    tree, leaf_rows = grow(xb, [2, 2], g, params(), max_depth=2, holder=holder)
+    root = tree.nodes[0]
+    assert (root.owner, root.feature, root.bin) == ("bank", 0, 0)
+    depth1 = [t for d, t in holder.tasks if d == 1]
+    if hide:
+        assert depth1 == []  # neither child: the holder learns nothing below the root
+    else:  # what the floor closes: the 8 rows sent, {0, 1} = root - them
+        (task,) = depth1
+        assert rows_from_bytes(task.rows).tolist() == list(range(2, 10))
+    # the tree is the same either way: the bank's f1 splits the 8 rows
+    assert tree.nodes[2].owner == "bank" and tree.nodes[2].feature == 1
+    assert sorted(map(list, leaf_rows.values())) == [[0, 1], [2, 4, 6, 8], [3, 5, 7, 9]]

@@ -58,16 +58,22 @@ def test_trains_and_scores_over_both_channels(small_credit, make_channel, tmp_pa
     p = model.predict_proba(bank, holder=channel)
     assert p.shape == (len(bank), 2) and np.allclose(p.sum(axis=1), 1)
     assert auc(y, p[:, 1]) > 0.6
-    # the score is the bank's part plus the holder's partial score of the final model
+    # the score is the bank's part plus the holder's partial score of the final model, on the
+    # holder's rounding grid; the holder's coefficients stayed with the holder
+    assert len(model.coef_holder_) == 0 and np.isnan(model.coef_[0, -1])
+    w_h = np.asarray(party.models.load(model.model_id_).mapper["coef"])
     aligned = [i for i in bank.index if i in holder.index]
     Xh = FeaturePrep().fit(holder.loc[aligned]).transform(holder.loc[aligned[:50]])
     z = model.decision_function(bank.loc[aligned[:50]], holder=channel)
-    np.testing.assert_allclose(z, model.bank_score(bank.loc[aligned[:50]]) + Xh @ model.coef_holder_,
+    u = z - model.bank_score(bank.loc[aligned[:50]])
+    np.testing.assert_allclose(u, Xh @ w_h, atol=lc.SCORE_RESOLUTION / 2 + 1e-9)
+    np.testing.assert_allclose(u / lc.SCORE_RESOLUTION, np.rint(u / lc.SCORE_RESOLUTION),
                                atol=1e-6)
     model.save(tmp_path / "lr.json")
     loaded = HeteroLogisticRegression.load(tmp_path / "lr.json")
     np.testing.assert_allclose(loaded.predict_proba(bank, holder=channel), p)
-    assert model.coefficients().index[0] == "intercept"
+    coefs = model.coefficients()
+    assert coefs.index[0] == "intercept" and len(coefs) == 1 + len(model.feature_names_bank_)
 
 
 def test_gradients_match_a_plaintext_computation():
@@ -143,3 +149,15 @@ def test_wire_privacy(small_credit):
     assert not any(isinstance(msg, m.PartialScores) for msg, _ in ch.received)
     ops = [r["operation"] for r in party.auditor.records]
     assert {"lr_start", "lr_step", "lr_partials", "lr_finish"} <= set(ops)
+
+
+def test_warm_start_is_on_by_default_and_checked(small_credit):
+    import pytest
+
+    from fedcredit.errors import InvalidInput
+
+    bank, y, holder = small_credit
+    assert HeteroLogisticRegression().warm_start == "bank"  # leak 2 closed by default
+    with pytest.raises(InvalidInput, match="warm_start"):
+        _lr(warm_start="random").fit(bank.iloc[:200], y[:200],
+                                     holder=PassiveParty(holder, policy=test_policy()))

@@ -196,3 +196,40 @@ def test_final_bins_composes_mapper_prebins_and_merges():
     mapper = BinMapper(max_bin=4).fit(frame)  # raw bins 0..3, missing 4
     binning = {"mapper": mapper.to_dict(), "pre": [[0, 0, 1, 2, 3]], "merge": [[0, 1, 1, 2]]}
     assert final_bins(binning, frame)[:, 0].tolist() == [0, 0, 1, 1, 2]
+
+
+# -- privacy helpers: warm start, gradient bound, score rounding ----------------------------------
+def test_bank_warm_start_is_the_penalised_logistic_optimum():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(400, 3))
+    y = (rng.random(400) < sigmoid(X @ np.array([1.0, -0.5, 0.0]) - 1.0)).astype(float)
+    C = 0.5
+    w = lc.bank_warm_start(X, y, l2=1.0 / (C * len(y)))
+    sk = LogisticRegression(C=C, tol=1e-10, max_iter=1000).fit(X, y)
+    np.testing.assert_allclose(w, np.r_[sk.intercept_, sk.coef_[0]], atol=1e-5)
+    # no bank features: the intercept alone, at the log-odds of the rate
+    w0 = lc.bank_warm_start(np.zeros((400, 0)), y, l2=0.0)
+    assert w0.shape == (1,) and abs(sigmoid(w0[0]) - y.mean()) < 1e-9
+    # separable data stays finite (damped Newton, penalised)
+    w1 = lc.bank_warm_start(np.r_[-np.ones(50), np.ones(50)][:, None], np.r_[np.zeros(50),
+                            np.ones(50)], l2=1e-4)
+    assert np.all(np.isfinite(w1))
+
+
+def test_gradient_bound_holds_for_every_residual_in_minus_one_one():
+    rng = np.random.default_rng(5)
+    X = lc.quantize(rng.normal(size=(64, 4)))
+    bound = lc.gradient_bound(X)
+    for d in (np.ones(64), -np.ones(64), np.sign(X[:, 0]), rng.uniform(-1, 1, 64)):
+        assert np.all(np.abs(X.T @ d) <= bound)
+    assert np.any(np.abs(X.T @ (2.0 * np.sign(X[:, 0]))) > bound)  # twice the worst is not
+
+
+def test_round_scores_grid():
+    u = np.array([0.0, 1e-4, -0.3337, 2.71828])
+    r = lc.round_scores(u)
+    assert np.all(np.abs(r - u) <= lc.SCORE_RESOLUTION / 2)
+    np.testing.assert_array_equal(r / lc.SCORE_RESOLUTION, np.rint(r / lc.SCORE_RESOLUTION))
+    np.testing.assert_array_equal(lc.round_scores(u, 0.0), u)  # 0: exact (tests only)

@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -41,9 +43,13 @@ class HeteroLogisticRegression(FederatedClassifier):
        a uniformly random mask in every slot; all re-randomised. The bank decrypts, steps
        its own Adam, and hands slot 0 of each masked product back in the next ``LrStep``.
     5. ``LrFinish`` / ``LrModel``: the last masked gradient; the holder stores its
-       epoch-averaged weights under a model id and returns them.
+       epoch-averaged weights under a model id (and returns them for a scorecard only).
     6. ``PartialScoreRequest`` / ``PartialScores`` (scoring): per id, the holder returns
-       ``u_i`` of the final model; the bank adds its part and applies the sigmoid.
+       ``u_i`` of the final model rounded to 2^-10; the bank adds its part and applies the
+       sigmoid.
+
+    Before step 1 the bank fits its own features alone (``warm_start="bank"``), so that no
+    step's residuals are one constant minus the label.
 
     **What each message reveals.**
 
@@ -53,16 +59,22 @@ class HeteroLogisticRegression(FederatedClassifier):
       largest fixed-point feature value.
     - LrStep: to the holder, the batch's rows; the masked gradient gives it its own gradient
       summed over the batch (>= max(min_node_samples, 2 x its features) rows), never a
-      per-row value.
+      per-row value. From w_b = 0 that sum would be ``c X_j - S_j`` with ``c`` one constant:
+      in fixed point the holder solves it for ``c`` (the default rate), ``S_j`` (each
+      column's sum over the batch's defaulters) and, for a small batch, the defaulter set;
+      the bank warm start removes that structure (a bank with no features of its own cannot
+      and is warned). The holder refuses a gradient no residuals in [-1, 1] give.
     - LrStats: to the bank, the rounded interval of the holder's partial scores over the
       batch and the holder's weight change per epoch (aggregates).
     - LrTerms: to the holder, nothing (ciphertexts under the bank's key).
     - LrPartials: to the bank, its own gradient and the residual sum over the batch (what
       centralised training would give it); the holder's gradient only plus a 40-bit
       statistical mask; re-randomisation hides which rows and exponents were combined.
-    - LrFinish/LrModel: to the bank, the holder's final coefficients.
+    - LrFinish/LrModel: to the bank, the model id; the holder's coefficients only for a
+      scorecard (``encoding="woe"``), whose points per holder bin need them.
     - PartialScores: to the bank, the holder's part of the final score per scored id, which
-      the final score reveals anyway (the bank knows its own part).
+      the final score reveals anyway (the bank knows its own part), rounded to 2^-10 so that
+      it is not an exact float64 from which (with coefficients) rows can be decoded.
 
     The bank never receives a per-row holder value during training (no ``u_i``, no
     ``w_h . x_h,i``, no residual: residuals exist only encrypted); the holder never receives
@@ -96,6 +108,12 @@ class HeteroLogisticRegression(FederatedClassifier):
     standardize : bool
         Each party standardises its own features on the training rows (missing -> mean plus
         an indicator; categorical -> one-hot).
+    warm_start : "bank" or None
+        "bank" (default): start the bank's weights and intercept at its own penalised
+        logistic regression on its features (local, plaintext, Newton), so the holder's
+        gradients never have the constant-minus-label structure that reveals the default
+        rate and label sums (docs/PRIVACY.md, leak 2). None: bank weights at zero and the
+        intercept at the log-odds of the default rate (the old start; tests only).
     key_bits, insecure_key, he_scheme, n_jobs, random_state, verbose : as for SecureBoost.
     """
 
@@ -105,7 +123,8 @@ class HeteroLogisticRegression(FederatedClassifier):
     def __init__(self, C: float = 1.0, max_iter: int = 8, batch_size: int | str = "auto",
                  learning_rate: float = 0.1, lr_decay: float = 0.5, tol: float = 1e-4,
                  sigmoid_tol: float = 5e-3, max_degree: int = 8, standardize: bool = True,
-                 key_bits: int = 2048, insecure_key: bool = False, he_scheme: str = "paillier",
+                 warm_start: str | None = "bank", key_bits: int = 2048,
+                 insecure_key: bool = False, he_scheme: str = "paillier",
                  n_jobs: int | None = None, random_state: int | None = 0, verbose: bool = True):
         self.C = C
         self.max_iter = max_iter
@@ -116,6 +135,7 @@ class HeteroLogisticRegression(FederatedClassifier):
         self.sigmoid_tol = sigmoid_tol
         self.max_degree = max_degree
         self.standardize = standardize
+        self.warm_start = warm_start
         self.key_bits = key_bits
         self.insecure_key = insecure_key
         self.he_scheme = he_scheme
@@ -132,6 +152,8 @@ class HeteroLogisticRegression(FederatedClassifier):
             raise InvalidInput("learning_rate must be in (0, 10]")
         if not 0 < float(self.sigmoid_tol) < 0.5 or not 1 <= int(self.max_degree) <= 16:
             raise InvalidInput("sigmoid_tol must be in (0, 0.5) and max_degree in [1, 16]")
+        if self.warm_start not in ("bank", None):
+            raise InvalidInput("warm_start must be 'bank' or None")
 
     # -- training ---------------------------------------------------------------------------
     def _check_bank_table(self, X: pd.DataFrame) -> None:
@@ -171,9 +193,7 @@ class HeteroLogisticRegression(FederatedClassifier):
         bs = min(n, max(bs, 2 * int(ready.n_features) + 2, int(session.min_node_samples)))
         self.holder_feature_names_ = list(ready.feature_names)
         self.holder_name_ = session.holder_name  # also when a scorecard drives the session
-        rate = float(ya.mean())
-        opt = lc.Adam(np.r_[np.log(rate / (1 - rate)), np.zeros(XA.shape[1])],
-                      self.learning_rate, self.lr_decay)
+        opt = lc.Adam(self._initial_weights(XA, ya, l2), self.learning_rate, self.lr_decay)
         rng = np.random.default_rng(self.random_state)
         masked: list[str] = []
         step, history = 0, []
@@ -222,9 +242,26 @@ class HeteroLogisticRegression(FederatedClassifier):
         self.intercept_ = np.array([w[0]])
         self.coef_bank_ = w[1:]
         self.coef_holder_ = np.asarray(model.coefficients, dtype=np.float64)
-        self.coef_ = np.r_[self.coef_bank_, self.coef_holder_][None, :]
+        self.coef_ = self._joint_coef()
         self.model_id_ = model.model_id
         self.epoch_changes_ = history
+
+    def _initial_weights(self, XA: np.ndarray, ya: np.ndarray, l2: float) -> np.ndarray:
+        """(intercept, w_b) the first federated step starts from (see ``warm_start``)."""
+        if self.warm_start == "bank":
+            if XA.shape[1] == 0:
+                warnings.warn("warm_start='bank' with no bank features: the holder's first "
+                              "gradient reveals the default rate and its columns' sums over "
+                              "the batch's defaulters (docs/PRIVACY.md, leak 2)", stacklevel=3)
+            return lc.bank_warm_start(XA, ya, l2)
+        rate = float(ya.mean())
+        return np.r_[np.log(rate / (1 - rate)), np.zeros(XA.shape[1])]
+
+    def _joint_coef(self) -> np.ndarray:
+        """Bank then holder coefficients; NaN where the holder kept its own (plain LR)."""
+        n_h = len(self.holder_feature_names_)
+        holder = self.coef_holder_ if len(self.coef_holder_) == n_h else np.full(n_h, np.nan)
+        return np.r_[self.coef_bank_, holder][None, :]
 
     # -- prediction -------------------------------------------------------------------------
     def bank_score(self, X) -> np.ndarray:
@@ -243,10 +280,12 @@ class HeteroLogisticRegression(FederatedClassifier):
         return self.bank_score(X) + u
 
     def coefficients(self) -> pd.Series:
-        """Coefficients by feature (holder features prefixed ``holder:``), intercept first."""
+        """Coefficients by feature (holder features prefixed ``holder:``), intercept first;
+        for plain LR the holder keeps its coefficients, and only the bank's are listed."""
         self._check_fitted()
-        return pd.Series(np.r_[self.intercept_, self.coef_[0]],
-                         index=["intercept"] + self.feature_names_, name="coefficient")
+        s = pd.Series(np.r_[self.intercept_, self.coef_[0]],
+                      index=["intercept"] + self.feature_names_, name="coefficient")
+        return s[s.notna()]
 
     # -- persistence: the bank's preprocessing and weights; the holder's model id -----------
     def _state(self) -> dict:
@@ -260,10 +299,10 @@ class HeteroLogisticRegression(FederatedClassifier):
     def _restore(self, d: dict, fmt: str) -> None:
         self.intercept_ = np.array([d["intercept"]])
         self.coef_bank_ = np.asarray(d["coef_bank"])
-        self.coef_holder_ = np.asarray(d["coef_holder"])
-        self.coef_ = np.r_[self.coef_bank_, self.coef_holder_][None, :]
+        self.coef_holder_ = np.asarray(d["coef_holder"], dtype=np.float64)
         self.prep_ = FeaturePrep.from_dict(d["prep"]) if d["prep"] else None
         self.feature_names_bank_ = d["bank_features"]
         self.holder_feature_names_ = d["holder_features"]
+        self.coef_ = self._joint_coef()
         self.model_id_ = d["model_id"]
         self.holder_name_ = d["holder_name"]

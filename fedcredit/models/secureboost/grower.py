@@ -9,6 +9,11 @@ Per level: the nodes large enough to split are listed; those with at least the h
 directly, the larger derived as parent minus sibling. The bank's own candidates come from
 plaintext histograms. The best split per node wins (the bank's on exact ties); a node
 splits only if its gain is positive.
+
+The floor holds for the bank's splits too: a child whose sibling is below the holder's
+floor is never sent, because the holder would derive that sibling as parent minus child (a
+row set smaller than ``min_node_samples``, cut out by the bank's features and labels). Both
+children of such a split then grow on the bank's features alone.
 """
 from __future__ import annotations
 
@@ -53,6 +58,10 @@ class HolderSource(Protocol):
 
 
 class TreeGrower:
+    #: never send a node whose sibling is below the holder's floor (off only in the attack
+    #: tests, to show what the holder derives without it)
+    hide_small_siblings = True
+
     def __init__(self, bank_bins: np.ndarray, n_bins: np.ndarray, params: SplitParams,
                  max_depth: int, holder: HolderSource | None):
         self.bins = bank_bins
@@ -179,7 +188,12 @@ class TreeGrower:
 
     def _holder_tasks(self, splittable, node_rows, parent_of, sibling_of, holder_prev):
         floor = self.holder.min_node_samples
-        eligible = [i for i in splittable if len(node_rows[i]) >= floor]
+
+        def sibling_ok(i: int) -> bool:  # else the holder derives it as parent - node
+            sib = sibling_of.get(i)
+            return not self.hide_small_siblings or sib is None or len(node_rows[sib]) >= floor
+
+        eligible = [i for i in splittable if len(node_rows[i]) >= floor and sibling_ok(i)]
         chosen = set(eligible)
         tasks, done = [], set()
         for i in eligible:

@@ -32,7 +32,9 @@ def lr_start(session: BankSession, rows: np.ndarray, *, encoding: str = "standar
              learning_rate: float, decay: float, l2: float,
              frac_bits: int = lc.FEATURE_BITS) -> m.LrReady:
     """**Privacy**: the holder learns the training rows (of the aligned ids it knows) and the
-    optimiser's settings; for ``encoding="woe"`` also the WOE of its own bins."""
+    optimiser's settings; for ``encoding="woe"`` also the WOE of its own bins. It refuses a
+    ``learning_rate`` above its policy's ``max_learning_rate`` (default 1.0): a large step
+    would amplify whatever a crafted gradient steers its weights towards."""
     return session.call(m.LrStart(
         session_id=session.id, rows=rows_to_bytes(rows), encoding=encoding,
         binning_id=binning_id, features=list(features),
@@ -46,8 +48,15 @@ def lr_step(session: BankSession, step: int, rows: np.ndarray, masked: list[str]
     """Open a mini-batch; returns the holder's (center, radius) of its partial scores.
 
     **Privacy**: the holder learns the batch's rows and, from ``masked``, its own gradient
-    summed over the previous batch; the bank learns the interval of the holder's partial
-    scores over the batch, rounded to 1/8 (an aggregate).
+    ``sum_i x_ij d_i`` summed over the previous batch. Were every residual ``d_i`` one
+    constant minus the label (bank weights at zero), that sum would give the holder the
+    default count and each of its columns' exact sum over the batch's defaulters; the
+    estimator's ``warm_start="bank"`` (default) starts the bank's weights at its own local
+    fit, so each ``d_i`` depends on bank features the holder never sees (docs/PRIVACY.md,
+    leak 2). The holder refuses a gradient outside ``(1 + GRADIENT_SLACK) sum_i |x_ij|``,
+    which no residuals in [-1, 1] produce (partial hardening against a bank steering its
+    weights with offsets: an offset within the range is not detected). The bank learns the
+    interval of the holder's partial scores over the batch, rounded to 1/8 (an aggregate).
     """
     with session.watch("bank_wait_stats"):
         r = session.call(m.LrStep(session_id=session.id, step=step, rows=rows_to_bytes(rows),
@@ -127,7 +136,11 @@ def lr_terms(session: BankSession, step: int, a: np.ndarray, y: np.ndarray,
 
 
 def lr_finish(session: BankSession, masked: list[str]) -> m.LrModel:
-    """**Privacy**: the bank learns the holder's final (epoch-averaged) coefficients."""
+    """**Privacy**: for ``encoding="woe"`` (a scorecard's points per holder bin need them)
+    the bank learns the holder's final (epoch-averaged) coefficients; for plain LR
+    (``"standard"``) it learns the model id and feature names only: the holder keeps its
+    coefficients, which with the partial scores would let the bank decode one-hot levels
+    and quantised values per enterprise (docs/PRIVACY.md, leak 5)."""
     return session.call(m.LrFinish(session_id=session.id, masked_gradient=masked), m.LrModel)
 
 
@@ -135,8 +148,10 @@ def partial_scores(session: BankSession, ids: Sequence[str], batch: int = 100_00
     """The holder's part of the final model's score for each id.
 
     **Privacy**: the holder learns the ids scored; the bank learns, per id, the holder's
-    partial score of the final model — exactly what the final score reveals, since the bank
-    subtracts its own part from the score it computes anyway.
+    partial score of the final model rounded to ``SCORE_RESOLUTION`` (2^-10 log-odds):
+    exact float64 scores form a lattice in the holder's quantised features from which,
+    with the coefficients, a row's one-hot level is solved for; rounded, they carry what
+    the final score needs (a probability moves by at most 2^-13) and no such lattice.
     """
     ids = [str(i) for i in ids]
     out = []

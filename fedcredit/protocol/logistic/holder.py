@@ -34,6 +34,11 @@ OPERATIONS = ("lr_start", "lr_step", "lr_partials", "lr_finish", "lr_score")
 
 KIND = "hetero_lr"
 MAX_STEPS = 1_000_000
+#: mitigations with a switch, for the attack tests that show them off (tests/attacks/):
+#: refuse an unmasked gradient no honest residuals give (leak 6) ...
+CHECK_GRADIENT_RANGE = True
+#: ... and send plain LR's holder coefficients to the bank (False: leak 5)
+REVEAL_STANDARD_COEFFICIENTS = False
 
 
 class HolderLR:
@@ -74,6 +79,9 @@ class HolderLR:
         self.l2 = float(msg.l2)
         if not (0 < self.opt.lr <= 10 and 0 <= self.opt.decay <= 100 and 0 <= self.l2 <= 100):
             raise InvalidInput("learning_rate, decay or l2 out of range")
+        if self.opt.lr > core.policy.max_learning_rate:  # a big step amplifies any steering
+            raise PolicyViolation(f"learning_rate {self.opt.lr:g} is above the holder's "
+                                  f"max_learning_rate of {core.policy.max_learning_rate:g}")
         self.step_no = -1
         self.batch = np.zeros(0, dtype=np.int64)  # the open step's rows (none before step 0)
         self.t = np.zeros(0)
@@ -99,7 +107,12 @@ class HolderLR:
             raise InvalidInput("masked gradient values must be decimal integers of the "
                                "slot's size") from None
         scale = 2.0 ** (lc.COEF_BITS + lc.CHEB_BITS + self.frac_bits)
-        grad = raw / scale / len(self.batch) + self.l2 * self.opt.w
+        total = raw / scale
+        if CHECK_GRADIENT_RANGE and np.any(np.abs(total) > lc.gradient_bound(self.Xb)):
+            # an honest bank's residuals lie in [-1, 1]: this gradient was not made of them
+            raise PolicyViolation("the unmasked LR gradient is outside the range honest "
+                                  "residuals allow (a crafted offset?)")
+        grad = total / len(self.batch) + self.l2 * self.opt.w
         self.opt.step(grad)
         self.masks = None
 
@@ -183,8 +196,12 @@ class HolderLR:
                                      {"kind": KIND, **self.spec, "frac_bits": self.frac_bits,
                                       "coef": [float(v) for v in w]})
             self.core.models.save(self.model)
+        # the holder's coefficients go to the bank only where it needs them for a scorecard's
+        # points per holder bin; for plain LR they would let it decode rows from their scores
+        coef = (list(self.model.mapper["coef"])
+                if self.encoding == "woe" or REVEAL_STANDARD_COEFFICIENTS else [])
         return m.LrModel(model_id=self.model.model_id, feature_names=list(self.names),
-                         coefficients=list(self.model.mapper["coef"]))
+                         coefficients=coef)
 
 
 # -- feature encodings --------------------------------------------------------------------------
@@ -219,9 +236,10 @@ def encode(spec: dict, frame, frac_bits: int) -> np.ndarray:
 
 
 def partial_scores(model: StoredModel, frame) -> np.ndarray:
+    """``x_i . w_h`` per row, rounded to ``lc.SCORE_RESOLUTION`` (see there why)."""
     spec = model.mapper
     X = encode(spec, frame, int(spec.get("frac_bits", lc.FEATURE_BITS)))
-    return X @ np.asarray(spec["coef"], dtype=np.float64)
+    return lc.round_scores(X @ np.asarray(spec["coef"], dtype=np.float64))
 
 
 # -- the steps ------------------------------------------------------------------------------------

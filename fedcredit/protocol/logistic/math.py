@@ -27,6 +27,15 @@ NODES = 32
 RADIUS_QUANTILE = 0.995
 #: center and radius are rounded to multiples of 1/GRID (they are all the bank learns of u)
 GRID = 8
+#: the holder's partial scores leave it rounded to multiples of this (log-odds, 2^-10, about
+#: 1e-3): coarser than the step ``|w_j| 2^-FEATURE_BITS`` one quantum of a feature moves the
+#: score by for |w_j| <= 4, so the lattice of exact float64 scores, from which the bank could
+#: solve for a row's one-hot level or quantised values, is gone (docs/PRIVACY.md, leak 5);
+#: it moves a probability by at most 2^-13
+SCORE_RESOLUTION = 2.0 ** -10
+#: an honest residual sigmoid(.) - y lies in [-1, 1], its Chebyshev expansion within the
+#: bank's ``sigmoid_tol`` (< 0.5) of it: the holder's gradient bound allows this much more
+GRADIENT_SLACK = 0.5
 
 
 def to_fixed(x: np.ndarray, frac_bits: int = FEATURE_BITS) -> np.ndarray:
@@ -146,3 +155,56 @@ def slot_layout(plaintext_bits: int, n_rows: int, coef_bound: int, bank_x_bits: 
         counts.append(k)
         left -= k
     return widths, counts
+
+
+def round_scores(u: np.ndarray, resolution: float | None = None) -> np.ndarray:
+    """The holder's partial scores on the ``SCORE_RESOLUTION`` grid (0: exact, tests only)."""
+    r = SCORE_RESOLUTION if resolution is None else float(resolution)
+    u = np.asarray(u, dtype=np.float64)
+    return np.round(u / r) * r if r > 0 else u
+
+
+def gradient_bound(X_batch: np.ndarray) -> np.ndarray:
+    """Per holder feature, the largest |sum_i x_ij d_i| honest residuals allow:
+    ``(1 + GRADIENT_SLACK) sum_i |x_ij|`` plus the fixed-point rounding of each term.
+
+    A bank that adds offsets to the masked gradient it hands back (to steer the holder's
+    weights) is caught when the offset leaves this range; inside it, it is not (partial
+    hardening: the holder cannot check a value it only sees summed)."""
+    X = np.asarray(X_batch, dtype=np.float64)
+    return (1.0 + GRADIENT_SLACK) * np.abs(X).sum(axis=0) + len(X) * 2.0 ** -8
+
+
+def bank_warm_start(X: np.ndarray, y: np.ndarray, l2: float, max_iter: int = 25,
+                    tol: float = 1e-8) -> np.ndarray:
+    """(intercept, w_b) of the bank's own penalised logistic regression, by Newton's method.
+
+    Why: started from w_b = 0 every residual of the first step is one constant minus the
+    label, and the holder's first gradient ``sum_i x_ij (c - y_i)`` then yields, exactly,
+    the default count and each holder column's sum over the batch's defaulters (and with
+    them the defaulter set of a small batch). Started here, each row's residual depends on
+    the bank's features, which the holder does not know. Penalty ``l2 n ||w_b||^2 / 2``,
+    as in the joint objective (the intercept is not penalised)."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n, d = X.shape
+    rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6)) if n else 0.5
+    w = np.r_[math.log(rate / (1 - rate)), np.zeros(d)]
+    A = np.hstack([np.ones((n, 1)), X])
+    pen = np.full(d + 1, float(l2) * n)
+    pen[0] = 0.0
+    for _ in range(max_iter):
+        p = 0.5 * (1.0 + np.tanh(0.5 * (A @ w)))
+        g = A.T @ (p - y) + pen * w
+        H = (A * (p * (1 - p))[:, None]).T @ A + np.diag(pen) + 1e-9 * np.eye(d + 1)
+        try:
+            step = np.linalg.solve(H, g)
+        except np.linalg.LinAlgError:
+            step = np.linalg.lstsq(H, g, rcond=None)[0]
+        if not np.all(np.isfinite(step)):
+            break
+        step *= min(1.0, 4.0 / max(float(np.max(np.abs(step))), 1e-300))  # damped far out
+        w = w - step
+        if float(np.max(np.abs(step))) < tol:
+            break
+    return w

@@ -45,7 +45,12 @@ def send_gradients(session: BankSession, tree: int, rows: np.ndarray, layout: Gr
                    g_int: np.ndarray, h_int: np.ndarray, chunk: int | None = None) -> int:
     """Encrypt ``g * 2**w_h + h`` per row and stream it; encryption overlaps sending.
 
-    **Privacy**: the holder receives one ciphertext per row of the tree.
+    **Privacy**: the holder receives one ciphertext per row of the tree, and the tree's index.
+    The first ``bank_only_trees`` trees (estimator knob, default 1) never come here: tree 0's
+    gradients are a constant minus the label, so its node row sets are the most
+    label-revealing; those trees grow on the bank's features alone and the holder sees no
+    TreeStart, gradient, node or shape for them (it can tell only that the first federated
+    tree's index is k).
     """
     pk, sk = session.key
     plain = layout.pack_rows(g_int, h_int)
@@ -70,8 +75,13 @@ def layer(session: BankSession, tree: int, depth: int, tasks: list[m.NodeTask],
 
     Returns node id -> (stats received, positions to derive as parent - sibling).
 
-    **Privacy**: the holder learns the rows of each node (the smaller of two siblings); the
-    bank learns each valid holder candidate's (G, H), without its feature or bin.
+    **Privacy**: the holder learns the rows of each node it is sent (the smaller of two
+    siblings; the larger as parent minus it), so also both children of a bank split — a
+    partition by the bank's features and labels. The grower never sends a node whose sibling
+    is below the holder's ``min_node_samples``, so no row set the holder knows or derives at
+    a bank split is under that floor (without it, the holder derived e.g. 22- and 46-row
+    sets under a floor of 50). The bank learns each valid holder candidate's (G, H), without
+    its feature or bin.
     """
     pk, sk = session.key
     with session.watch("bank_wait_layer"):
@@ -110,7 +120,9 @@ def split(session: BankSession, tree: int, choices: list[m.SplitChoice]
 
 
 def finish_tree(session: BankSession, tree: int, nodes: list[m.TreeNode]) -> None:
-    """**Privacy**: the holder learns the tree's shape (which node is whose split or a leaf)."""
+    """**Privacy**: the holder learns the tree's shape (which node is whose split or a leaf),
+    so for a bank split whose one child it was sent it derives the other (held to the
+    floor, see :func:`layer`)."""
     session.call(m.TreeFinish(session_id=session.id, tree=tree, nodes=nodes), Ack)
 
 
