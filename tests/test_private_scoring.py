@@ -49,7 +49,7 @@ def fitted():
     party = PassiveParty(holder, policy=test_policy())
     channel = InProcessChannel(party)
     model = SecureBoostClassifier(n_estimators=20, max_depth=3, max_bin=8, learning_rate=0.3,
-                                  **KEYS).fit(bank, y, channel)
+                                  scoring="plain", **KEYS).fit(bank, y, channel)
     return bank, holder, party, channel, model
 
 
@@ -81,6 +81,35 @@ def test_private_scores_equal_plain_scores(fitted):
     ops = [r for r in party.auditor.records if r["operation"] == "private_predict"]
     assert ops and ops[-1]["enterprises"] == int(X.iloc[:5].index.isin(party.features.index)
                                                  .sum())
+
+
+def test_auto_scoring_is_private_online_and_plain_in_bulk(fitted):
+    bank, _, party, channel, model = fitted
+    X = bank.iloc[300:340]
+    plain = model.decision_function(X, channel)
+    ops = lambda: [r["operation"] for r in party.auditor.records  # noqa: E731
+                   if not r["operation"].startswith("open_session")]
+    model.set_params(scoring="auto")
+    try:
+        before = len(ops())
+        one = model.decision_function(X.iloc[[3]], channel)
+        assert ops()[before:] == ["private_predict"]
+        np.testing.assert_allclose(one, plain[[3]], rtol=0, atol=_bound(model))
+        before = len(ops())
+        np.testing.assert_array_equal(model.decision_function(X, channel), plain)  # 40 rows
+        assert ops()[before:] == ["predict"]
+        model.set_params(scoring="loud")
+        with pytest.raises(InvalidInput, match="scoring must be one of"):
+            model.decision_function(X.iloc[[3]], channel)
+    finally:
+        model.set_params(scoring="plain")
+    y = (np.arange(len(bank)) % 7 == 0).astype(int)
+    small = SecureBoostClassifier(n_estimators=3, max_depth=2, max_bin=8, **KEYS).fit(
+        bank, y, channel)  # too small to hide the path: auto scores it plainly
+    assert private_path_bits(small) < 32
+    before = len(ops())
+    small.decision_function(X.iloc[[3]], channel)
+    assert ops()[before:] == ["predict"]
 
 
 def test_over_grpc_with_tls_one_enterprise_per_call(fitted, tls_dir):
