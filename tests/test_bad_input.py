@@ -114,7 +114,7 @@ def test_malformed_and_out_of_range_ciphertexts(small_credit, make_channel, keys
     al = align(s, bank.index.tolist())
     sb.boost_start(s, np.arange(len(al)), 16, 20)
     width = pk.ciphertext_bytes
-    start = m.TreeStart(session_id=s.id, tree=0, slot_bits=80, rows=rows_to_bytes(range(30)),
+    start = m.TreeStart(session_id=s.id, tree=0, slot_bits=60, rows=rows_to_bytes(range(30)),
                         key_fingerprint=pk.fingerprint)
     good = pk.to_bytes_batch(sk.encrypt([1, 2], workers=1))
     for payload, pattern in ((good + bytes(width), r"\[2\] is outside"),
@@ -124,7 +124,7 @@ def test_malformed_and_out_of_range_ciphertexts(small_credit, make_channel, keys
         with pytest.raises(InvalidCiphertext, match=pattern):
             list(ch.exchange([start, m.GradientChunk(offset=0, ciphertexts=payload)]))
     other = generate_keypair("paillier", bits=TEST_KEY_BITS, insecure=True)[0]
-    wrong_key = m.TreeStart(session_id=s.id, tree=0, slot_bits=80, rows=rows_to_bytes(range(30)),
+    wrong_key = m.TreeStart(session_id=s.id, tree=0, slot_bits=60, rows=rows_to_bytes(range(30)),
                             key_fingerprint=other.fingerprint)
     with pytest.raises(InvalidCiphertext, match="another key"):
         list(ch.exchange([wrong_key]))
@@ -197,4 +197,4 @@ def test_max_trees_per_session(small_credit, make_channel):
     bank, y, holder = small_credit
     party = PassiveParty(holder, policy=test_policy(max_trees_per_session=1))
     with pytest.raises(PolicyViolation, match="at most 1 trees"):
-        _model(n_estimators=2).fit(bank, y, holder=make_channel(party))
+        _model(n_estimators=3).fit(bank, y, holder=make_channel(party))

@@ -320,7 +320,7 @@ def test_bad_keys_ciphertexts_and_sessions(server, tls_dir, data):
         s = ActiveSession(ch, "train", sk, workers=1)
         al = align(s, X.index.tolist())
         sb.boost_start(s, np.arange(len(al)), 16, 20)
-        start = m.TreeStart(session_id=s.id, tree=0, slot_bits=80,
+        start = m.TreeStart(session_id=s.id, tree=0, slot_bits=60,
                             rows=rows_to_bytes(range(40)), key_fingerprint=pk.fingerprint)
         width = pk.ciphertext_bytes
         for payload in (bytes(width * 2), int(pk.cipher_modulus).to_bytes(width, "big"),
@@ -348,7 +348,7 @@ def test_a_bank_that_vanishes_mid_stream(server, tls_dir, data):
             from fedcredit.transport import serde
 
             yield from serde.to_frames([m.TreeStart(
-                session_id=s.id, tree=0, slot_bits=80, rows=rows_to_bytes(range(len(al))),
+                session_id=s.id, tree=0, slot_bits=60, rows=rows_to_bytes(range(len(al))),
                 key_fingerprint=pk.fingerprint), m.GradientChunk(offset=0, ciphertexts=one)])
             sent.set()
             hang.wait(30)  # the bank goes silent mid-stream ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from fedcredit.binning import BinMapper
 from fedcredit.crypto import FixedPoint
@@ -22,7 +23,7 @@ def _model(**kw):
     return SecureBoostClassifier(**base)
 
 
-def _reference_trees(model, bank, y, holder, floor):
+def _reference_trees(model, bank, y, holder, floor, min_bin=0):
     """Boost with the independent plaintext reference on the same aligned rows and bins."""
     aligned = [i for i in bank.index if i in holder.index]
     Xa = bank.loc[aligned]
@@ -38,7 +39,7 @@ def _reference_trees(model, bank, y, holder, floor):
     raw = np.full(len(ya), np.log(rate / (1 - rate)))
     rows = np.arange(len(ya))
     trees = []
-    for _ in range(model.n_estimators):
+    for t in range(model.n_estimators):
         p = 1 / (1 + np.exp(-raw))
         g, h = p - ya, np.maximum(p * (1 - p), 1e-16)
         nodes = grow_reference(bank_bins, model.mapper_.n_bins.tolist(), holder_bins, holder_nb,
@@ -46,7 +47,8 @@ def _reference_trees(model, bank, y, holder, floor):
                                max_depth=model.max_depth, min_child_samples=model.min_child_samples,
                                min_child_weight=model.min_child_weight, reg_lambda=model.reg_lambda,
                                gamma=model.gamma, floor=floor, scale=fp.scale,
-                               learning_rate=model.learning_rate, rows=rows)
+                               learning_rate=model.learning_rate, rows=rows,
+                               bank_only=t < model.bank_only_trees, min_bin=min_bin)
         for nd in nodes:
             if nd["owner"] == "leaf":
                 raw[nd["rows"]] += nd["value"]
@@ -54,14 +56,16 @@ def _reference_trees(model, bank, y, holder, floor):
     return trees
 
 
-def test_lossless_against_plaintext_reference(small_credit, make_channel):
+@pytest.mark.parametrize("min_bin", [0, 30])
+def test_lossless_against_plaintext_reference(small_credit, make_channel, min_bin):
+    """Identical trees with the minimum bin mass off and on (the reference mirrors it)."""
     bank, y, holder = small_credit
     bank, y = bank.iloc[:2500], y[:2500]
-    party = PassiveParty(holder, policy=test_policy(min_node_samples=10))
+    party = PassiveParty(holder, policy=test_policy(min_node_samples=10, min_bin_samples=min_bin))
     channel = make_channel(party)
     model = _model(n_estimators=3, max_depth=3).fit(bank, y, holder=channel)
     stored = party.models.load(model.model_id_)
-    ref = _reference_trees(model, bank, y, holder, floor=10)
+    ref = _reference_trees(model, bank, y, holder, floor=10, min_bin=min_bin)
     assert any(nd.owner == "holder" for t in model.trees_ for nd in t.nodes), \
         "the holder's features never won a split: the test would not exercise the protocol"
     for tree, rtree in zip(model.trees_, ref):
@@ -76,6 +80,35 @@ def test_lossless_against_plaintext_reference(small_credit, make_channel):
                 assert nd.feature == rn["feature"]
             else:
                 assert abs(nd.value - rn["value"]) <= 1e-6
+
+
+def test_lossless_with_bank_only_trees_and_a_floor_above_min_child_samples(small_credit):
+    """The first tree never reaches the holder, and a bank split whose smaller child is below
+    the holder's floor (min_child_samples 5 < floor 40) keeps both children from it; the
+    trees still match the plaintext reference, which applies the same two rules."""
+    from conftest import RecordingChannel
+
+    bank, y, holder = small_credit
+    bank, y = bank.iloc[:2500], y[:2500]
+    party = PassiveParty(holder, policy=test_policy(min_node_samples=40))
+    channel = RecordingChannel(party)
+    model = _model(n_estimators=3, max_depth=3, min_child_samples=5, bank_only_trees=1)
+    model.fit(bank, y, holder=channel)
+    starts = [msg.tree for msg, _ in channel.sent if type(msg).__name__ == "TreeStart"]
+    assert starts == [1, 2] and model.tree_ids_ == [-1, 1, 2]
+    assert all(nd.owner != "holder" for nd in model.trees_[0].nodes)
+    stored = party.models.load(model.model_id_)
+    ref = _reference_trees(model, bank, y, holder, floor=40)
+    for tree, rtree in zip(model.trees_, ref):
+        assert [(nd.node_id, nd.owner, nd.left, nd.right, nd.count) for nd in tree.nodes] == [
+            (rn["id"], rn["owner"], rn["left"], rn["right"], rn["count"]) for rn in rtree]
+        for nd, rn in zip(tree.nodes, rtree):
+            if nd.owner == "holder":
+                assert stored.splits[nd.record_id] == (rn["feature"], rn["bin"], rn["ml"])
+            elif nd.owner == "leaf":
+                assert abs(nd.value - rn["value"]) <= 1e-6
+    p = model.predict_proba(bank.iloc[:50], holder=channel)[:, 1]
+    assert np.all(np.isfinite(p))
 
 
 def test_quality_close_to_centralized_lightgbm(default_credit):
@@ -174,3 +207,52 @@ def test_quality_on_synthetic_usccs_without_shared_data(small_credit):
     print(f"synthetic AUC federated {a_fed:.4f} centralized {a_cent:.4f} bank-only {a_bank:.4f}")
     assert a_fed >= a_cent - 0.03
     assert a_fed >= a_bank + 0.01
+
+
+def _holder_boost(policy, n=60, frac_bits=24):
+    from fedcredit.crypto import generate_keypair
+    from fedcredit.protocol.secureboost.holder import HolderBoost
+
+    pk, sk = generate_keypair("ou", bits=TEST_KEY_BITS, insecure=True)
+    feats = pd.DataFrame({"a": np.arange(n, dtype=float), "b": np.arange(n)[::-1] % 7})
+    boost = HolderBoost(feats, np.arange(n), pk, policy, 8, 5, "bank", "credit",
+                        frac_bits=frac_bits)
+    return boost, pk, sk
+
+
+def test_holder_refuses_slots_wider_than_honest_gradients_need():
+    """A bank hiding identifiers in its gradients' low bits needs wider slots (leak 6)."""
+    from fedcredit.errors import InvalidInput
+    from fedcredit.protocol.secureboost.math import GradientLayout
+
+    boost, pk, _ = _holder_boost(test_policy())
+    rows = np.arange(60)
+    cap = GradientLayout.honest_bound(60, 24, pk.plaintext_bits)
+    with pytest.raises(InvalidInput, match="slot width"):
+        boost.start_tree(0, cap + 1, rows, pk.fingerprint, np.ones(60, bool))
+    boost.start_tree(0, cap, rows, pk.fingerprint, np.ones(60, bool))  # honest: accepted
+    with pytest.raises(InvalidInput, match="frac_bits"):
+        _holder_boost(test_policy(), frac_bits=40)
+    boost.close()
+
+
+def test_holder_refuses_layers_deeper_than_max_tree_depth():
+    from fedcredit.errors import PolicyViolation, ProtocolError
+    from fedcredit.protocol.secureboost import messages as m
+
+    boost, pk, sk = _holder_boost(test_policy(max_tree_depth=1, min_bin_samples=0))
+    rows = np.arange(60)
+    g = np.rint((np.linspace(0, 1, 60) - (rows % 3 == 0)) * 2**24).astype(np.int64)
+    h = np.full(60, 2**22, dtype=np.int64)
+    from fedcredit.protocol.secureboost.math import GradientLayout
+
+    lay = GradientLayout.for_rows(g, h, pk.plaintext_bits)
+    boost.start_tree(0, lay.slot_bits, rows, pk.fingerprint, np.ones(60, bool))
+    boost.add_gradients(0, pk.to_bytes_batch(sk.encrypt(lay.pack_rows(g, h))))
+    boost.finish_gradients()
+    with pytest.raises(ProtocolError, match="depth"):  # the holder counts the layers itself
+        boost.layer(0, 1, [m.NodeTask(node_id=0)])
+    assert boost.layer(0, 0, [m.NodeTask(node_id=0)])[0].count > 0
+    with pytest.raises(PolicyViolation, match="max_tree_depth=1"):
+        boost.layer(0, 1, [m.NodeTask(node_id=1, parent_id=0, rows=b"")])
+    boost.close()

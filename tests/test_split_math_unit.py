@@ -191,3 +191,114 @@ def test_reachable_leaves_lets_rows_pass_both_ways_through_the_other_partys_spli
     with pytest.raises(InvalidInput, match="listed before its parent"):
         reachable_leaves([nodes[0], nodes[3], nodes[1]], {5: (1, 0, False)}, bins,
                          np.array([2, 1]), what="tree 3")
+
+
+# -- the minimum bin mass (docs/PRIVACY.md, leak 1) -------------------------------------------
+def _atoms(bins, nb, cands, keep):
+    """Sizes of the row sets the bank can isolate from the kept candidates' left sets (and
+    the node's total): rows grouped by which known sets hold them."""
+    cols = [goes_left(bins[:, cands.feature[c]], nb[cands.feature[c]], cands.bin[c],
+                      cands.missing_left[c]) for c in np.flatnonzero(keep)]
+    if not cols:
+        return np.array([len(bins)])
+    _, sizes = np.unique(np.stack(cols, 1), axis=0, return_counts=True)
+    return sizes
+
+
+def _view(bins, nb, cands, sizes, offsets):
+    from fedcredit.protocol.secureboost.math import NodeView
+
+    counts = bin_counts(bins, sizes, offsets)
+    left = candidate_left_sums(counts, cands, sizes, offsets)
+    return NodeView(len(bins), counts, (left >= 1) & (len(bins) - left >= 1))
+
+
+def test_bin_mass_leaves_no_small_set_the_bank_can_isolate():
+    from fedcredit.protocol.secureboost.math import bin_mass_keep
+
+    rng = np.random.default_rng(0)
+    nb = np.array([12, 8, 5])
+    sizes, offsets = feature_layout(nb)
+    for trial in range(20):
+        n = int(rng.integers(60, 400))
+        p = rng.dirichlet(np.full(13, 0.4))  # skewed: sparse bins, few or many missing
+        bins = np.stack([np.minimum(rng.choice(13, n, p=p), 12),
+                         rng.integers(0, 9, n), rng.integers(0, 5, n)], 1)
+        bins[rng.random(n) < 0.02, 2] = 5  # a few missing values in f2
+        cands = SplitCandidates.for_bins(bins, nb)
+        view = _view(bins, nb, cands, sizes, offsets)
+        keep, = bin_mass_keep(cands, sizes, offsets, 30, [view], np.zeros(len(cands), bool))
+        assert not (keep & ~view.eligible).any()
+        for f in range(3):  # per feature: every set it lets the bank isolate holds >= 30 rows
+            at = _atoms(bins, nb, cands, keep & (cands.feature == f))
+            assert at.min() >= 30, (trial, f, at)
+        miss = int((bins[:, 2] == 5).sum())
+        if 0 < miss < 30:  # one missing-value direction only
+            assert not (keep & cands.missing_left & (cands.feature == 2)).any()
+        if n >= 200:  # the rule still leaves candidates to split on
+            assert keep.sum() >= 3
+        # off, it keeps every eligible candidate: the bank could isolate single rows
+        small = [_atoms(bins, nb, cands, view.eligible & (cands.feature == f)).min()
+                 for f in range(3)]
+        assert min(small) < 30
+
+
+def test_bin_mass_keeps_a_parent_candidate_at_both_children_or_neither():
+    from fedcredit.protocol.secureboost.math import bin_mass_keep
+
+    rng = np.random.default_rng(1)
+    nb = np.array([16])
+    sizes, offsets = feature_layout(nb)
+    bins = rng.integers(0, 17, (300, 1))
+    cands = SplitCandidates.for_bins(bins, nb)
+    a, b = bins[:120], bins[120:]
+    views = [_view(x, nb, cands, sizes, offsets) for x in (a, b)]
+    shared = np.ones(len(cands), bool)  # the bank knows all of them at the parent
+    ka, kb = bin_mass_keep(cands, sizes, offsets, 30, views, shared)
+    assert (ka == kb).all() and ka.any()
+    for x, k in ((a, ka), (b, kb)):  # parent - child = sibling stays within the rule
+        assert _atoms(x, nb, cands, k).min() >= 30
+    ka1, kb1 = bin_mass_keep(cands, sizes, offsets, 30, views, np.zeros(len(cands), bool))
+    assert not (ka1 == kb1).all()  # unconstrained, the children would choose differently
+
+
+def test_honest_slot_bound_covers_the_banks_layout_and_no_more():
+    fp_bits, n = 24, 1000
+    rng = np.random.default_rng(2)
+    p = rng.random(n)
+    y = (rng.random(n) < 0.3).astype(float)
+    g = np.rint((p - y) * 2**fp_bits).astype(np.int64)
+    h = np.rint(p * (1 - p) * 2**fp_bits).astype(np.int64)
+    layout = GradientLayout.for_rows(g, h, 1024)
+    cap = GradientLayout.honest_bound(n, fp_bits, 1024)
+    assert layout.slot_bits <= cap <= layout.slot_bits + 4
+    assert GradientLayout.honest_bound(n, fp_bits + 8, 1024) == cap + 16
+
+
+def test_cross_feature_check_leaves_no_nearly_nested_pair():
+    """Two correlated features (a 3- and a 6-month mean) give left sets that differ in a few
+    rows; the check keeps, across features, only pairs differing in 0 or >= 30 rows."""
+    from fedcredit.protocol.secureboost.math import bin_mass_keep, cross_feature_keep
+
+    rng = np.random.default_rng(4)
+    n, nb = 600, np.array([16, 16])
+    sizes, offsets = feature_layout(nb)
+    base = rng.integers(0, 16, n)
+    bins = np.stack([base, np.clip(base + (rng.random(n) < 0.03), 0, 15)], 1)
+    cands = SplitCandidates.for_bins(bins, nb)
+    view = _view(bins, nb, cands, sizes, offsets)
+    view.bins = bins
+    none = np.zeros(len(cands), bool)
+    per_feature = bin_mass_keep(cands, sizes, offsets, 30, [view], none)
+    keep, = cross_feature_keep(cands, sizes, 30, [view], per_feature, none)
+
+    def worst(k):
+        sets = {c: goes_left(bins[:, cands.feature[c]], 16, cands.bin[c], cands.missing_left[c])
+                for c in np.flatnonzero(k)}
+        d = [int((sets[a] ^ sets[b]).sum()) for a in sets for b in sets
+             if cands.feature[a] != cands.feature[b]]
+        return min([x for x in d if x > 0], default=n)
+
+    assert worst(per_feature[0]) < 30  # per feature alone: nearly nested pairs remain
+    assert worst(keep) >= 30 and keep.sum() >= 10
+    assert not (keep & ~per_feature[0]).any()

@@ -113,12 +113,12 @@ class HolderParty(HolderCore):
         not: the cap bounds what a bank may ask, so probing unknown ids costs it too); an
         enterprise scored again the same day is not counted twice, so online scoring of a
         portfolio works however often it repeats."""
-        cap = self.policy.max_scored_per_day
-        if cap and isinstance(req.first, SCORING_REQUESTS) \
-                and len(req.first.ids) <= self.policy.max_predict_ids:  # else the core refuses
-            session = self.session(req.caller, req.first.session_id)
-            self._count_scored(req.caller.bank, session.purpose,
-                               [str(i) for i in req.first.ids], cap)
+        cap, msg = self.policy.max_scored_per_day, req.first
+        if cap and isinstance(msg, SCORING_REQUESTS):
+            ids: list = msg.ids  # type: ignore[attr-defined]  # every scoring request has them
+            if len(ids) <= self.policy.max_predict_ids:  # else the core refuses it
+                session = self.session(req.caller, msg.session_id)  # type: ignore[attr-defined]
+                self._count_scored(req.caller.bank, session.purpose, [str(i) for i in ids], cap)
         yield from call_next(req)
 
     def _count_scored(self, bank: str, purpose: str, ids: list[str], cap: int) -> None:

@@ -18,6 +18,7 @@ from ...binning import BinMapper
 from ...crypto import FixedPoint
 from ...errors import InvalidInput, ProtocolError
 from ...protocol.secureboost import bank as steps
+from ...protocol.secureboost.math import MAX_FRAC_BITS
 from ..base import FederatedClassifier, as_channel, check_xy, progress_bar, sigmoid
 from .federated import FederatedHolder
 from .grower import TreeGrower
@@ -131,6 +132,9 @@ class SecureBoostClassifier(FederatedClassifier):
             raise InvalidInput("reg_lambda and gamma must be >= 0")
         if int(self.bank_only_trees) < 0:
             raise InvalidInput("bank_only_trees must be >= 0")
+        if not 8 <= int(self.frac_bits) <= MAX_FRAC_BITS:
+            raise InvalidInput(f"frac_bits must be in [8, {MAX_FRAC_BITS}] (the holder refuses "
+                               "wider gradient slots)")
         self._check_scoring()
 
     def _check_scoring(self) -> None:
@@ -181,7 +185,8 @@ class SecureBoostClassifier(FederatedClassifier):
         self.feature_names_bank_ = list(self.mapper_.feature_names)
         self.holder_feature_names_ = list(session.feature_names)
         all_rows = np.arange(n)
-        steps.boost_start(session, all_rows, self.max_bin, self.min_child_samples)
+        steps.boost_start(session, all_rows, self.max_bin, self.min_child_samples,
+                          self.frac_bits)
         grower = TreeGrower(bins, self.mapper_.n_bins, params, self.max_depth,
                             FederatedHolder(session))
         local = TreeGrower(bins, self.mapper_.n_bins, params, self.max_depth, None)

@@ -33,11 +33,13 @@ class NodeStats:
 
 
 def boost_start(session: BankSession, rows: np.ndarray, max_bin: int,
-                min_child_samples: int) -> int:
-    """**Privacy**: the holder learns the training rows and the binning settings."""
+                min_child_samples: int, frac_bits: int = 0) -> int:
+    """**Privacy**: the holder learns the training rows, the binning settings and the
+    gradients' fixed-point precision (``frac_bits``), from which it caps the packing slot
+    width at what honest gradients need (no room for identifiers in the low bits)."""
     r = session.call(m.BoostStart(session_id=session.id, rows=rows_to_bytes(rows),
-                                  max_bin=max_bin, min_child_samples=min_child_samples),
-                     m.BoostReady)
+                                  max_bin=max_bin, min_child_samples=min_child_samples,
+                                  frac_bits=int(frac_bits)), m.BoostReady)
     return int(r.n_candidates)
 
 

@@ -12,8 +12,15 @@ returns only the partition of the node's rows.
 **Privacy** (what the bank learns from the holder): per node, the (G, H) sums of each valid
 candidate, without the feature or bin it belongs to; for a split the holder won, the
 partition of the node's rows and the feature's index (for feature importance), never the
-threshold or bin. What the holder learns: the rows of each node the bank asks about, and the
-ciphertexts, which it cannot decrypt.
+threshold or bin. Every set of rows the bank can isolate from those sums (between two known
+thresholds of one feature, the missing rows, two nearly nested candidates of two features,
+parent - child) holds at least
+``policy.min_bin_samples`` enterprises (default 30; see ``math.bin_mass_keep``), and the floor
+``min_node_samples`` bounds every node and side. What the holder learns: the rows of each
+node the bank asks about, and the ciphertexts, which it cannot decrypt. Partial hardening
+against a crafting bank (a full defence needs MPC): slots no wider than honest gradients need
+(``TreeStart.slot_bits``, ``BoostStart.frac_bits`` <= 32), at most
+``policy.max_tree_depth`` layers per tree, two children per parent that partition it.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ...binning import BinMapper
-from ...crypto import CipherVector, EncryptedHistogram, PublicKey, candidate_sums
+from ...crypto import CipherVector, EncryptedHistogram, PublicKey
 from ...errors import InvalidCiphertext, InvalidInput, PolicyViolation, ProtocolError, ResourceLimit
 from ..channel import Caller
 from ..context import HolderContext
@@ -35,15 +42,19 @@ from ..messages import Ack
 from ..policy import HolderPolicy
 from ..session import Session
 from ..timing import Stopwatch
-from ..wire import increasing_rows, rows_from_bytes, rows_to_bytes
+from ..wire import increasing_rows, rows_from_bytes
 from . import messages as m
 from .math import (
+    MAX_FRAC_BITS,
+    GradientLayout,
+    LayerNode,
     SplitCandidates,
     bin_counts,
     candidate_left_sums,
+    candidates_message,
     check_layer_parents,
     check_topology,
-    disclosable,
+    disclose_layer,
     feature_layout,
     goes_left,
     reachable_leaves,
@@ -79,6 +90,7 @@ class _Tree:
         self.node_sent: dict[int, np.ndarray] = {}  # same, for the last layer (derivations)
         self.root_hist: EncryptedHistogram | None = None
         self.split_nodes: set[int] = set()
+        self.layers = 0  # layers answered: the tree's depth so far, as the holder counts it
 
 
 class HolderBoost:
@@ -86,7 +98,10 @@ class HolderBoost:
 
     def __init__(self, feats: pd.DataFrame, train_rows: np.ndarray, public_key: PublicKey,
                  policy: HolderPolicy, max_bin: int, min_child_samples: int, bank: str,
-                 purpose: str):
+                 purpose: str, frac_bits: int = 0):
+        if not 0 <= frac_bits <= MAX_FRAC_BITS:
+            raise InvalidInput(f"frac_bits {frac_bits} is outside [0, {MAX_FRAC_BITS}]")
+        self.frac_bits = int(frac_bits) or MAX_FRAC_BITS
         if len(train_rows) == 0:
             raise InvalidInput("no training rows")
         if len(np.unique(train_rows)) != len(train_rows):
@@ -130,10 +145,12 @@ class HolderBoost:
             raise PolicyViolation(f"the holder's policy allows at most {cap} trees per session")
         if fingerprint != self.pk.fingerprint:
             raise InvalidCiphertext("gradients announced under another key than the session's")
-        if not 2 <= slot_bits <= self.pk.plaintext_bits:
-            raise InvalidInput(f"slot width {slot_bits} is outside [2, {self.pk.plaintext_bits}]")
         if len(rows) == 0 or np.any(np.diff(rows) <= 0):
             raise InvalidInput("tree rows must be non-empty and strictly increasing")
+        cap = GradientLayout.honest_bound(len(rows), self.frac_bits, self.pk.plaintext_bits)
+        if not 2 <= slot_bits <= cap:
+            raise InvalidInput(f"slot width {slot_bits} is outside [2, {cap}], what gradients "
+                               f"at frac_bits={self.frac_bits} over {len(rows)} rows need")
         if not np.isin(rows, self.train_rows).all():
             raise InvalidInput("tree rows must be training rows")
         if len(rows) < self.policy.min_node_samples:
@@ -192,11 +209,6 @@ class HolderBoost:
         h.add(t.cts[t.pos[rows]])
         return h.finish()
 
-    def _left_counts(self, t: _Tree, rows: np.ndarray) -> np.ndarray:
-        """Per candidate, how many of these rows go left."""
-        counts = bin_counts(t.bins[rows], self.sizes, self.offsets)
-        return candidate_left_sums(counts, self.cands, self.sizes, self.offsets)
-
     def _check_rows(self, t: _Tree, task: m.NodeTask) -> np.ndarray:
         rows = increasing_rows(task.rows, self.n_aligned, f"node {task.node_id} rows")
         parent = t.node_rows.get(task.parent_id)
@@ -206,14 +218,19 @@ class HolderBoost:
             raise InvalidInput(f"node {task.node_id} rows are not rows of its parent")
         return rows
 
-    def layer(self, index: int, tasks: list[m.NodeTask]) -> list[m.NodeCandidates]:
+    def layer(self, index: int, depth: int, tasks: list[m.NodeTask]) -> list[m.NodeCandidates]:
         t = self._current(index)
         floor = self.policy.min_node_samples
+        cap = int(self.policy.max_tree_depth)
+        if depth != t.layers:  # the holder counts the layers itself
+            raise ProtocolError(f"layer at depth {depth}, expected {t.layers}")
+        if cap and t.layers >= cap:
+            raise PolicyViolation(f"a tree deeper than the holder's max_tree_depth={cap}")
         check_layer_parents([task.parent_id for task in tasks], set(t.node_hist))
         direct: dict[int, np.ndarray] = {}
         rows_of: dict[int, np.ndarray] = {}
         hist_of: dict[int, CipherVector] = {}
-        left_of: dict[int, np.ndarray] = {}
+        views: list[LayerNode] = []
         for task in tasks:  # 1. rows and histograms: sum directly, or parent - sibling
             nid = task.node_id
             if nid in rows_of:
@@ -233,8 +250,10 @@ class HolderBoost:
                 if nid in t.node_rows and not np.array_equal(t.node_rows[nid], rows):
                     raise InvalidInput(f"node {nid} rows differ from the split that made it")
                 other = direct.get(task.parent_id)
-                if other is not None and np.intersect1d(other, rows, assume_unique=True).size:
-                    raise InvalidInput(f"node {nid} overlaps its sibling")
+                if other is not None and (np.intersect1d(other, rows, assume_unique=True).size
+                                          or len(other) + len(rows)
+                                          != len(t.node_rows[task.parent_id])):
+                    raise InvalidInput(f"node {nid} and its sibling must partition their parent")
                 direct[task.parent_id] = rows
             if len(rows) < floor:
                 raise PolicyViolation(f"node {nid} holds {len(rows)} enterprises, below the "
@@ -247,50 +266,28 @@ class HolderBoost:
                 else:
                     hist = self._node_hist(t, rows)
             rows_of[nid], hist_of[nid] = rows, hist
-            left_of[nid] = self._left_counts(t, rows)
-        out = []
-        sent_of = {}
-        for task in tasks:  # 2. what may be disclosed, and what the bank can derive itself
-            nid = task.node_id
-            rows, left = rows_of[nid], left_of[nid]
-            par = task.parent_id
-            if par >= 0:
-                prow = t.node_rows[par]
-                n_sib = len(prow) - len(rows)
-                left_sib = self._left_counts(t, prow) - left
-            else:
-                n_sib, left_sib = None, None
-            sent = disclosable(len(rows), left, self.min_side, self.policy.min_node_samples,
-                               n_sib, left_sib)
-            sent_of[nid] = sent
-            derive = np.zeros_like(sent)
-            if task.sibling_id >= 0:
-                derive = sent & sent_of[task.sibling_id] & t.node_sent.get(par, derive)
-            out.append(self._candidates_message(t, nid, hist_of[nid], sent & ~derive, derive))
+            node_bins = t.bins[rows]
+            counts = bin_counts(node_bins, self.sizes, self.offsets)
+            views.append(LayerNode(nid, task.parent_id, task.sibling_id, rows, counts,
+                                   candidate_left_sums(counts, self.cands, self.sizes,
+                                                       self.offsets), node_bins))
+        # 2. what may be disclosed (floor, minimum bin mass), and what the bank derives itself
+        parents = {v.parent_id for v in views if v.parent_id >= 0}
+        known, derive = disclose_layer(
+            views, {p: t.node_rows[p] for p in parents},
+            {p: bin_counts(t.bins[t.node_rows[p]], self.sizes, self.offsets) for p in parents},
+            t.node_sent, self.cands, self.sizes, self.offsets, self.min_side, floor,
+            int(self.policy.min_bin_samples), t.bins)
+        out = [candidates_message(self.pk, self.cands, self.sizes, self.offsets, t.position_of,
+                                  t.slot_bits, v.node_id, hist_of[v.node_id],
+                                  known[v.node_id] & ~derive[v.node_id], derive[v.node_id],
+                                  self.watch) for v in views]
         t.node_hist = hist_of  # the previous layer's histograms are no longer needed
         t.node_rows.update(rows_of)
-        t.node_sent = sent_of
-        t.node_valid = sent_of
+        t.node_sent = known
+        t.node_valid = known
+        t.layers += 1
         return out
-
-    def _candidates_message(self, t: _Tree, nid: int, hist: CipherVector, send: np.ndarray,
-                            derive: np.ndarray) -> m.NodeCandidates:
-        derived = rows_to_bytes(np.sort(t.position_of[np.flatnonzero(derive)]))
-        cand = np.flatnonzero(send)
-        positions = np.sort(t.position_of[cand])
-        chosen = t.candidate_at[positions]  # candidates in position order
-        slots = self.pk.plaintext_bits // t.slot_bits
-        if len(chosen) == 0:
-            return m.NodeCandidates(node_id=nid, slots=slots, count=0, derived=derived)
-        c = self.cands
-        with self.watch("holder_cumulative"):
-            sums = candidate_sums(self.pk, hist, self.sizes, self.offsets, c.feature[chosen],
-                                  c.bin[chosen], c.missing_left[chosen])
-        with self.watch("holder_pack_and_rerandomize"):
-            packed = self.pk.pack_flat(sums, t.slot_bits, slots)
-        return m.NodeCandidates(node_id=nid, positions=rows_to_bytes(positions),
-                                packed=self.pk.to_bytes_batch(packed), slots=slots,
-                                count=len(chosen), derived=derived)
 
     # -- splits -----------------------------------------------------------------------------
     def split(self, index: int, choices: list[m.SplitChoice]) -> list[m.SplitOutcome]:
@@ -347,7 +344,7 @@ def boost_start(core: HolderContext, caller: Caller, msg: m.BoostStart, rest) ->
         feats = core.aligned_features(s)
         rows = rows_from_bytes(msg.rows, len(feats), "training rows")
         s.replace_state(HolderBoost(feats, rows, s.key, core.policy, msg.max_bin,
-                                    msg.min_child_samples, s.bank, s.purpose))
+                                    msg.min_child_samples, s.bank, s.purpose, msg.frac_bits))
         core.audit(caller, s, "boost_start", len(rows))
         ready = m.BoostReady(n_features=len(core.feature_names),
                              n_candidates=_boost(s).n_candidates)
@@ -375,7 +372,7 @@ def layer(core: HolderContext, caller: Caller, msg: m.LayerRequest, rest) -> Ite
     s = core.session(caller, msg.session_id, task="train")
     with s.lock:
         boost = _boost(s)
-        results = boost.layer(msg.tree, msg.tasks)
+        results = boost.layer(msg.tree, msg.depth, msg.tasks)
         core.audit(caller, s, "histograms", sum(boost.node_size(t.node_id) for t in msg.tasks),
                    f"tree={msg.tree} depth={msg.depth} nodes={len(msg.tasks)}")
     yield from results
@@ -429,8 +426,9 @@ def predict(core: HolderContext, caller: Caller, msg: m.PredictRequest, rest) ->
         if unknown:
             raise InvalidInput(f"the model has no tree {unknown[0]}")
         mapper = BinMapper.from_dict(model.mapper)
-        answers = [reachable_leaves(model.trees[t], model.splits, mapper.transform(rows),
-                                    mapper.n_bins, f"tree {t}") for t in trees]
+        bins = mapper.transform(rows)  # once, not per tree (~23 ms each for one enterprise)
+        answers = [reachable_leaves(model.trees[t], model.splits, bins, mapper.n_bins,
+                                    f"tree {t}") for t in trees]
         core.audit(caller, s, "predict", int(served.sum()),
                    f"ids={len(msg.ids)} trees={len(trees)}")
     for tree, (n_leaves, masks) in zip(trees, answers):
