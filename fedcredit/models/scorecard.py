@@ -6,13 +6,34 @@ base_score - factor * ln(base_odds)``, and for feature j in bin k
 score is ``offset - factor * log-odds(default)``: ``base_score`` at good:bad odds of
 ``base_odds``, ``pdo`` more points per doubling of the odds.
 
-Holder features are WOE-encoded *by the holder*: the bank sends it the WOE of its own bins
-(so the holder learns its bins' WOE — label aggregates over at least ``min_node_samples``
-enterprises — and needs them to score). Holder bins appear in the points table under the
-holder's published labels (``bin k``, ``missing``), never with edges. Scoring over the
-channel: the holder returns its partial score per id (what the final score reveals).
+Holder features are encoded *by the holder*, on values the bank sends per holder bin. Sent
+in the clear, the WOE of a bin and the holder's own bin counts give away the bank's labels:
+``exp(-WoE_k) = e_k (n - E) / (E (c_k - e_k))`` has one unknown besides e_k, the total E, and
+integrality pins it down (every bin's default count and E, recovered exactly:
+``tests/attacks/test_attack_woe_table.py``). With ``blind_woe=True`` (default) the holder
+receives instead ``v_jk = a_j WoE_jk + b_j``, rounded to its fixed-point grid, with a secret
+per-feature scale ``a_j = +-alpha`` (random sign, one magnitude alpha log-uniform in [1/2, 2])
+and offset ``b_j`` (the blinded column's mean lands at random in [-1/4, 1/4]); it fits
+weights ``w_j`` on them and the bank maps back: coefficient ``w_j a_j``, intercept
+``+ sum_j w_j b_j``. The regression runs on ``alpha x`` the bank's WOE too, with ``C /
+alpha^2``, so that the L2 penalty on the weights is the penalty on the coefficients: the
+blinded optimum is the plain one, exactly, and so are the points. The holder's partial score
+``sum_j w_j v_jk`` is already the right share of the log-odds, so scoring needs no change.
+**Privacy, what remains** (an accepted residual, stated in ``docs/PRIVACY.md``): the holder
+still sees an exact affine image of each feature's WOE, whose invariants (ratios of
+differences) with its bin counts still admit an integer search for every bin's default
+count and E; the attack test measures it succeeding on blinded values. Closing it needs the
+holder's per-bin values kept from it altogether (encrypted lookups: MPC-grade training and
+scoring). The holder also learns ``alpha^2 / C`` from the L2 weight it is sent.
+
+Holder bins appear in the points table under the holder's published labels (``bin k``,
+``missing``), never with edges.
+Scoring over the channel: the holder returns its partial score per id (what the final score
+reveals).
 """
 from __future__ import annotations
+
+import secrets
 
 import numpy as np
 import pandas as pd
@@ -20,6 +41,7 @@ from sklearn.base import clone
 
 from ..errors import InvalidInput
 from ..protocol.logistic import bank as lr_steps
+from ..protocol.logistic import math as lc
 from .base import FederatedClassifier, as_channel, check_xy
 from .logistic import HeteroLogisticRegression
 from .woe import HeteroWOE
@@ -27,6 +49,27 @@ from .woe import HeteroWOE
 FORMAT = "fedcredit.scorecard/2"
 #: points, the regression's state and the scoring parameters only: no bank binning
 FORMAT_POINTS_ONLY = "fedcredit.scorecard/1"
+
+
+def blinding(tables: list[pd.DataFrame], on: bool = True
+             ) -> tuple[float, np.ndarray, np.ndarray]:
+    """A fresh secret affine map for the holder features with these WOE tables:
+    ``(alpha, scale, offset)`` with ``scale_j = +-alpha`` (random sign per feature, one
+    magnitude alpha log-uniform in [1/2, 2]) and an offset that moves the blinded column's
+    training mean to a random value in [-1/4, 1/4] (centred columns keep the regression as
+    well conditioned as on the WOE itself). One magnitude for all features so that the L2
+    penalty can be compensated exactly (see :meth:`Scorecard._fit_aligned`). Drawn from the
+    OS's randomness, never from ``random_state``: a seed the holder could guess would undo
+    it. ``on=False``: the identity."""
+    k = len(tables)
+    if not on:
+        return 1.0, np.ones(k), np.zeros(k)
+    rng = np.random.default_rng(secrets.randbits(128))
+    alpha = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+    scale = alpha * rng.choice([-1.0, 1.0], k)
+    mean = np.array([np.dot(t["Count"], t["WoE"]) / max(int(t["Count"].sum()), 1)
+                     for t in tables])
+    return alpha, scale, rng.uniform(-0.25, 0.25, k) - scale * mean
 
 
 class Scorecard(FederatedClassifier):
@@ -43,6 +86,10 @@ class Scorecard(FederatedClassifier):
         Features to use (names as in ``woe.iv_``); default: ``woe.selected_``.
     lr : HeteroLogisticRegression, optional
         Its parameters are used for the regression (``standardize`` is forced off).
+    blind_woe : bool
+        Send the holder a secret per-feature affine image of its bins' WOE instead of the
+        WOE itself (points unchanged; see the module docstring). False sends the WOE as is,
+        from which the holder solves for the bank's default counts.
     """
 
     _format = FORMAT
@@ -51,13 +98,14 @@ class Scorecard(FederatedClassifier):
 
     def __init__(self, woe: HeteroWOE | None = None, base_score: float = 600.0,
                  base_odds: float = 50.0, pdo: float = 20.0, features: list[str] | None = None,
-                 lr: HeteroLogisticRegression | None = None):
+                 lr: HeteroLogisticRegression | None = None, blind_woe: bool = True):
         self.woe = woe
         self.base_score = base_score
         self.base_odds = base_odds
         self.pdo = pdo
         self.features = features
         self.lr = lr
+        self.blind_woe = blind_woe
 
     @property
     def factor(self) -> float:
@@ -115,19 +163,48 @@ class Scorecard(FederatedClassifier):
         woe, bank = self.woe_, self.feature_names_bank_
         holder = [f"holder:{n}" for n in self.holder_feature_names_]
         Xw = woe.transform_bank(Xa, bank) if bank else pd.DataFrame(index=Xa.index)
-        woe_vals = (np.concatenate([woe.woe_values(f) for f in holder]) if holder
-                    else np.zeros(0))
+        alpha, self.blind_scale_, self.blind_offset_ = blinding(
+            [woe.tables_[f] for f in holder], bool(self.blind_woe))
+        # the regression runs on alpha x (bank WOE) and on the holder's blinded values, so
+        # every weight is its coefficient / alpha; C / alpha^2 makes the L2 penalty on those
+        # weights the penalty on the coefficients: the same optimum, exactly
+        model, C = self.model_, float(self.model_.C)
+        model.set_params(C=C / alpha ** 2)
+        tables = [a * woe.woe_values(f) + b
+                  for a, b, f in zip(self.blind_scale_, self.blind_offset_, holder)]
+        if self.blind_woe:  # rounded to the holder's grid: it quantises so anyway
+            tables = [lc.quantize(t) for t in tables]
+        woe_vals = np.concatenate(tables) if holder else np.zeros(0)
         h_index = [woe.holder_feature_names_.index(n) for n in self.holder_feature_names_]
-        self.model_._fit_aligned(session, Xw, ya, encoding="woe", binning_id=woe.model_id_,
-                                 features=h_index, woe=woe_vals)
+        try:
+            model._fit_aligned(session, Xw * alpha, ya, encoding="woe",
+                               binning_id=woe.model_id_, features=h_index, woe=woe_vals)
+        finally:
+            model.set_params(C=C)
+        # the bank's half back on the plain WOE (the holder's weights stay on its values)
+        model.coef_bank_ = model.coef_bank_ * alpha
+        model.coef_ = np.r_[model.coef_bank_, model.coef_holder_][None, :]
         self.model_id_ = self.model_.model_id_
         self._build_table()
 
+    @property
+    def coef_holder_(self) -> np.ndarray:
+        """The holder features' coefficients on their WOE (the holder's weights on the
+        blinded values, mapped back)."""
+        return np.asarray(self.model_.coef_holder_) * self.blind_scale_
+
+    @property
+    def intercept_(self) -> float:
+        """The intercept of the WOE regression (the bank's, plus what the holder's weights
+        put on the blinding offsets)."""
+        return float(self.model_.intercept_[0]
+                     + np.dot(self.model_.coef_holder_, self.blind_offset_))
+
     def _build_table(self) -> None:
         names = self.feature_names_
-        coef = dict(zip(names, np.r_[self.model_.coef_bank_, self.model_.coef_holder_]))
+        coef = dict(zip(names, np.r_[self.model_.coef_bank_, self.coef_holder_]))
         n = len(coef)
-        b0 = float(self.model_.intercept_[0])
+        b0 = self.intercept_
         rows = []
         for f in names:
             t = self.woe_.tables_[f]
@@ -184,7 +261,9 @@ class Scorecard(FederatedClassifier):
                 "bank_features": self.feature_names_bank_,
                 "holder_features": self.holder_feature_names_,
                 "woe": woe._to_dict() if woe is not None else None,
-                "lr": self.model_._to_dict()}
+                "lr": self.model_._to_dict(),
+                "blind": {"scale": self.blind_scale_.tolist(),
+                          "offset": self.blind_offset_.tolist()}}
 
     @classmethod
     def _from_dict(cls, d: dict, fmt: str):
@@ -211,6 +290,10 @@ class Scorecard(FederatedClassifier):
             self.holder_feature_names_ = list(d["holder_features"])
         self.holder_name_ = self.model_.holder_name_
         self.model_id_ = self.model_.model_id_
+        k = len(self.holder_feature_names_)  # files from before blinding: the identity
+        blind = d.get("blind") or {"scale": [1.0] * k, "offset": [0.0] * k}
+        self.blind_scale_ = np.asarray(blind["scale"], dtype=np.float64)
+        self.blind_offset_ = np.asarray(blind["offset"], dtype=np.float64)
 
     @classmethod
     def load_points(cls, path) -> pd.DataFrame:

@@ -12,7 +12,13 @@ which WOE and IV follow — without seeing a holder value or bin edge, in three 
    share of missing or repeated values), and bins' order within a feature — no edge.
 3. ``WoeMerge`` (bank -> holder, optional): the optimal binning, solved by the bank on the
    decrypted per-bin counts (monotonic WOE trend), as merge maps of adjacent bins. The
-   holder learns which of its bins the bank joins; its edges never leave.
+   holder learns which of its bins the bank joins (inequalities on their event rates, no
+   count, not the trend's direction); its edges never leave.
+
+The holder learns no default count in these steps. The tables themselves must not reach it:
+the WOE of its bins with its own bin counts solve for every bin's default count and the
+bank's total, which is why :class:`Scorecard` sends the holder a blinded image of them
+(``blind_woe=True``) and why :meth:`HeteroWOE.woe_values` is for the bank's own use.
 
 WOE and IV follow optbinning's convention: ``WoE = ln(%non-events / %events)`` per bin
 (0 for a bin without events or without non-events), ``IV = sum (%events - %non-events) *

@@ -31,8 +31,9 @@ def woe_stats(session: BankSession, rows: np.ndarray, y: np.ndarray, max_bin: in
               chunk: int = 2048) -> HolderBinStats:
     """Encrypt the labels, stream them; decrypt the holder's per-bin event sums.
 
-    **Privacy**: the holder receives one ciphertext per row; the bank learns per holder bin
-    the count and the number of events.
+    **Privacy**: the holder receives one ciphertext per row under the bank's key (no label,
+    no label count); the bank learns per holder bin (>= ``min_node_samples`` rows) the count
+    and the number of events, and the bins' order within a feature — no edge, no value.
     """
     pk, sk = session.key
 
@@ -63,7 +64,10 @@ def woe_stats(session: BankSession, rows: np.ndarray, y: np.ndarray, max_bin: in
 
 def woe_merge(session: BankSession, binning_id: str, maps: dict[int, np.ndarray]) -> None:
     """**Privacy**: the holder learns which of its adjacent bins the bank's optimal binning
-    joins (a function of the labels aggregated per bin)."""
+    joins, a function of the labels aggregated per bin: inequalities between the bins'
+    event rates (monotonic trend, minimum bin size), not the trend's direction, no count.
+    Its bins' WOE, if the bank ever sent them in the clear, would give the counts away: the
+    scorecard blinds them (``Scorecard(blind_woe=True)``)."""
     feats = sorted(maps)
     data = b"".join(np.asarray(maps[f], dtype="<u4").tobytes() for f in feats)
     session.call(m.WoeMerge(session_id=session.id, binning_id=binning_id, features=feats,

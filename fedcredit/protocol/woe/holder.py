@@ -9,9 +9,18 @@ a logistic regression or scorecard can encode the holder's features by bin. Bin 
 leave the holder; bins are published as ``bin k`` and ``missing``.
 
 **Privacy** (what the bank learns): per holder bin, the number of enterprises and of
-events among them; the bin's rank order within its feature (bins are numbered in order of
-the feature's values), never its edges or any value. What the holder learns: which rows
-the bank asks about (the aligned ids it already knows) and ciphertexts it cannot decrypt.
+events among them (every bin >= the holder's ``min_node_samples``); the bin's rank order
+within its feature (bins are numbered in order of the feature's values), never its edges
+or any value. What the holder learns: from ``WoeStart``/``WoeLabels``, which rows the bank
+asks about (the aligned ids it already knows), their number, and ciphertexts it cannot
+decrypt — no label count, not even the total; from ``WoeMerge``, which adjacent bins the
+bank's optimal binning joins: inequalities on the bins' event rates (a monotonic trend
+holds across the joined bins, each final bin holds ``min_bin_size``), never a count. The
+bank's default counts reach the holder only if the bank later sends it its bins' WOE in the
+clear (``Scorecard(blind_woe=False)``: the holder then solves for every bin's count and the
+total); the scorecard's default sends a secret affine image instead, whose remaining leak
+(its affine invariants) ``docs/PRIVACY.md`` states. Which features a scorecard then uses
+tells the holder which of its features the bank found predictive.
 """
 from __future__ import annotations
 
@@ -94,6 +103,9 @@ class HolderWOE:
         self.got += len(batch)
 
     def finish(self) -> m.WoeStats:
+        """**Privacy**: the bank receives the counts in the clear and one packed, re-randomised
+        ciphertext per group of bins: the event count per bin once decrypted, no per-row
+        value, and no hint of which rows sit in which bin."""
         if self.got != self.n:
             raise ProtocolError(f"expected {self.n} label ciphertexts, got {self.got}")
         sums = self.hist.finish()
