@@ -15,6 +15,7 @@ from fedcredit.models import HeteroLogisticRegression, Scorecard, SecureBoostCla
 from fedcredit.models.secureboost import estimator as sb_estimator
 from fedcredit.models.secureboost.grower import TreeGrower
 from fedcredit.protocol import HolderPolicy
+from fedcredit.protocol.alignment import math as alignment_math
 from fedcredit.protocol.logistic import holder as lr_holder
 from fedcredit.protocol.logistic import math as lr_math
 from fedcredit.protocol.private_scoring import math as ps_math
@@ -45,6 +46,7 @@ CONSTANTS = {
     "REVEAL_STANDARD_COEFFICIENTS": lr_holder.REVEAL_STANDARD_COEFFICIENTS,
     "PRIVATE_ROWS": sb_estimator.PRIVATE_ROWS,
     "FRAC_BITS": ps_math.FRAC_BITS,
+    "ORDER_BY_HOLDER_SLOT": alignment_math.ORDER_BY_HOLDER_SLOT,
 }
 SECTIONS = ("alignment", "secureboost", "logistic regression", "woe", "scorecard", "scoring",
             "fate", "secretflow")

@@ -164,16 +164,15 @@ def _request(model, session, X, trees=None, **override):
                                 **override)
 
 
-def test_trees_are_pinned_per_session_and_inputs_checked(fitted):
+def test_every_request_sums_every_tree_and_inputs_are_checked(fitted):
     bank, _, party, channel, model = fitted
     fed = [i for i in model.tree_ids_ if i >= 0]
     with BankSession(channel, "score", model_id=model.model_id_) as s:
         _request(model, s, bank.iloc[:2])
-        with pytest.raises(ProtocolError, match="same trees"):
-            _request(model, s, bank.iloc[:2], trees=set(fed[1:]))  # differencing one tree
-    with BankSession(channel, "score", model_id=model.model_id_) as s:
-        with pytest.raises(PolicyViolation):  # a subset too small to hide the path
-            _request(model, s, bank.iloc[:2], trees=set(fed[:3]))
+    for subset in (fed[1:], fed[:3]):  # differencing one tree; a subset too small to hide
+        with BankSession(channel, "score", model_id=model.model_id_) as s:
+            with pytest.raises(PolicyViolation, match="sums every tree of the model"):
+                _request(model, s, bank.iloc[:2], trees=set(subset))
     pk = scoring_key(model).public_key
     with BankSession(channel, "score", model_id=model.model_id_) as s:
         n_leaves = [len(t.leaves) for i, t in zip(model.tree_ids_, model.trees_) if i >= 0]
@@ -240,4 +239,18 @@ def test_replies_are_rerandomised(fitted):
     assert not set(product.values) & set(reply.values)
     again = list(channel.exchange([req]))[0]  # the same request, answered afresh
     assert not set(pk.from_bytes_batch(again.scores).values) & set(reply.values)
+    model.close_scoring()
+
+
+def test_a_holder_may_refuse_plain_leaf_masks(fitted):
+    bank, _, party, _, model = fitted
+    strict = PassiveParty(party.features, policy=test_policy(allow_plain_scoring=False),
+                          models=party.models)
+    ch = InProcessChannel(strict)
+    X = bank.iloc[:3]
+    with pytest.raises(PolicyViolation, match="privately only"):
+        model.decision_function(X, ch)  # the fixture's model scores plainly
+    np.testing.assert_allclose(private_decision_function(model, X, ch),
+                               model.decision_function(X, InProcessChannel(party)), rtol=0,
+                               atol=_bound(model))
     model.close_scoring()

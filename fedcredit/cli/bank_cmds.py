@@ -84,6 +84,8 @@ def _atomic_csv(df, path, index: bool) -> None:
 
 
 def _align(a) -> int:
+    import numpy as np
+
     from ..protocol import BankSession, align
 
     bank = _table(a)
@@ -98,7 +100,7 @@ def _align(a) -> int:
             session.close()
     finally:
         channel.close()
-    _atomic_csv(bank.iloc[al.bank_positions], a.out, index=True)
+    _atomic_csv(bank.iloc[np.sort(al.bank_positions)], a.out, index=True)  # the file's order
     rate = len(bank) / seconds if seconds > 0 else float("inf")
     print(f"aligned {len(al)} of {len(bank)} enterprises with holder "
           f"{session.holder_name!r} (it offered {al.holder_offered} consented enterprises) "

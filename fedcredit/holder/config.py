@@ -120,6 +120,7 @@ max_tree_depth = 10             # SecureBoost: deepest tree a bank may grow
 max_learning_rate = 1.0         # hetero LR: largest learning rate for the holder's weights
 max_scored_per_day = 100000     # distinct enterprises scored per bank, purpose, UTC day (0: none)
 min_private_path_bits = 32      # private scoring: models that hide the path less are refused
+allow_plain_scoring = true      # false: SecureBoost models are scored privately only
 
 [features]
 # Published names of feature columns (column name in your file = name banks see).
@@ -249,6 +250,10 @@ def _policy(p: dict, path: Path) -> HolderPolicy:
     if not isinstance(insecure, bool):
         raise InvalidInput(f"{path}: policy.allow_insecure_keys must be true or false")
     kw["allow_insecure_keys"] = insecure
+    plain = p.get("allow_plain_scoring", True)
+    if not isinstance(plain, bool):
+        raise InvalidInput(f"{path}: policy.allow_plain_scoring must be true or false")
+    kw["allow_plain_scoring"] = plain
     try:
         return HolderPolicy(**kw)
     except InvalidInput as e:

@@ -66,6 +66,10 @@ class HolderPolicy:
     max_scored_per_day : int
         Distinct enterprises one bank may score per purpose and UTC day (0 for no cap),
         counted by the service in its store: scoring cannot become a bulk export.
+    allow_plain_scoring : bool
+        SecureBoost: answer plain leaf masks, which show the bank the holder's decision at
+        every holder node an enterprise could reach; false leaves only private scoring
+        (the bank's ``scoring="private"``), and models too small for it cannot be scored.
     min_private_path_bits : float
         Private SecureBoost scoring: the fewest bits of uncertainty about an enterprise's
         path that a model must leave the bank (log2 of the holder-reachable leaf
@@ -92,6 +96,7 @@ class HolderPolicy:
     max_learning_rate: float = 1.0
     max_scored_per_day: int = 100_000
     min_private_path_bits: float = 32.0
+    allow_plain_scoring: bool = True
 
     def __post_init__(self) -> None:
         if self.allowed_banks is not None:

@@ -19,8 +19,9 @@ from .math import aligned_order
 class Alignment:
     """Result of PSI: which of the bank's rows the holder can serve, in the agreed order."""
 
-    bank_positions: np.ndarray  # positions in the bank's id list, ascending
-    ids: list[str]  # the aligned ids, same order (the session's row order)
+    bank_positions: np.ndarray  # positions in the bank's id list, in the session's order
+    ids: list[str]  # the aligned ids, same order (the session's row order: the holder's
+    #                 shuffle, so the order of the bank's table never reaches the holder)
     holder_offered: int  # size of the holder's consented set (what PSI reveals to the bank)
 
     def __len__(self) -> int:
@@ -33,7 +34,9 @@ def align(session: BankSession, ids: Sequence[str]) -> Alignment:
     **Privacy**: the holder learns how many ids the bank has and, at the end, exactly the
     intersection (the enterprises it will answer for); the bank learns which of its ids
     are in the holder's consented set and that set's size. Enterprises whose consent ended
-    after PSI are withdrawn by the holder and left out of the alignment.
+    after PSI are withdrawn by the holder and left out of the alignment. The rows are
+    numbered in the holder's own shuffled order, so the order of the bank's table (sorted
+    by outcome, say) does not reach the holder.
     """
     ids = [str(i) for i in ids]
     if len(set(ids)) != len(ids):

@@ -12,8 +12,8 @@ the audit record are those of plain scoring (``predict``).
 was reached in any tree, and no holder decision off the path. The holder refuses a model
 whose score would leave fewer than ``min_private_path_bits`` bits (default
 :data:`~.math.MIN_PRIVATE_PATH_BITS`) of its decisions ambiguous for some enterprise (see
-:mod:`.math`), and pins the set of trees at the session's first request, so that a bank
-cannot isolate one tree by differencing two requests in one session. What the holder
+:mod:`.math`), and sums every tree of the model in every request, so that no two
+requests, in one session or in two, can be differenced to isolate one tree. What the holder
 learns: the ids scored and the tree list; the leaf ciphertexts are fresh encryptions under
 the bank's key, so it learns nothing of the bank's splits or leaf values. Semi-honest bank:
 a bank that sends non-zero values at leaves its splits rule out, or encodes leaf indices
@@ -28,7 +28,13 @@ import numpy as np
 
 from ...binning import BinMapper
 from ...crypto import PublicKey, load_public_key
-from ...errors import InsecureParameters, InvalidInput, ProtocolError, ResourceLimit
+from ...errors import (
+    InsecureParameters,
+    InvalidInput,
+    PolicyViolation,
+    ProtocolError,
+    ResourceLimit,
+)
 from ..channel import Caller
 from ..context import HolderContext
 from ..secureboost.math import reachable_leaves
@@ -93,6 +99,10 @@ def private_predict(core: HolderContext, caller: Caller, msg: m.PrivateScoreRequ
         unknown = [t for t in trees if t not in model.trees]
         if unknown:
             raise InvalidInput(f"the model has no tree {unknown[0]}")
+        if sorted(trees) != sorted(model.trees):
+            raise PolicyViolation(f"a private score sums every tree of the model "
+                                  f"({len(model.trees)}), not {len(trees)}: two scores over "
+                                  "tree sets that differ by one tree would give its leaf")
         topologies = [model.trees[t] for t in trees]
         widths = [sum(1 for nd in top if nd[3] == "leaf") for top in topologies]
         if [int(k) for k in msg.n_leaves] != widths:

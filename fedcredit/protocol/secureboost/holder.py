@@ -418,6 +418,10 @@ def predict(core: HolderContext, caller: Caller, msg: m.PredictRequest, rest) ->
             raise ProtocolError(f"a {s.task} session cannot score")
         if "kind" in model.mapper:  # other protocols' models name their kind
             raise InvalidInput(f"model {model.model_id!r} is not a SecureBoost model")
+        if not core.policy.allow_plain_scoring:
+            raise PolicyViolation("this holder scores SecureBoost models privately only "
+                                  "(policy.allow_plain_scoring = false): score with "
+                                  "scoring='private'")
         rows, served = core.scoring_rows(s, msg.ids)
         trees = list(msg.trees) or sorted(model.trees)
         if len(set(trees)) != len(trees):
