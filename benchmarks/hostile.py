@@ -15,10 +15,17 @@ Starts a holder (development certificates, synthetic data, 1024-bit test keys al
    log gained meanwhile (aggregated records count the calls they stand for).
 3. **Memory per MB sent**: the holder's resident memory before and after large hostile
    uploads (an oversized PSI stream, an oversized key), per MB sent.
+   Also the largest growth seen while they run (sampled every 50 ms), beside the policy's
+   ``max_session_mib``.
 4. **Latency under six concurrent banks**: Ping round trips from six threads.
+5. **Kills** (``--kills N`` of each, 0 to skip; see ``hostile_kills.py``): SIGKILL at random
+   moments of ``holder load-features``, ``holder consent import``, ``holder serve`` under
+   training and scoring banks, and ``holder audit export``; after each, partial writes,
+   ``holder audit verify``, a restart of ``holder serve`` and leftover ``.tmp`` files.
 
 Writes JSON and a Markdown table next to it. Targets: 0 crashes, 0 hangs, 0 untyped errors,
-0 unaudited refusals, memory growth bounded by the policy whatever a bank sends.
+0 unaudited refusals, memory growth bounded by the policy whatever a bank sends, 0 partial
+writes, failed restarts or audit verify failures after kills.
 """
 from __future__ import annotations
 
@@ -45,6 +52,9 @@ from fedcredit.datasets import write_credit_data  # noqa: E402
 from fedcredit.protocol.registry import ENVELOPE_TYPES  # noqa: E402
 from fedcredit.transport import serde, tls  # noqa: E402
 from fedcredit.transport.generated import fedcredit_pb2 as pb  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import hostile_kills  # noqa: E402
 
 UNTYPED = {"UNKNOWN", "INTERNAL"}
 
@@ -185,6 +195,14 @@ def memory_per_mb(address: str, tls_dir: Path, pid: int) -> dict:
 
     before = rss_mib(pid)
     sent = 0
+    peak, done = [before], threading.Event()
+
+    def sample_rss():
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], rss_mib(pid))
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
     with connect(address, tls_dir=tls_dir) as ch:
         for _ in range(3):  # PSI uploads far beyond max_psi_points
             s = BankSession(ch, "align")
@@ -204,8 +222,11 @@ def memory_per_mb(address: str, tls_dir: Path, pid: int) -> dict:
             except FedCreditError:
                 pass
     growth = rss_mib(pid) - before
+    done.set()
+    sampler.join()
     return {"sent_mb": sent / 2**20, "rss_growth_mib": growth,
-            "growth_per_mb_sent": growth / (sent / 2**20)}
+            "growth_per_mb_sent": growth / (sent / 2**20),
+            "max_rss_growth_mib": max(peak[0], rss_mib(pid)) - before}
 
 
 def ping_latency(address: str, tls_dir: Path, banks: int = 6, calls: int = 50) -> dict:
@@ -233,10 +254,29 @@ def ping_latency(address: str, tls_dir: Path, banks: int = 6, calls: int = 50) -
             "p95_ms": 1000 * times[int(0.95 * (len(times) - 1))]}
 
 
+def kill_rows(k: dict | None) -> list[str]:
+    if not k:
+        return []
+    kinds = k["by_kind"]
+    per = lambda key: " / ".join(str(v[key]) for v in kinds.values())  # noqa: E731
+    a = kinds["load-features"]
+    return [f"| kills tried ({' / '.join(kinds)}) | {k['tries']} ({per('tries')}) | |",
+            f"| kills that landed mid-write (temp file or store write begun; serve: alive) | "
+            f"{per('landed_mid_write')} | |",
+            f"| partial writes after kills | {k['partial_writes']} ({per('partial_writes')}) | 0 |",
+            f"| serve restarts failed after kills | {k['restarts_failed']} | 0 |",
+            f"| audit verify failures after kills | {k['verify_failures']} | 0 |",
+            f"| leftover temp files after kills (per kind; still there after the next load "
+            f"/ at the end) | {k['leftover_tmp_files']} ({per('tmp_left')}; "
+            f"{a['tmp_after_next_load']} / {k['leftover_tmp_at_end']}) | report |"]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--kills", type=int, default=5,
+                    help="SIGKILL tries of each kind in the kills phase (0: skip it)")
     ap.add_argument("--json", default="benchmarks/results/hostile.json")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fedcredit-hostile-") as tmp:
@@ -258,6 +298,8 @@ def main(argv=None) -> int:
         proc, address, d = serve(work, d)
         try:
             mem = memory_per_mb(address, d / "tls", proc.pid)
+            found = re.search(r"(?m)^max_session_mib = (\d+)", (d / "holder.toml").read_text())
+            mem["max_session_mib"] = int(found.group(1)) if found else None
             lat = ping_latency(address, d / "tls")
             alive = alive and proc.poll() is None
         finally:
@@ -266,8 +308,10 @@ def main(argv=None) -> int:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        kills = hostile_kills.run_kills(work, a.kills, a.seed, set_policy) if a.kills else None
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(),
-           "crashes": 0 if alive else 1, "fuzz": fz, "memory": mem, "latency": lat}
+           "crashes": 0 if alive else 1, "fuzz": fz, "memory": mem, "latency": lat,
+           "kills": kills}
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
@@ -281,7 +325,10 @@ def main(argv=None) -> int:
           f"| unaudited refusals | {fz['unaudited_refusals']} | 0 |",
           f"| memory growth per MB sent (MiB) | {mem['growth_per_mb_sent']:.3f} "
           f"({mem['sent_mb']:.0f} MB sent) | ~0 |",
+          f"| memory growth bounded by policy: max RSS growth in the uploads / max_session_mib "
+          f"(MiB) | {mem['max_rss_growth_mib']:.0f} / {mem['max_session_mib']} | below |",
           f"| Ping p50 / p95, 6 banks (ms) | {lat['p50_ms']:.1f} / {lat['p95_ms']:.1f} | |",
+          *kill_rows(kills),
           "", "Statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(fz["statuses"].items()))]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

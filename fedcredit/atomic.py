@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], object], *,
     the temporary file is removed and ``path`` is untouched.
     """
     target = Path(path)
+    remove_stale_tmp(target)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     try:
         writer(tmp)
@@ -42,3 +44,26 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], object], *,
             pass
         raise
     return target
+
+
+#: a temporary file this old was left by a writer that was killed (a live one renames it
+#: within seconds); younger ones may belong to a concurrent writer of the same target
+STALE_TMP_SECONDS = 300.0
+
+
+def remove_stale_tmp(target: Path, older_than: float = STALE_TMP_SECONDS) -> int:
+    """Remove what killed writers of ``target`` left (``.<name>.<hex>.tmp``); returns how
+    many. A SIGKILL skips the cleanup above, and the file may hold data (audit records)."""
+    n, now = 0, time.time()
+    try:
+        stale = list(target.parent.glob(f".{target.name}.*.tmp"))
+    except OSError:
+        return 0
+    for p in stale:
+        try:
+            if now - p.stat().st_mtime > older_than:
+                p.unlink()
+                n += 1
+        except OSError:
+            continue
+    return n

@@ -114,3 +114,21 @@ def test_temp_names_are_unique_and_hidden_beside_the_target(tmp_path):
     assert len({n.name for n in names}) == 3
     assert all(n.parent == tmp_path and n.name.startswith(".port.") for n in names)
     assert [p.name for p in tmp_path.iterdir()] == ["port"]
+
+
+def test_a_killed_writers_old_temp_is_removed_by_the_next_write(tmp_path):
+    import os
+    import time
+
+    target = tmp_path / "export.csv"
+    old = tmp_path / ".export.csv.0123456789ab.tmp"  # what a SIGKILLed writer leaves
+    young = tmp_path / ".export.csv.ba9876543210.tmp"  # a concurrent writer's, still busy
+    other = tmp_path / ".other.csv.0123456789ab.tmp"
+    for p in (old, young, other):
+        p.write_text("seq,ts\n1,...")
+    past = time.time() - 3600
+    os.utime(old, (past, past))
+    os.utime(other, (past, past))
+    write_atomic(target, "done")
+    assert target.read_text() == "done"
+    assert not old.exists() and young.exists() and other.exists()

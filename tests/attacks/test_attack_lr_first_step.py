@@ -13,6 +13,7 @@ finds the defaulters. The bank's warm start (``warm_start="bank"``, the default)
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from fedcredit.models import HeteroLogisticRegression
@@ -35,7 +36,8 @@ def _log_holder_gradients(monkeypatch):
     def curious(self, masked):
         if self.masks is not None and len(masked) == len(self.masks):
             raw = [int(v) - r for v, r in zip(masked, self.masks)]
-            log.append((self.batch.copy(), self.Xbi.copy(), raw, len(self.train_rows)))
+            log.append((self.batch.copy(), self.Xbi.copy(), raw, len(self.train_rows),
+                        list(self.aligned_ids)))
         return original(self, masked)
 
     monkeypatch.setattr(lr_holder.HolderLR, "apply_gradient", curious)
@@ -70,7 +72,7 @@ def _defaulter_set(X: np.ndarray, S: np.ndarray) -> tuple[np.ndarray | None, boo
 
 
 def _attack(log, step: int = 0) -> dict:
-    rows, Xi, R, n_train = log[step]
+    rows, Xi, R, n_train, _ = log[step]
     Xsum = [int(v) for v in Xi.astype(object).sum(axis=0)]
     found = _solve_d0(R, Xsum)
     if len(found) != 1:  # best effort: D0 from the first odd column alone
@@ -101,9 +103,10 @@ def _run(small_credit, monkeypatch, warm_start):
     assert len(log) >= ROWS // BATCH - 2
     later = [_attack(log, k)["solutions"] for k in range(1, len(log))]
     assert later == [0] * len(later)  # after the first step the bank's weights moved anyway
-    rows, Xi = log[0][0], log[0][1]
-    truth = {"rate": float(y.mean()), "count": int(y.sum()), "set": y[rows].astype(int),
-             "sums": Xi[y[rows] == 1].sum(axis=0)}
+    rows, Xi, ids = log[0][0], log[0][1], log[0][4]
+    labels = pd.Series(y, index=bank.index).loc[[ids[r] for r in rows]].to_numpy().astype(int)
+    truth = {"rate": float(y.mean()), "count": int(y.sum()), "set": labels,  # for scoring only
+             "sums": Xi[labels == 1].sum(axis=0)}
     return _attack(log), truth
 
 
