@@ -17,7 +17,10 @@ and offset ``b_j`` (the blinded column's mean lands at random in [-1/4, 1/4]); i
 weights ``w_j`` on them and the bank maps back: coefficient ``w_j a_j``, intercept
 ``+ sum_j w_j b_j``. The regression runs on ``alpha x`` the bank's WOE too, with ``C /
 alpha^2``, so that the L2 penalty on the weights is the penalty on the coefficients: the
-blinded optimum is the plain one, exactly, and so are the points. The holder's partial score
+blinded optimum is the plain one, exactly, and so are the points at convergence. A run
+stopped early (a few Adam epochs) follows another path to it: on default_credit with
+``max_iter=4`` the points table moved by up to 1.2 points and test AUC by +0.0001
+(``benchmarks/results/privacy_cost.md``); the blinding is drawn afresh at every fit. The holder's partial score
 ``sum_j w_j v_jk`` is already the right share of the log-odds, so scoring needs no change.
 **Privacy, what remains** (an accepted residual, stated in ``docs/PRIVACY.md``): the holder
 still sees an exact affine image of each feature's WOE, whose invariants (ratios of
@@ -88,8 +91,10 @@ class Scorecard(FederatedClassifier):
         Its parameters are used for the regression (``standardize`` is forced off).
     blind_woe : bool
         Send the holder a secret per-feature affine image of its bins' WOE instead of the
-        WOE itself (points unchanged; see the module docstring). False sends the WOE as is,
-        from which the holder solves for the bank's default counts.
+        WOE itself (the same optimum, hence the same points at convergence; see the module
+        docstring). It defeats the holder's direct solve, not a search on the affine
+        invariants (leak 4 of docs/PRIVACY.md stays open). False sends the WOE as is, from
+        which the holder solves for the bank's default counts.
     """
 
     _format = FORMAT
