@@ -19,7 +19,7 @@ from conftest import TEST_KEY_BITS, test_policy
 
 def test_encrypted_grouped_sums_match_numpy(small_credit, make_channel):
     bank, _, holder = small_credit
-    party = PassiveParty(holder, policy=test_policy(min_node_samples=1))
+    party = PassiveParty(holder, policy=test_policy(min_node_samples=1, min_bin_samples=0))
     _, sk = generate_keypair("paillier", bits=TEST_KEY_BITS, insecure=True)
     s = ActiveSession(make_channel(party), "train", sk, workers=1)
     al = align(s, bank.index.tolist())

@@ -66,9 +66,20 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _Handler(logging.StreamHandler):
+    """A stream handler that drops an event it cannot write (a full disk under a log file)
+    instead of printing a traceback to stderr, which, routed back through the loggers by
+    :func:`capture_stderr`, would fail again and again."""
+
+    dropped = 0
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        type(self).dropped += 1
+
+
 def setup(fmt: str = "json", level: str = "info", stream=None) -> None:
     """Route the ``fedcredit`` loggers to ``stream`` (stderr) in the chosen format."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _Handler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("fedcredit")
     for h in list(root.handlers):
@@ -92,7 +103,10 @@ def _relog(line: str) -> None:
         except ValueError:
             pass
         else:
-            _original_stream().write(line + "\n")
+            try:
+                _original_stream().write(line + "\n")
+            except (OSError, ValueError):  # the real stderr cannot take it: drop the line
+                _Handler.dropped += 1
             return
     m = _NATIVE.match(line)
     if m:
@@ -147,7 +161,10 @@ def capture_stderr() -> Callable[[], None]:
                 *lines, buf = buf.split(b"\n")
                 for raw in lines:
                     if raw.strip():
-                        _relog(raw.decode("utf-8", "replace").rstrip("\r"))
+                        try:
+                            _relog(raw.decode("utf-8", "replace").rstrip("\r"))
+                        except Exception:  # never stop draining: a full pipe blocks writers
+                            _Handler.dropped += 1
         if buf.strip():
             _relog(buf.decode("utf-8", "replace"))
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import TEST_KEY_BITS, RecordingChannel, test_policy
 
@@ -281,6 +282,14 @@ def run_attack(monkeypatch, min_bin):
         return pair
 
     monkeypatch.setattr(model_base, "generate_keypair", keeping)
+    alignments = []
+    real_align = model_base.align
+
+    def recording(*a, **kw):  # the bank keeps its alignment (the session's row order)
+        alignments.append(real_align(*a, **kw))
+        return alignments[-1]
+
+    monkeypatch.setattr(model_base, "align", recording)
     party = PassiveParty(holder, policy=test_policy(min_node_samples=10,
                                                     min_bin_samples=min_bin))
     channel = RecordingChannel(party)
@@ -290,7 +299,7 @@ def run_attack(monkeypatch, min_bin):
                                   bank_only_trees=0)
     model.fit(bank, y, holder=channel)
     trees = bank_view(channel.sent, channel.received, keys[-1])
-    aligned = bank.index  # every bank row is at the holder; aligned order is the bank's
+    aligned = pd.Index(alignments[-1].ids)  # the session's rows, in the holder's order
     named = {aligned[i] for i in name_missing(trees)}
     sets = sparse_sets(trees)
     truth = true_small_sets(holder.loc[aligned], MAX_BIN)
