@@ -20,8 +20,9 @@ alpha^2``, so that the L2 penalty on the weights is the penalty on the coefficie
 blinded optimum is the plain one, exactly, and so are the points at convergence. A run
 stopped early (a few Adam epochs) follows another path to it: on default_credit with
 ``max_iter=4`` the points table moved by up to 1.2 points and test AUC by +0.0001
-(``benchmarks/results/privacy_cost.md``); the blinding is drawn afresh at every fit. The holder's partial score
-``sum_j w_j v_jk`` is already the right share of the log-odds, so scoring needs no change.
+(``benchmarks/results/privacy_cost.md``); the blinding is drawn afresh at every fit. The
+holder's partial score ``sum_j w_j v_jk`` is already the right share of the log-odds, so
+scoring needs no change.
 **Privacy, what remains** (an accepted residual, stated in ``docs/PRIVACY.md``): the holder
 still sees an exact affine image of each feature's WOE, whose invariants (ratios of
 differences) with its bin counts still admit an integer search for every bin's default
