@@ -113,3 +113,18 @@ def test_blinding_leaves_the_penalised_optimum_and_the_points_unchanged():
             # per-bin points differ by factor x |d coef x WoE + d b0 / n_features|
             diff = np.abs((coef - ref.coef_[0]) * X + (b0 - ref.intercept_[0]) / 6) * factor
             assert diff.max() < 1e-3, (C, alpha, diff.max())
+
+
+def test_the_blinding_is_a_function_of_the_banks_secret_only():
+    from fedcredit.models.scorecard import blinding
+
+    tables = [pd.DataFrame({"Count": [30, 50, 20], "WoE": [0.4, -0.1, -0.6]})] * 3
+    a = blinding(tables, secret=b"woe tables of this fit")
+    b = blinding(tables, secret=b"woe tables of this fit")
+    c = blinding(tables, secret=b"woe tables of another fit")
+    for x, y in zip(a[1:], b[1:]):
+        np.testing.assert_array_equal(x, y)  # the same fit, the same scorecard
+    assert a[0] == b[0] and a[0] != c[0]
+    assert 0.5 <= a[0] <= 2 and np.allclose(np.abs(a[1]), a[0])
+    assert blinding(tables, on=False)[0] == 1.0
+    assert blinding(tables)[0] != blinding(tables)[0]  # no secret: fresh randomness

@@ -20,7 +20,7 @@ alpha^2``, so that the L2 penalty on the weights is the penalty on the coefficie
 blinded optimum is the plain one, exactly, and so are the points at convergence. A run
 stopped early (a few Adam epochs) follows another path to it: on default_credit with
 ``max_iter=4`` the points table moved by up to 1.2 points and test AUC by +0.0001
-(``benchmarks/results/privacy_cost.md``); the blinding is drawn afresh at every fit. The
+(``benchmarks/results/privacy_cost.md``); the same data and settings give the same map. The
 holder's partial score ``sum_j w_j v_jk`` is already the right share of the log-odds, so
 scoring needs no change.
 **Privacy, what remains** (an accepted residual, stated in ``docs/PRIVACY.md``): the holder
@@ -37,6 +37,7 @@ reveals).
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 import numpy as np
@@ -55,25 +56,44 @@ FORMAT = "fedcredit.scorecard/2"
 FORMAT_POINTS_ONLY = "fedcredit.scorecard/1"
 
 
-def blinding(tables: list[pd.DataFrame], on: bool = True
+def blinding(tables: list[pd.DataFrame], on: bool = True, secret: bytes | None = None
              ) -> tuple[float, np.ndarray, np.ndarray]:
-    """A fresh secret affine map for the holder features with these WOE tables:
+    """A secret affine map for the holder features with these WOE tables:
     ``(alpha, scale, offset)`` with ``scale_j = +-alpha`` (random sign per feature, one
     magnitude alpha log-uniform in [1/2, 2]) and an offset that moves the blinded column's
     training mean to a random value in [-1/4, 1/4] (centred columns keep the regression as
     well conditioned as on the WOE itself). One magnitude for all features so that the L2
-    penalty can be compensated exactly (see :meth:`Scorecard._fit_aligned`). Drawn from the
-    OS's randomness, never from ``random_state``: a seed the holder could guess would undo
-    it. ``on=False``: the identity."""
+    penalty can be compensated exactly (see :meth:`Scorecard._fit_aligned`).
+
+    Drawn from ``secret``: bytes only the bank knows (:func:`blinding_secret`: a hash of its
+    WOE tables, its labels' aggregates included, which the holder never sees), so the same
+    fit gives the same scorecard, and a holder cannot derive the map without the very WOE
+    it hides; never from ``random_state`` alone, which the holder could guess. None: the
+    OS's randomness. ``on=False``: the identity."""
     k = len(tables)
     if not on:
         return 1.0, np.ones(k), np.zeros(k)
-    rng = np.random.default_rng(secrets.randbits(128))
+    seed = int.from_bytes(hashlib.sha256(secret).digest(), "big") if secret is not None \
+        else secrets.randbits(128)
+    rng = np.random.default_rng(seed)
     alpha = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
     scale = alpha * rng.choice([-1.0, 1.0], k)
     mean = np.array([np.dot(t["Count"], t["WoE"]) / max(int(t["Count"].sum()), 1)
                      for t in tables])
     return alpha, scale, rng.uniform(-0.25, 0.25, k) - scale * mean
+
+
+def blinding_secret(woe, features: list[str], random_state) -> bytes:
+    """The bank's secret for :func:`blinding`: every WOE table it fitted (bank and holder
+    features: default counts per bin), with ``random_state`` to draw another map at will."""
+    h = hashlib.sha256(b"fedcredit scorecard blinding\n")
+    h.update(repr(random_state).encode())
+    for f in sorted(woe.tables_):
+        h.update(f.encode() + b"\0")
+        h.update(np.ascontiguousarray(woe.tables_[f][["Count", "WoE"]].to_numpy(float)))
+    for f in features:
+        h.update(b"use:" + f.encode())
+    return h.digest()
 
 
 class Scorecard(FederatedClassifier):
@@ -170,7 +190,8 @@ class Scorecard(FederatedClassifier):
         holder = [f"holder:{n}" for n in self.holder_feature_names_]
         Xw = woe.transform_bank(Xa, bank) if bank else pd.DataFrame(index=Xa.index)
         alpha, self.blind_scale_, self.blind_offset_ = blinding(
-            [woe.tables_[f] for f in holder], bool(self.blind_woe))
+            [woe.tables_[f] for f in holder], bool(self.blind_woe),
+            blinding_secret(woe, holder + list(bank), self.model_.random_state))
         # the regression runs on alpha x (bank WOE) and on the holder's blinded values, so
         # every weight is its coefficient / alpha; C / alpha^2 makes the L2 penalty on those
         # weights the penalty on the coefficients: the same optimum, exactly
