@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from fedcredit.errors import InvalidInput, Unauthenticated
 from fedcredit.holder import devca
 from fedcredit.transport import tls
+from fedcredit.transport.pin import IssuerPin
 
 TIMEOUT = 5
 METHOD = "/fedcredit.test.Tls/Who"
@@ -454,7 +455,7 @@ def test_a_bank_certificate_under_an_intermediate_is_refused_by_the_issuer_pin(d
                                          pem.read_bytes())
     opts = tls.channel_options("127.0.0.1:1")
     loose = WhoServer(tls.server_credentials(dev))  # gRPC's own chain check alone
-    pinned = WhoServer(tls.server_credentials(dev), pin=tls.IssuerPin(dev / "ca.pem"))
+    pinned = WhoServer(tls.server_credentials(dev), pin=IssuerPin(dev / "ca.pem"))
     try:
         assert ask(loose.target, creds, opts) == "intruder-bank"  # what the pin is for
         with pytest.raises(grpc.RpcError) as info:

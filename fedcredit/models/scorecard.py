@@ -90,7 +90,7 @@ def blinding_secret(woe, features: list[str], random_state) -> bytes:
     h.update(repr(random_state).encode())
     for f in sorted(woe.tables_):
         h.update(f.encode() + b"\0")
-        h.update(np.ascontiguousarray(woe.tables_[f][["Count", "WoE"]].to_numpy(float)))
+        h.update(np.ascontiguousarray(woe.tables_[f][["Count", "WoE"]].to_numpy(float)).tobytes())
     for f in features:
         h.update(b"use:" + f.encode())
     return h.digest()

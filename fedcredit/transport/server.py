@@ -73,6 +73,7 @@ from .guard import (
     first_message_reason,
     wire_name,
 )
+from .pin import IssuerPin
 
 log = logging.getLogger("fedcredit.holder")
 
@@ -110,7 +111,7 @@ class _Servicer(pbg.PassivePartyServicer):
         self.audit = audit
         self.first_seconds, self.idle_seconds = first_seconds, idle_seconds
         self.pumps: set[FramePump] = set()  # open readers, for tests and diagnostics
-        self.issuer_pin: tls.IssuerPin | None = None  # set by the server for mTLS
+        self.issuer_pin: IssuerPin | None = None  # set by the server for mTLS
 
     def _caller(self, context) -> Caller:
         if self.insecure:
@@ -285,7 +286,7 @@ class HolderServer:
             if tls_dir is None:
                 raise FedCreditError("a TLS directory is required unless insecure=True")
             self.port = self.server.add_secure_port(address, tls.server_credentials(tls_dir))
-            self.servicer.issuer_pin = tls.IssuerPin(Path(tls_dir) / "ca.pem")
+            self.servicer.issuer_pin = IssuerPin(Path(tls_dir) / "ca.pem")
         if not self.port:
             raise FedCreditError(f"could not listen on {address}")
         host = address.rsplit(":", 1)[0]

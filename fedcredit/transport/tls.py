@@ -24,13 +24,13 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 
 from ..errors import InvalidInput, Unauthenticated
 from ..protocol.policy import BANK_NAME
 
-__all__ = ["HOLDER_COMMON_NAME", "TARGET_NAME_OVERRIDE", "IssuerPin", "server_credentials",
+__all__ = ["HOLDER_COMMON_NAME", "TARGET_NAME_OVERRIDE", "server_credentials",
            "channel_credentials", "channel_options", "peer_identity", "cert_subject",
            "cert_fingerprint"]
 
@@ -186,70 +186,21 @@ def channel_options(
 # --------------------------------------------------------------------------- identity
 
 
-class IssuerPin:
-    """Bank certificates must be issued *directly* by a CA in ``ca.pem``.
-
-    gRPC verifies the chain during the handshake, but a chain through an intermediate CA is
-    accepted even where the trusted CA's ``pathLen`` forbids one (the dev CA has
-    ``pathLen=0``); the holder's rule is simpler and stricter: the caller's certificate is
-    signed by one of the certificates of ``ca.pem`` itself. With a corporate PKI, put the
-    CA that issues bank certificates in ``ca.pem`` (with its root, which gRPC needs to
-    complete the chain). Verified leaves are remembered, so a call costs one dictionary
-    lookup.
-    """
-
-    def __init__(self, ca_path: str | os.PathLike):
-        self.path = Path(ca_path)
-        self.issuers = [c for c in _load_certs(self.path) if _is_ca(c)]
-        self._seen: dict[bytes, bool] = {}
-
-    def check(self, leaf_pem: bytes) -> None:
-        ok = self._seen.get(leaf_pem)
-        if ok is None:
-            ok = self._directly_issued(leaf_pem)
-            if len(self._seen) > 4096:
-                self._seen.clear()
-            self._seen[leaf_pem] = ok
-        if not ok:
-            raise Unauthenticated("the client certificate is not issued directly by a CA in "
-                                  f"the holder's {self.path.name} (a certificate under an "
-                                  "intermediate CA is refused)")
-
-    def _directly_issued(self, leaf_pem: bytes) -> bool:
-        try:
-            leaf = x509.load_pem_x509_certificate(leaf_pem)
-        except ValueError:
-            return False
-        for ca in self.issuers:
-            try:
-                leaf.verify_directly_issued_by(ca)
-                return True
-            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-                continue
-        return False
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-
-
-def peer_identity(context: grpc.ServicerContext, pin: IssuerPin | None = None) -> str:
+def peer_identity(context: grpc.ServicerContext, pin=None) -> str:
     """The calling bank's identity, taken from its verified client certificate.
 
     Reads the gRPC auth context: the certificate's common name (``x509_common_name``), or
     if it has none the first SubjectAlternativeName. The holder's server credentials
     (:func:`server_credentials`) require and verify the certificate during the handshake,
     so a value here has been checked against the trusted CA; with ``pin`` the certificate
-    must also be issued directly by a CA of ``ca.pem`` (see :class:`IssuerPin`).
+    must also be issued directly by a CA of ``ca.pem`` (see
+    :class:`fedcredit.transport.pin.IssuerPin`).
 
     Parameters
     ----------
     context : grpc.ServicerContext
         The context passed to a servicer method.
-    pin : IssuerPin, optional
+    pin : fedcredit.transport.pin.IssuerPin, optional
         The holder's issuer rule.
 
     Returns
