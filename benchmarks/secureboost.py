@@ -46,7 +46,8 @@ def fedcredit_race(scheme: str, data_dir: Path, trees: int, depth: int) -> dict:
         bank_csv=str(data_dir / "default_credit_hetero_guest.csv"),
         holder_csv=str(data_dir / "default_credit_hetero_host.csv"), id_column="id",
         label_column="y", test_size=0, trees=trees, depth=depth, bins=32, learning_rate=0.3,
-        key_bits=2048, he_scheme=scheme, verbose=False, holder_stats=True)
+        key_bits=2048, he_scheme=scheme, verbose=False, holder_stats=True,
+        bank_only_trees=0)  # the same work as the peer: every tree federated
     s = run(cfg)
     return {k: s.get(k) for k in ("fit_seconds", "align_seconds", "rows_aligned",
                                   "time_budget_bank", "time_budget_holder", "peak_rss_mb",
@@ -91,7 +92,7 @@ def scaling(rows: int, scheme: str, trees: int, depth: int, holder_features: int
             bank_csv=str(tmp / "bank.csv"), holder_csv=str(tmp / "holder20.csv"),
             id_column="uscc", label_column="label", test_size=0, trees=trees, depth=depth,
             bins=32, learning_rate=0.3, key_bits=2048, he_scheme=scheme, verbose=False,
-            holder_stats=True)
+            holder_stats=True, bank_only_trees=0)
         s = run(cfg)
     return {"rows": rows, "holder_features": holder_features, "depth": depth, "trees": trees,
             "seconds_per_tree": s["fit_seconds"] / trees, "fit_seconds": s["fit_seconds"],
