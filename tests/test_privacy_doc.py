@@ -46,7 +46,7 @@ CONSTANTS = {
     "REVEAL_STANDARD_COEFFICIENTS": lr_holder.REVEAL_STANDARD_COEFFICIENTS,
     "PRIVATE_ROWS": sb_estimator.PRIVATE_ROWS,
     "FRAC_BITS": ps_math.FRAC_BITS,
-    "ORDER_BY_HOLDER_SLOT": alignment_math.ORDER_BY_HOLDER_SLOT,
+    "ORDER_BY_ID": alignment_math.ORDER_BY_ID,
 }
 SECTIONS = ("alignment", "secureboost", "logistic regression", "woe", "scorecard", "scoring",
             "fate", "secretflow")

@@ -2,8 +2,8 @@
 share; if it were the order of the bank's table, a bank that keeps its table sorted by
 outcome (defaulters first, or by date of default) would hand the holder its labels. The
 holder, curious, scores each aligned enterprise by its position and measures how well that
-ranks the bank's labels (AUC; 0.5 = nothing learnt). Mitigation: rows in the holder's own
-shuffled order (``ORDER_BY_HOLDER_SLOT``)."""
+ranks the bank's labels (AUC; 0.5 = nothing learnt). Mitigation: rows sorted by id
+(``ORDER_BY_ID``), the same in every session."""
 from __future__ import annotations
 
 import numpy as np
@@ -35,11 +35,14 @@ def tables():
 
 
 def test_the_bank_table_order_leaks_labels_without_the_mitigation(tables, monkeypatch):
-    monkeypatch.setattr(alignment_math, "ORDER_BY_HOLDER_SLOT", False)
+    monkeypatch.setattr(alignment_math, "ORDER_BY_ID", False)
     auc = _holder_view_auc(*tables)
     assert auc > 0.99  # the holder reads the labels off the row order
 
 
-def test_rows_in_the_holders_shuffle_carry_no_label_order(tables):
-    aucs = [_holder_view_auc(*tables) for _ in range(3)]  # each shuffle is fresh
-    assert abs(np.mean(aucs) - 0.5) < 0.08, aucs  # chance; 4 standard errors of the mean
+def test_rows_sorted_by_id_carry_no_label_order(tables):
+    bank, holder = tables
+    aucs = [_holder_view_auc(bank, holder), _holder_view_auc(bank.sample(frac=1, random_state=1),
+                                                             holder)]
+    assert aucs[0] == aucs[1]  # the bank's table order does not matter at all
+    assert abs(aucs[0] - 0.5) < 0.1, aucs  # chance (USCCs carry no label)

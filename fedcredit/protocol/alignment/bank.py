@@ -20,8 +20,8 @@ class Alignment:
     """Result of PSI: which of the bank's rows the holder can serve, in the agreed order."""
 
     bank_positions: np.ndarray  # positions in the bank's id list, in the session's order
-    ids: list[str]  # the aligned ids, same order (the session's row order: the holder's
-    #                 shuffle, so the order of the bank's table never reaches the holder)
+    ids: list[str]  # the aligned ids, same order (the session's row order: sorted by id,
+    #                 so the order of the bank's table never reaches the holder)
     holder_offered: int  # size of the holder's consented set (what PSI reveals to the bank)
 
     def __len__(self) -> int:
@@ -35,7 +35,7 @@ def align(session: BankSession, ids: Sequence[str]) -> Alignment:
     intersection (the enterprises it will answer for); the bank learns which of its ids
     are in the holder's consented set and that set's size. Enterprises whose consent ended
     after PSI are withdrawn by the holder and left out of the alignment. The rows are
-    numbered in the holder's own shuffled order, so the order of the bank's table (sorted
+    numbered in the order of their ids, so the order of the bank's table (sorted
     by outcome, say) does not reach the holder.
     """
     ids = [str(i) for i in ids]
@@ -56,7 +56,7 @@ def align(session: BankSession, ids: Sequence[str]) -> Alignment:
         else:
             raise ProtocolError(f"unexpected {type(r).__name__} during PSI")
     res = psi.intersect(b"".join(doubled), b"".join(holder_set))
-    bank_pos, holder_pos = aligned_order(res.bank_positions, res.holder_positions)
+    bank_pos, holder_pos = aligned_order(res.bank_positions, res.holder_positions, ids)
     ack = session.call(m.PsiAlign(session_id=session.id, positions=rows_to_bytes(holder_pos)),
                        Ack)
     bank_pos = _drop_withdrawn(bank_pos, ack.withdrawn)
