@@ -103,8 +103,15 @@ def _relog(line: str) -> None:
         except ValueError:
             pass
         else:
+            handler = _state.get("handler")
             try:
-                _original_stream().write(line + "\n")
+                if handler is not None:
+                    handler.acquire()  # one writer at a time: lines never interleave
+                try:
+                    _original_stream().write(line + "\n")
+                finally:
+                    if handler is not None:
+                        handler.release()
             except (OSError, ValueError):  # the real stderr cannot take it: drop the line
                 _Handler.dropped += 1
             return
@@ -137,6 +144,7 @@ def capture_stderr() -> Callable[[], None]:
     for h in logging.getLogger("fedcredit").handlers:
         if isinstance(h, logging.StreamHandler):
             h.setStream(stream)
+            _state["handler"] = h
     r, w = os.pipe()
     os.dup2(w, 2)
     os.close(w)
@@ -180,6 +188,7 @@ def capture_stderr() -> Callable[[], None]:
             if isinstance(h, logging.StreamHandler) and h.stream is stream:
                 h.setStream(sys.stderr)
         _state.pop("stream", None)
+        _state.pop("handler", None)
         stream.close()
 
     return undo
