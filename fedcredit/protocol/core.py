@@ -20,9 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..crypto import load_public_key
 from ..errors import (
-    InsecureParameters,
     InvalidInput,
     PolicyViolation,
     ProtocolError,
@@ -221,12 +219,7 @@ def _open_session(core: HolderCore, caller: Caller, msg: m.OpenSession, rest) ->
         raise PolicyViolation(f"purpose {msg.purpose!r} is not allowed by the holder's policy")
     key: Any = None
     if msg.task in KEYED_TASKS:
-        key = load_public_key(msg.public_key, max_bits=pol.max_key_bits)
-        if key.scheme != msg.scheme:
-            raise InvalidInput(f"the key is a {key.scheme} key, the session says {msg.scheme}")
-        if key.bits < pol.key_floor:
-            raise InsecureParameters(f"a {key.bits}-bit key is below the holder's "
-                                     f"{pol.key_floor}-bit minimum")
+        key = pol.accept_key(msg.public_key, msg.scheme)
     elif msg.task == "score":
         stored = core.models.load(msg.model_id)
         if stored.bank != caller.bank:

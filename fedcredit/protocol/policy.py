@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
-from ..crypto import MIN_SECURE_BITS
-from ..errors import InvalidInput
+from ..crypto import MIN_SECURE_BITS, PublicKey, load_public_key
+from ..errors import InsecureParameters, InvalidInput
 
 #: certificate common names of banks: the identity the holder's consent and audit use
 BANK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -125,6 +125,17 @@ class HolderPolicy:
         if self.min_key_bits is not None:
             return int(self.min_key_bits)
         return INSECURE_KEY_FLOOR if self.allow_insecure_keys else MIN_SECURE_BITS
+
+    def accept_key(self, key_bytes: bytes, scheme: str, where: str = "session") -> PublicKey:
+        """A bank's public key, refused above ``max_key_bits`` before anything is built for
+        it, below the key floor, or of another scheme than the message names."""
+        key = load_public_key(key_bytes, max_bits=self.max_key_bits)
+        if key.scheme != scheme:
+            raise InvalidInput(f"the key is a {key.scheme} key, the {where} says {scheme}")
+        if key.bits < self.key_floor:
+            raise InsecureParameters(f"a {key.bits}-bit key is below the holder's "
+                                     f"{self.key_floor}-bit minimum")
+        return key
 
     @property
     def max_session_bytes(self) -> int:

@@ -27,9 +27,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ...binning import BinMapper
-from ...crypto import PublicKey, load_public_key
+from ...crypto import PublicKey
 from ...errors import (
-    InsecureParameters,
     InvalidInput,
     PolicyViolation,
     ProtocolError,
@@ -60,14 +59,7 @@ class PrivateScoring:
 
 
 def _key(core: HolderContext, msg: m.PrivateScoreRequest) -> PublicKey:
-    pol = core.policy
-    pk = load_public_key(msg.public_key, max_bits=pol.max_key_bits)
-    if pk.scheme != msg.scheme:
-        raise InvalidInput(f"the key is a {pk.scheme} key, the request says {msg.scheme}")
-    if pk.bits < pol.key_floor:
-        raise InsecureParameters(f"a {pk.bits}-bit key is below the holder's "
-                                 f"{pol.key_floor}-bit minimum")
-    return pk
+    return core.policy.accept_key(msg.public_key, msg.scheme, where="request")
 
 
 def _state(core: HolderContext, s: Session, msg: m.PrivateScoreRequest, trees: list[int],
