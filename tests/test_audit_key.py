@@ -220,7 +220,7 @@ def test_an_old_unkeyed_store_verifies_migrates_and_is_keyed_from_then_on(unkeye
     rc, out, _ = _verify(unkeyed, capsys)  # opening it migrates schema 1 -> 2
     assert rc == 0 and "audit log intact: 7 records" in out and "WITHOUT the audit key" in out
     raw = sqlite3.connect(unkeyed / "holder.db")
-    assert raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
+    assert raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(store.SCHEMA_VERSION)
     assert "mac" in [r[1] for r in raw.execute("PRAGMA table_info(audit_log)")]
     assert "mac" in [r[1] for r in raw.execute("PRAGMA table_info(chain_head)")]
     raw.close()

@@ -182,7 +182,8 @@ def test_holder_toml_template_names_every_policy_key_and_loads_back(tmp_path):
     policy = text.split("[policy]", 1)[1].split("\n[", 1)[0]
     written = {line.split("=", 1)[0].strip() for line in policy.splitlines()
                if "=" in line and not line.lstrip().startswith("#")}
-    assert written == set(HolderPolicy.keys())
+    assert written | {"columns"} == set(HolderPolicy.keys())
+    assert '# [policy.columns."demo-bank"]' in text  # a table: shown, commented out
     (tmp_path / "holder.toml").write_text(text)
     cfg = config.load_config(tmp_path)
     assert cfg.policy == HolderPolicy(allowed_banks=("demo-bank",), min_key_bits=2048)

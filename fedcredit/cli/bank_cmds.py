@@ -51,6 +51,10 @@ def register(sub) -> None:
     s.add_argument("--out", required=True, help="CSV: id, score (probability of default)")
     s.set_defaults(func=_score)
 
+    from . import bank_loans_cmds  # loan reports, in their own module (reuses _common)
+
+    bank_loans_cmds.register(bs)
+
 
 def _common(s) -> None:
     s.add_argument("--holder", required=True, help="holder address host:port")

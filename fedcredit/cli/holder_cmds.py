@@ -14,7 +14,6 @@ Commands that change the store append an operator record to the audit log. Exit 
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -112,12 +111,6 @@ def register(sub) -> None:
     s.add_argument("--out", help="file (default: standard output)")
     s.set_defaults(func=_audit_export)
 
-    s = hs.add_parser("stats", help="requests per bank and purpose, enterprises served")
-    _dir(s)
-    s.add_argument("--since")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=_stats)
-
     s = hs.add_parser("status", help="what the holder's store holds")
     _dir(s)
     s.set_defaults(func=_status)
@@ -128,6 +121,12 @@ def register(sub) -> None:
     s.add_argument("--bank", required=True)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=_issue_cert)
+
+    # the governance commands live in their own modules (they reuse _dir and _open)
+    from . import holder_admin_cmds, holder_live_cmds, holder_report_cmds, holder_stats_cmds
+
+    for more in (holder_live_cmds, holder_report_cmds, holder_admin_cmds, holder_stats_cmds):
+        more.register(hs)
 
 
 def _dir(p) -> None:
@@ -338,29 +337,6 @@ def _audit_export(a) -> int:
     finally:
         con.close()
     print(f"exported {n} audit records", file=sys.stderr)
-    return 0
-
-
-def _stats(a) -> int:
-    from ..holder import audit_report
-
-    _, con = _open(a.dir)
-    try:
-        rows = audit_report.stats(con, a.since)
-    finally:
-        con.close()
-    if a.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
-        print("no bank requests recorded" + (f" since {a.since}" if a.since else ""))
-        return 0
-    head = ("bank", "purpose", "requests", "sessions", "enterprises_aligned",
-            "enterprises_scored", "trees_trained", "models", "refused")
-    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in head]
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
-    for r in rows:
-        print("  ".join(str(r[h]).ljust(w) for h, w in zip(head, widths)))
     return 0
 
 

@@ -268,7 +268,7 @@ class SqliteAuditor:
         self._lock = threading.Lock()
 
     def record(self, *, bank: str, purpose: str, operation: str, enterprises: int,
-               session: str, detail: str = "") -> None:
+               session: str, detail: str = "", ids=None) -> None:
         try:
             with self._lock, write(self.con):
                 seq = append(self.con, actor="bank", bank=bank, purpose=purpose,

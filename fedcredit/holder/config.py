@@ -51,6 +51,11 @@ class HolderConfig:
     feature_labels: dict[str, str] = field(default_factory=dict)
     feature_types: dict[str, str] = field(default_factory=dict)
     policy: HolderPolicy = field(default_factory=lambda: HolderPolicy(allowed_banks=()))
+    #: the portal's consent API: host:port, "" = off (see fedcredit.holder.admin)
+    admin_listen: str = ""
+    admin_tls: bool = True
+    stats_industry_column: str = "industry"
+    stats_type_column: str = "enterprise_type"
 
     @property
     def db_path(self) -> Path:
@@ -80,7 +85,8 @@ def render(name: str, listen: str, tls_dir: str, banks: list[str] | None,
         bank_line = (f"allowed_banks = {_toml_list(banks)}  # certificate common names (CN); "
                      '["*"] = any bank whose certificate your CA signed')
     return f"""# fedcredit holder configuration. Paths are relative to this file's directory.
-# Changes take effect when `fedcredit holder serve` is restarted.
+# Policy changes take effect at `fedcredit holder policy reload --dir D` (or SIGHUP to
+# the server), without a restart; the other sections when `fedcredit holder serve` restarts.
 
 [holder]
 name = {_toml_str(name)}           # shown to banks
@@ -122,6 +128,27 @@ max_scored_per_day = 100000     # distinct enterprises scored per bank, purpose,
 min_private_path_bits = 32      # private scoring: models that hide the path less are refused
 allow_plain_scoring = true      # false: SecureBoost models are scored privately only
 
+# Least and necessary data: the columns each bank ("*" = any) may use per purpose ("*" =
+# any). Without this table every served bank may use every column; with it, a bank and
+# purpose no entry matches may use none. A model trained on a column later removed here
+# refuses to score.
+# [policy.columns."demo-bank"]
+# credit = ["tax_arrears", "social_insurance_arrears", "utility_arrears_flag"]
+# [policy.columns."*"]
+# credit = ["tax_credit_rating"]
+
+[admin]
+# The platform portal's consent API (HTTP JSON, its own bearer token; see
+# `fedcredit holder admin token`). Empty listen = off.
+listen = ""                     # host:port, e.g. "127.0.0.1:8600"
+tls = true                      # HTTPS with the holder's server certificate (tls.dir)
+
+[stats]
+# Columns of the feature table that `fedcredit holder stats` groups by (region comes from
+# the USCC, characters 3-8); a missing column is reported as "unknown".
+industry_column = "industry"
+type_column = "enterprise_type"
+
 [features]
 # Published names of feature columns (column name in your file = name banks see).
 # Changing a name breaks models trained under the old one.
@@ -141,6 +168,8 @@ _SECTIONS = {
                "idle_stream_seconds", "shutdown_grace_seconds", "log_format", "log_level"},
     "policy": set(HolderPolicy.keys()),
     "features": {"labels", "types"},
+    "admin": {"listen", "tls"},
+    "stats": {"industry_column", "type_column"},
 }
 
 
@@ -172,6 +201,7 @@ def load_config(directory) -> HolderConfig:
             raise InvalidInput(f"{path}: unknown key {section}.{sorted(unknown)[0]}")
     h, t, s = raw.get("holder", {}), raw.get("tls", {}), raw.get("server", {})
     p, f = raw.get("policy", {}), raw.get("features", {})
+    adm, st = raw.get("admin", {}), raw.get("stats", {})
     cfg = HolderConfig(dir=d)
     cfg.name = _str(h, "name", cfg.name, path, "holder")
     cfg.listen = _str(h, "listen", cfg.listen, path, "holder")
@@ -196,6 +226,16 @@ def load_config(directory) -> HolderConfig:
     if cfg.log_level not in ("debug", "info", "warning", "error"):
         raise InvalidInput(f"{path}: server.log_level must be debug, info, warning or error")
     cfg.policy = _policy(p, path)
+    cfg.admin_listen = adm.get("listen", "")
+    if not isinstance(cfg.admin_listen, str) or (cfg.admin_listen and ":" not in
+                                                 cfg.admin_listen):
+        raise InvalidInput(f"{path}: admin.listen must be host:port or \"\" (off)")
+    cfg.admin_tls = adm.get("tls", True)
+    if not isinstance(cfg.admin_tls, bool):
+        raise InvalidInput(f"{path}: admin.tls must be true or false")
+    cfg.stats_industry_column = _str(st, "industry_column", cfg.stats_industry_column, path,
+                                     "stats")
+    cfg.stats_type_column = _str(st, "type_column", cfg.stats_type_column, path, "stats")
     cfg.feature_labels = _str_map(f.get("labels", {}), path, "features.labels")
     cfg.feature_types = _str_map(f.get("types", {}), path, "features.types")
     bad = {k: v for k, v in cfg.feature_types.items() if v not in ("numeric", "categorical")}
@@ -254,6 +294,8 @@ def _policy(p: dict, path: Path) -> HolderPolicy:
     if not isinstance(plain, bool):
         raise InvalidInput(f"{path}: policy.allow_plain_scoring must be true or false")
     kw["allow_plain_scoring"] = plain
+    if "columns" in p:
+        kw["columns"] = p["columns"]
     try:
         return HolderPolicy(**kw)
     except InvalidInput as e:

@@ -6,24 +6,32 @@ Several processes share it: the server, and operator commands run while it serve
 go on meanwhile. ``synchronous=FULL``: a commit is on disk when it returns, so an audit
 record committed before an answer leaves survives a power cut.
 
-Schema (``schema_version`` 3)::
+Schema (``schema_version`` 4)::
 
     audit_log(seq, ts, actor, bank, purpose, operation, enterprises, session, detail,
               prev_hash, hash, mac)            hash-chained and keyed, see fedcredit.holder.audit
     chain_head(id=1, seq, hash, mac)         the last record (detects a cut tail)
-    consent(uscc, bank, purpose, granted_at, expires_at, revoked_at, imported_at, source)
+    consent(uscc, bank, purpose, granted_at, expires_at, revoked_at, imported_at, source,
+            method, evidence, recorded_by)   bank '*': every institution on the platform
     consent_version(id=1, version)                 bumped by triggers on every change
     models(model_id, bank, purpose, created_at, updated_at, n_trees, body)
     sessions(session_id, bank, purpose, task, model_id, opened_at, ended_at, state)
     feature_loads(version, loaded_at, source, file, sha256, rows, columns, rejected, schema)
     scored(day, bank, purpose, uscc)     enterprises scored per UTC day (the daily scoring cap)
-    meta(key, value)
+    bank_status(bank, suspended, changed_at, reason)       operator suspensions, read live
+    admin_requests(request_id, at, response)   admin API answers, replayed on a retried call
+    loans(bank, loan_id, uscc, loan_date, amount, product, credit_type, first_loan, status,
+          reported_at, updated_at)             loan outcomes the banks report
+    enterprise_index(idx, uscc)              compact enterprise numbers of the use record
+    use_sets(seq, day, n, ids, digest)       per audit record: the enterprises it touched
+    meta(key, value)                         schema_version, policy_generation, ...
 
 Migrations run in :func:`connect`, each in one write transaction (two processes opening an
 old store at once migrate it once): version 1 -> 2 adds the ``mac`` columns (NULL: a record
-written before the audit key, verified by its plain SHA-256 alone); 2 -> 3 adds ``scored``.
-A store newer than this
-code is refused, so an older fedcredit never appends unkeyed records to a keyed chain.
+written before the audit key, verified by its plain SHA-256 alone); 2 -> 3 adds ``scored``;
+3 -> 4 the governance tables (bank suspensions, admin requests, loans, the per-enterprise
+use record) and consent evidence. A store newer than this code is refused, so an older
+fedcredit never appends unkeyed records to a keyed chain.
 
 :func:`connect` also notes where the holder's audit key lives (``<tls.dir>/audit.key`` of
 the ``holder.toml`` beside the store, see :func:`audit_key_file`): the key is never in the
@@ -33,13 +41,14 @@ must not be able to point the holder at a key of their own).
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import time
 from pathlib import Path
 
 from ..errors import InvalidInput, StoreUnavailable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 30_000
 #: the audit chain's HMAC key, in the holder's TLS directory (see fedcredit.holder.audit)
 AUDIT_KEY_NAME = "audit.key"
@@ -76,6 +85,9 @@ CREATE TABLE IF NOT EXISTS consent (
     revoked_at REAL,
     imported_at REAL NOT NULL,
     source TEXT NOT NULL,
+    method TEXT NOT NULL DEFAULT '',
+    evidence TEXT NOT NULL DEFAULT '',
+    recorded_by TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (bank, purpose, uscc)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS consent_version (
@@ -132,9 +144,64 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
+#: the tables schema version 4 added, created by the migration from 3 as on a fresh store
+_V4_TABLES = """
+CREATE TABLE IF NOT EXISTS bank_status (
+    bank TEXT PRIMARY KEY,
+    suspended INTEGER NOT NULL,
+    changed_at REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS admin_requests (
+    request_id TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    response TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS loans (
+    bank TEXT NOT NULL,
+    loan_id TEXT NOT NULL,
+    uscc TEXT NOT NULL,
+    loan_date TEXT NOT NULL,
+    amount REAL NOT NULL,
+    product TEXT NOT NULL,
+    credit_type TEXT NOT NULL,
+    first_loan INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reported_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (bank, loan_id)
+);
+CREATE INDEX IF NOT EXISTS loans_uscc ON loans(uscc);
+CREATE TABLE IF NOT EXISTS enterprise_index (
+    idx INTEGER PRIMARY KEY,
+    uscc TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS use_sets (
+    seq INTEGER PRIMARY KEY,
+    day TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    ids BLOB NOT NULL,
+    digest TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS use_sets_day ON use_sets(day);
+"""
+_SCHEMA += _V4_TABLES
+
 #: the columns of an audit record that its hash covers, in order
 AUDIT_FIELDS = ("seq", "ts", "actor", "bank", "purpose", "operation", "enterprises", "session",
                 "detail")
+
+
+def _statements(script: str):
+    """Split the schema into statements (triggers contain ';' inside BEGIN ... END)."""
+    buf = []
+    for line in script.strip().splitlines():
+        buf.append(line)
+        text = "\n".join(buf).strip()
+        if text.endswith(";") and (not text.upper().startswith("CREATE TRIGGER")
+                                   or text.upper().endswith("END;")):
+            yield text
+            buf = []
 
 
 #: version -> the statements that bring a store of that version to the next one
@@ -144,6 +211,10 @@ _MIGRATIONS = {
     2: ("CREATE TABLE IF NOT EXISTS scored (day TEXT NOT NULL, bank TEXT NOT NULL, "
         "purpose TEXT NOT NULL, uscc TEXT NOT NULL, PRIMARY KEY (day, bank, purpose, uscc)) "
         "WITHOUT ROWID",),
+    3: ("ALTER TABLE consent ADD COLUMN method TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE consent ADD COLUMN evidence TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE consent ADD COLUMN recorded_by TEXT NOT NULL DEFAULT ''",
+        *_statements(_V4_TABLES)),
 }
 
 
@@ -216,7 +287,7 @@ def _prepare(con: Connection, path: Path, create: bool) -> Connection:
             version = _version(con)
             while version is not None and version in _MIGRATIONS:
                 for stmt in _MIGRATIONS[version]:
-                    con.execute(stmt)
+                    _migrate(con, stmt)
                 version += 1
                 con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
                             (str(version),))
@@ -225,6 +296,15 @@ def _prepare(con: Connection, path: Path, create: bool) -> Connection:
         raise InvalidInput(f"{path}: store schema version {version}, this fedcredit expects "
                            f"{SCHEMA_VERSION}")
     return con
+
+
+def _migrate(con: sqlite3.Connection, stmt: str) -> None:
+    """One migration statement; a column that is already there is not added twice."""
+    add = re.fullmatch(r"ALTER TABLE (\w+) ADD COLUMN (\w+) .*", stmt, flags=re.S)
+    if add and any(r[1] == add.group(2) for r in
+                   con.execute(f"PRAGMA table_info({add.group(1)})")):
+        return
+    con.execute(stmt)
 
 
 def _version(con: sqlite3.Connection) -> int | None:
@@ -267,15 +347,3 @@ def unavailable(con: sqlite3.Connection, e: BaseException) -> StoreUnavailable:
     hint = " (is the disk full?)" if "full" in str(e).lower() or "large" in str(e).lower() \
         else ""
     return StoreUnavailable(f"{where} cannot be written: {e}{hint}")
-
-
-def _statements(script: str):
-    """Split the schema into statements (triggers contain ';' inside BEGIN ... END)."""
-    buf = []
-    for line in script.strip().splitlines():
-        buf.append(line)
-        text = "\n".join(buf).strip()
-        if text.endswith(";") and (not text.upper().startswith("CREATE TRIGGER")
-                                   or text.upper().endswith("END;")):
-            yield text
-            buf = []

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .channel import Caller
-from .hooks import Auditor, ModelStore
+from .hooks import Auditor, LoanBook, ModelStore, StoredModel
 from .policy import HolderPolicy
 from .session import Session
 
@@ -22,6 +22,7 @@ class HolderContext(Protocol):
     policy: HolderPolicy
     models: ModelStore
     auditor: Auditor
+    loans: LoanBook
     feature_names: list[str]
 
     def session(self, caller: Caller, session_id: str, task: str | None = None) -> Session:
@@ -33,8 +34,9 @@ class HolderContext(Protocol):
         """End a session and release its state."""
 
     def audit(self, caller: Caller, session: Session | None, operation: str, enterprises: int,
-              detail: str = "") -> None:
-        """Record one answered request; durable before the answer leaves."""
+              detail: str = "", ids: Sequence[str] | None = None) -> None:
+        """Record one answered request (and the enterprises it used); durable before the
+        answer leaves."""
 
     def consented_ids(self, bank: str, purpose: str) -> list[str]: ...
 
@@ -42,5 +44,7 @@ class HolderContext(Protocol):
 
     def aligned_features(self, s: Session) -> pd.DataFrame: ...
 
-    def scoring_rows(self, s: Session, ids: Sequence[str]) -> tuple[pd.DataFrame, np.ndarray]:
-        ...
+    def require_columns(self, s: Session, columns: Sequence[str], what: str) -> None: ...
+
+    def scoring_rows(self, s: Session, ids: Sequence[str],
+                     model: StoredModel) -> tuple[pd.DataFrame, np.ndarray]: ...

@@ -29,7 +29,7 @@ from ..errors import (
 )
 from . import messages as m
 from .channel import Caller
-from .hooks import AllowAll, MemoryAuditor, MemoryModelStore
+from .hooks import AllowAll, MemoryAuditor, MemoryLoanBook, MemoryModelStore, StoredModel
 from .middleware import Middleware, Request, audit_refusals, compose
 from .policy import HolderPolicy
 from .registry import KEYED_TASKS, TASKS, holder_handlers
@@ -49,7 +49,7 @@ class HolderCore:
     name : str
         The holder's name, shown to banks.
     policy : HolderPolicy, optional
-    consent, auditor, models
+    consent, auditor, models, loans
         See :mod:`fedcredit.protocol.hooks`; in-memory defaults allow everything.
     middleware : sequence of Middleware, optional
         Outermost first; default: :func:`~fedcredit.protocol.middleware.audit_refusals`.
@@ -57,12 +57,13 @@ class HolderCore:
 
     def __init__(self, features: pd.DataFrame, name: str = "holder",
                  policy: HolderPolicy | None = None, consent=None, auditor=None, models=None,
-                 middleware: Sequence[Middleware] | None = None):
+                 middleware: Sequence[Middleware] | None = None, loans=None):
         self.name = name
         self.policy = policy or HolderPolicy()
         self.consent = consent or AllowAll()
         self.auditor = auditor if auditor is not None else MemoryAuditor()
         self.models = models if models is not None else MemoryModelStore()
+        self.loans = loans if loans is not None else MemoryLoanBook()
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._listeners: list[SessionListener] = []
@@ -102,22 +103,40 @@ class HolderCore:
         """Re-checked at every request: a revoked consent takes effect at the next one."""
         return np.asarray(self.consent.allowed(s.bank, s.purpose, ids), dtype=bool)
 
+    def session_columns(self, bank: str, purpose: str) -> list[str]:
+        """The holder columns ``bank`` may use for ``purpose`` now (``policy.columns``)."""
+        return self.policy.columns_for(bank, purpose, self.feature_names)
+
+    def require_columns(self, s: Session, columns: Sequence[str], what: str) -> None:
+        """Refuse ``what`` when it needs a column the column policy no longer allows."""
+        allowed = set(self.session_columns(s.bank, s.purpose))
+        barred = [c for c in columns if c not in allowed]
+        if barred:
+            raise PolicyViolation(
+                f"{what} uses holder column(s) {barred} that the holder's column policy no "
+                f"longer allows bank {s.bank!r} for purpose {s.purpose!r}; train a new model")
+
     def aligned_features(self, s: Session) -> pd.DataFrame:
+        """The session's columns (fixed when it opened) of its aligned rows."""
         if s.aligned_ids is None:
             raise ProtocolError("this step needs an aligned session (run PSI first)")
-        return self.features.reindex(s.aligned_ids)
+        return self.features.reindex(index=s.aligned_ids, columns=s.columns)
 
-    def scoring_rows(self, s: Session, ids: Sequence[str]) -> tuple[pd.DataFrame, np.ndarray]:
-        """The holder's rows for ids a bank asks to score, and which of them are served.
+    def scoring_rows(self, s: Session, ids: Sequence[str],
+                     model: StoredModel) -> tuple[pd.DataFrame, np.ndarray]:
+        """The holder's rows of ``model``'s columns for ids a bank asks to score, and which
+        of them are served.
 
         Unknown ids and enterprises without a current consent get missing values: the
-        holder's data is not used for them.
+        holder's data is not used for them. A model that needs a column the column policy
+        has since withdrawn is refused.
         """
         if len(ids) > self.policy.max_predict_ids:
             raise ResourceLimit(f"{len(ids)} ids in one request; the holder answers at most "
                                 f"{self.policy.max_predict_ids}")
+        self.require_columns(s, model.columns, f"model {model.model_id!r}")
         ids = [str(i) for i in ids]
-        rows = self.features.reindex(ids)
+        rows = self.features.reindex(index=ids, columns=model.columns)
         known = self.known_ids()
         present = np.fromiter((i in known for i in ids), dtype=bool, count=len(ids))
         served = self.consent_mask(s, ids) & present
@@ -143,11 +162,15 @@ class HolderCore:
         yield from handler(self, req.caller, req.first, req.rest)
 
     def audit(self, caller: Caller, session: Session | None, operation: str, enterprises: int,
-              detail: str = "") -> None:
-        """Record one answered request; durable before the answer leaves."""
+              detail: str = "", ids: Sequence[str] | None = None) -> None:
+        """Record one answered request; durable before the answer leaves.
+
+        ``ids``: the enterprises whose data the request used (aligned, trained on, scored),
+        kept by the auditor as the per-enterprise use record."""
         self.auditor.record(bank=caller.bank, purpose=session.purpose if session else "",
                             operation=operation, enterprises=int(enterprises),
-                            session=session.id if session else "", detail=detail)
+                            session=session.id if session else "", detail=detail,
+                            ids=None if ids is None else [str(i) for i in ids])
 
     # -- sessions ---------------------------------------------------------------------------
     def session(self, caller: Caller, session_id: str, task: str | None = None) -> Session:
@@ -210,8 +233,9 @@ def _ping(core: HolderCore, caller: Caller, msg: m.Ping, rest) -> Iterator:
 
 
 def _open_session(core: HolderCore, caller: Caller, msg: m.OpenSession, rest) -> Iterator:
-    """**Privacy**: the bank learns the holder's name, its published feature names and the
-    policy values it must respect (node floor, trees per session)."""
+    """**Privacy**: the bank learns the holder's name, the published names of the columns
+    the column policy lets it use, and the policy values it must respect (node floor, trees
+    per session)."""
     pol = core.policy
     if msg.task not in TASKS:
         raise InvalidInput(f"unknown task {msg.task!r}; expected one of {TASKS}")
@@ -224,13 +248,17 @@ def _open_session(core: HolderCore, caller: Caller, msg: m.OpenSession, rest) ->
         stored = core.models.load(msg.model_id)
         if stored.bank != caller.bank:
             raise SessionNotFound(f"the holder knows no model {msg.model_id!r} for this bank")
+    columns = core.session_columns(caller.bank, msg.purpose)
+    if not columns and msg.task in KEYED_TASKS:
+        raise PolicyViolation(f"the holder's column policy allows bank {caller.bank!r} no "
+                              f"columns for purpose {msg.purpose!r}")
     s = Session(secrets.token_hex(16), caller.bank, msg.purpose, msg.task, key,
-                model_id=msg.model_id)
+                model_id=msg.model_id, columns=columns)
     core._add_session(s)
     core.audit(caller, s, f"open_session:{msg.task}", 0,
                f"scheme={msg.scheme} key_bits={key.bits if key else 0}")
     yield m.SessionOpened(session_id=s.id, holder_name=core.name,
-                          feature_names=list(core.feature_names),
+                          feature_names=list(columns),
                           min_node_samples=pol.min_node_samples,
                           max_trees=pol.max_trees_per_session)
 

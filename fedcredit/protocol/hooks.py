@@ -31,8 +31,9 @@ class AllowAll:
 
 class Auditor(Protocol):
     def record(self, *, bank: str, purpose: str, operation: str, enterprises: int,
-               session: str, detail: str = "") -> None:
-        """Persist one request record; must be durable before the answer leaves."""
+               session: str, detail: str = "", ids: Sequence[str] | None = None) -> None:
+        """Persist one request record, with the enterprises it used (``ids``, when the
+        request used any); must be durable before the answer leaves."""
 
 
 class MemoryAuditor:
@@ -40,11 +41,11 @@ class MemoryAuditor:
         self.records: list[dict] = []
         self._lock = threading.Lock()
 
-    def record(self, *, bank, purpose, operation, enterprises, session, detail=""):
+    def record(self, *, bank, purpose, operation, enterprises, session, detail="", ids=None):
         with self._lock:
             self.records.append({"bank": bank, "purpose": purpose, "operation": operation,
                                  "enterprises": int(enterprises), "session": session,
-                                 "detail": detail})
+                                 "detail": detail, "ids": None if ids is None else list(ids)})
 
 
 @dataclass
@@ -59,19 +60,38 @@ class StoredModel:
     #: record id -> (feature, bin, missing goes left)
     splits: dict[int, tuple[int, int, bool]] = field(default_factory=dict)
     trees: dict[int, list[tuple[int, int, int, str, int]]] = field(default_factory=dict)
+    #: the holder columns the model reads (checked against the column policy at scoring)
+    columns: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps({"model_id": self.model_id, "bank": self.bank, "purpose": self.purpose,
                            "feature_names": self.feature_names, "mapper": self.mapper,
                            "splits": {str(k): list(v) for k, v in self.splits.items()},
-                           "trees": {str(k): v for k, v in self.trees.items()}})
+                           "trees": {str(k): v for k, v in self.trees.items()},
+                           "columns": self.columns})
 
     @classmethod
     def from_json(cls, text: str) -> StoredModel:
         d = json.loads(text)
+        # models stored before column policies read the columns they were trained on
+        columns = d.get("columns") or model_columns(d["mapper"]) or d["feature_names"]
         return cls(d["model_id"], d["bank"], d["purpose"], d["feature_names"], d["mapper"],
                    {int(k): (int(v[0]), int(v[1]), bool(v[2])) for k, v in d["splits"].items()},
-                   {int(k): [tuple(n) for n in v] for k, v in d["trees"].items()})
+                   {int(k): [tuple(n) for n in v] for k, v in d["trees"].items()},
+                   list(columns))
+
+
+def model_columns(mapper: dict) -> list[str]:
+    """The source columns a stored model reads, from its binning or preparation (models
+    stored before ``columns`` was recorded)."""
+    def names(spec):
+        return [str(f["name"]) for f in spec.get("features", spec.get("columns", []))]
+    if "prep" in mapper:  # hetero LR, standardised
+        return names(mapper["prep"])
+    if "binning" in mapper:  # hetero LR on WOE: the binning's features it uses
+        every = names(mapper["binning"]["mapper"])
+        return [every[int(f)] for f in mapper.get("features", range(len(every)))]
+    return names(mapper.get("mapper", mapper))  # SecureBoost, or a WOE binning
 
 
 class ModelStore(Protocol):
@@ -95,3 +115,21 @@ class MemoryModelStore:
         if text is None:
             raise SessionNotFound(f"the holder knows no model {model_id!r}")
         return StoredModel.from_json(text)
+
+
+class LoanBook(Protocol):
+    def record(self, bank: str, loans) -> int:
+        """Keep loan outcomes a bank reports (a checked DataFrame); returns rows kept."""
+
+
+class MemoryLoanBook:
+    """Loan reports kept in memory (tests and notebooks)."""
+
+    def __init__(self):
+        self.reports: list[tuple[str, object]] = []
+        self._lock = threading.Lock()
+
+    def record(self, bank: str, loans) -> int:
+        with self._lock:
+            self.reports.append((bank, loans))
+        return len(loans)

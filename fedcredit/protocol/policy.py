@@ -74,6 +74,11 @@ class HolderPolicy:
         Private SecureBoost scoring: the fewest bits of uncertainty about an enterprise's
         path that a model must leave the bank (log2 of the holder-reachable leaf
         combinations on the worst path); smaller models are refused for private scoring.
+    columns : dict or None
+        Least and necessary data: bank (or ``"*"``) -> purpose (or ``"*"``) -> the holder
+        columns that bank may use for that purpose. ``None`` (no ``[policy.columns]``)
+        lets every served bank use every column; once given, a bank and purpose it does not
+        match may use none. See :meth:`columns_for`.
     """
 
     allowed_banks: tuple[str, ...] | None = None
@@ -97,6 +102,7 @@ class HolderPolicy:
     max_scored_per_day: int = 100_000
     min_private_path_bits: float = 32.0
     allow_plain_scoring: bool = True
+    columns: dict[str, dict[str, tuple[str, ...]]] | None = None
 
     def __post_init__(self) -> None:
         if self.allowed_banks is not None:
@@ -106,6 +112,8 @@ class HolderPolicy:
                     raise InvalidInput(f"policy.allowed_banks: {b!r} is not a certificate "
                                        "common name of [A-Za-z0-9._-]")
         self.allowed_purposes = tuple(self.allowed_purposes)
+        if self.columns is not None:
+            self.columns = _column_rules(self.columns)
         if self.min_key_bits is not None and self.min_key_bits < MIN_SECURE_BITS \
                 and not self.allow_insecure_keys:
             raise InvalidInput(f"policy.min_key_bits = {self.min_key_bits} is below "
@@ -137,6 +145,23 @@ class HolderPolicy:
                                      f"{self.key_floor}-bit minimum")
         return key
 
+    def columns_for(self, bank: str, purpose: str, available: list[str]) -> list[str]:
+        """The columns of ``available`` that ``bank`` may use for ``purpose``, in table order.
+
+        The most specific rule wins: the bank's own entry before ``"*"``, and within it the
+        purpose's list before ``"*"``.
+        """
+        if self.columns is None:
+            return list(available)
+        entry = self.columns.get(bank, self.columns.get("*"))
+        if entry is None:
+            return []
+        allowed = entry.get(purpose, entry.get("*"))
+        if allowed is None:
+            return []
+        keep = set(allowed)
+        return [c for c in available if c in keep]
+
     @property
     def max_session_bytes(self) -> int:
         return int(self.max_session_mib) << 20
@@ -145,3 +170,27 @@ class HolderPolicy:
     def keys(cls) -> tuple[str, ...]:
         """The ``[policy]`` keys of ``holder.toml``."""
         return tuple(f.name for f in fields(cls))
+
+
+def _column_rules(rules) -> dict[str, dict[str, tuple[str, ...]]]:
+    """``{bank: {purpose: [columns]}}`` (a bank's list alone means every purpose), checked."""
+    if not isinstance(rules, dict):
+        raise InvalidInput("policy.columns must map bank names to tables of purposes")
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    for bank, entry in rules.items():
+        if bank != "*" and not BANK_NAME.fullmatch(str(bank)):
+            raise InvalidInput(f"policy.columns: {bank!r} is not a certificate common name "
+                               "of [A-Za-z0-9._-] or \"*\"")
+        if isinstance(entry, (list, tuple)):
+            entry = {"*": entry}
+        if not isinstance(entry, dict):
+            raise InvalidInput(f"policy.columns.{bank} must be a list of columns or a table "
+                               "of purpose = [columns]")
+        out[str(bank)] = {}
+        for purpose, cols in entry.items():
+            if not isinstance(cols, (list, tuple)) or not all(
+                    isinstance(c, str) and c for c in cols):
+                raise InvalidInput(f"policy.columns.{bank}.{purpose} must be a list of "
+                                   "column names")
+            out[str(bank)][str(purpose)] = tuple(cols)
+    return out

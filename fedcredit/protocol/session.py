@@ -34,6 +34,8 @@ class Session:
     task: str
     public_key: PublicKey | None
     model_id: str = ""
+    #: the holder columns this session may use (the column policy when it opened)
+    columns: list[str] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
     aligned_ids: list[str] | None = None

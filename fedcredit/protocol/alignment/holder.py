@@ -80,7 +80,7 @@ def align(core: HolderContext, caller: Caller, msg: m.PsiAlign, rest: Iterator) 
         s.aligned_ids = [i for i, ok in zip(ids, still.tolist()) if ok]
         s.replace_state(None)
         core.audit(caller, s, "align", len(s.aligned_ids),
-                   f"withdrawn={len(withdrawn)}" if len(withdrawn) else "")
+                   f"withdrawn={len(withdrawn)}" if len(withdrawn) else "", ids=s.aligned_ids)
     yield Ack(session_id=s.id, count=len(s.aligned_ids),
               withdrawn=rows_to_bytes(withdrawn) if len(withdrawn) else b"")
 

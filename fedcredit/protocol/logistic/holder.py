@@ -21,7 +21,7 @@ from ...crypto import polynomial_partials
 from ...errors import InvalidInput, PolicyViolation, ProtocolError, ResourceLimit
 from ..channel import Caller
 from ..context import HolderContext
-from ..hooks import StoredModel
+from ..hooks import StoredModel, model_columns
 from ..session import Session
 from ..timing import Stopwatch
 from ..wire import rows_from_bytes
@@ -62,7 +62,8 @@ class HolderLR:
             self.spec = {"encoding": "standard", "prep": self.prep.to_dict()}
         elif self.encoding == "woe":
             self.spec = woe_spec(core, session, msg)
-            self.names = [core.feature_names[f] for f in self.spec["features"]]
+            self.names = model_columns(self.spec)
+            core.require_columns(session, self.names, f"WOE binning {msg.binning_id!r}")
         else:
             raise InvalidInput(f"unknown encoding {msg.encoding!r}")
         self.X = encode(self.spec, feats, self.frac_bits)  # all aligned rows, quantised
@@ -192,9 +193,10 @@ class HolderLR:
             w = self.opt.averaged()
             s = self.session
             model_id = uuid.UUID(bytes=secrets.token_bytes(16)).hex
-            self.model = StoredModel(model_id, s.bank, s.purpose, list(self.names),
-                                     {"kind": KIND, **self.spec, "frac_bits": self.frac_bits,
-                                      "coef": [float(v) for v in w]})
+            spec = {"kind": KIND, **self.spec, "frac_bits": self.frac_bits,
+                    "coef": [float(v) for v in w]}
+            self.model = StoredModel(model_id, s.bank, s.purpose, list(self.names), spec,
+                                     columns=model_columns(spec))
             self.core.models.save(self.model)
         # the holder's coefficients go to the bank only where it needs them for a scorecard's
         # points per holder bin; for plain LR they would let it decode rows from their scores
@@ -253,7 +255,8 @@ def start(core: HolderContext, caller: Caller, msg: m.LrStart, rest) -> Iterator
         st = HolderLR(core, s, msg)
         s.replace_state(st)
         core.audit(caller, s, "lr_start", len(st.train_rows),
-                   f"encoding={st.encoding} features={len(st.names)}")
+                   f"encoding={st.encoding} features={len(st.names)}",
+                   ids=[st.aligned_ids[i] for i in st.train_rows.tolist()])
         ready = m.LrReady(n_features=len(st.names), feature_names=list(st.names),
                           x_bits=st.x_bits)
     yield ready
@@ -296,9 +299,10 @@ def score(core: HolderContext, caller: Caller, msg: m.PartialScoreRequest, rest)
             raise ProtocolError(f"a {s.task} session cannot return partial scores")
         if model.mapper.get("kind") != KIND:
             raise InvalidInput(f"model {model.model_id!r} is not a logistic regression")
-        rows, served = core.scoring_rows(s, msg.ids)
+        rows, served = core.scoring_rows(s, msg.ids, model)
         u = partial_scores(model, rows)
-        core.audit(caller, s, "lr_score", int(served.sum()), f"ids={len(msg.ids)}")
+        core.audit(caller, s, "lr_score", int(served.sum()), f"ids={len(msg.ids)}",
+                   ids=rows.index[served])
     yield m.PartialScores(scores=np.asarray(u, dtype="<f8").tobytes())
 
 

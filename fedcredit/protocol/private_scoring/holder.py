@@ -101,7 +101,7 @@ def private_predict(core: HolderContext, caller: Caller, msg: m.PrivateScoreRequ
             raise InvalidInput("the request's leaf counts differ from the model's trees")
         st = _state(core, s, msg, trees, topologies)
         pk = st.pk
-        rows, served = core.scoring_rows(s, msg.ids)
+        rows, served = core.scoring_rows(s, msg.ids, model)
         n, total = len(rows), sum(widths)
         if len(msg.leaf_values) > core.policy.max_session_bytes:
             raise ResourceLimit("the request's leaf ciphertexts exceed the holder's "
@@ -117,7 +117,8 @@ def private_predict(core: HolderContext, caller: Caller, msg: m.PrivateScoreRequ
         reach = np.concatenate(cols, axis=1) if cols else np.zeros((n, 0), dtype=bool)
         out = pk.rerandomize(sum_reachable(pk, leaves, reach))
         core.audit(caller, s, "private_predict", int(served.sum()),
-                   f"ids={n} trees={len(trees)} path_bits={st.bits:.1f}")
+                   f"ids={n} trees={len(trees)} path_bits={st.bits:.1f}",
+                   ids=rows.index[served])
     yield m.PrivateScores(count=n, scores=pk.to_bytes_batch(out))
 
 

@@ -115,8 +115,9 @@ class HolderBoost:
         self.sizes, self.offsets = feature_layout(self.mapper.n_bins)  # missing bin last
         self.min_side = max(int(min_child_samples), int(policy.min_node_samples), 1)
         self.cands = SplitCandidates.for_bins(self.bins[self.train_rows], self.mapper.n_bins)
+        names = [str(c) for c in feats.columns]
         self.model = StoredModel(uuid.UUID(bytes=secrets.token_bytes(16)).hex, bank, purpose,
-                                 [str(c) for c in feats.columns], self.mapper.to_dict())
+                                 names, self.mapper.to_dict(), columns=names)
         self._next_record = 1
         self.tree: _Tree | None = None
         self.watch = Stopwatch()
@@ -345,8 +346,9 @@ def boost_start(core: HolderContext, caller: Caller, msg: m.BoostStart, rest) ->
         rows = rows_from_bytes(msg.rows, len(feats), "training rows")
         s.replace_state(HolderBoost(feats, rows, s.key, core.policy, msg.max_bin,
                                     msg.min_child_samples, s.bank, s.purpose, msg.frac_bits))
-        core.audit(caller, s, "boost_start", len(rows))
-        ready = m.BoostReady(n_features=len(core.feature_names),
+        core.audit(caller, s, "boost_start", len(rows),
+                   ids=[feats.index[i] for i in rows.tolist()])
+        ready = m.BoostReady(n_features=feats.shape[1],
                              n_candidates=_boost(s).n_candidates)
     yield ready
 
@@ -422,7 +424,7 @@ def predict(core: HolderContext, caller: Caller, msg: m.PredictRequest, rest) ->
             raise PolicyViolation("this holder scores SecureBoost models privately only "
                                   "(policy.allow_plain_scoring = false): score with "
                                   "scoring='private'")
-        rows, served = core.scoring_rows(s, msg.ids)
+        rows, served = core.scoring_rows(s, msg.ids, model)
         trees = list(msg.trees) or sorted(model.trees)
         if len(set(trees)) != len(trees):
             raise InvalidInput("a scoring request names a tree twice")
@@ -434,7 +436,7 @@ def predict(core: HolderContext, caller: Caller, msg: m.PredictRequest, rest) ->
         answers = [reachable_leaves(model.trees[t], model.splits, bins, mapper.n_bins,
                                     f"tree {t}") for t in trees]
         core.audit(caller, s, "predict", int(served.sum()),
-                   f"ids={len(msg.ids)} trees={len(trees)}")
+                   f"ids={len(msg.ids)} trees={len(trees)}", ids=rows.index[served])
     for tree, (n_leaves, masks) in zip(trees, answers):
         yield m.LeafMasks(tree=tree, n_leaves=n_leaves, masks=masks)
 

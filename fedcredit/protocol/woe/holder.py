@@ -68,6 +68,8 @@ class HolderWOE:
         if not 2 <= msg.max_bin <= 255:
             raise InvalidInput("max_bin must lie in [2, 255]")
         frame = feats.iloc[rows]
+        self.names = [str(c) for c in feats.columns]
+        self.row_ids = list(frame.index)
         mapper = BinMapper(int(msg.max_bin)).fit(frame)
         raw = mapper.transform(frame).astype(np.int64)
         consented = core.consent_mask(session, [feats.index[i] for i in rows.tolist()])
@@ -114,12 +116,12 @@ class HolderWOE:
         packed = self.pk.pack_flat(sums, slot_bits, slots)
         s = self.session
         binning_id = uuid.UUID(bytes=secrets.token_bytes(16)).hex
-        self.core.models.save(StoredModel(binning_id, s.bank, s.purpose,
-                                           list(self.core.feature_names), self.binning))
+        self.core.models.save(StoredModel(binning_id, s.bank, s.purpose, list(self.names),
+                                           self.binning, columns=list(self.names)))
         labels = []
         for size in self.sizes.tolist():
             labels.extend([f"bin {k}" for k in range(size - 1)] + ["missing"])
-        return m.WoeStats(binning_id=binning_id, feature_names=list(self.core.feature_names),
+        return m.WoeStats(binning_id=binning_id, feature_names=list(self.names),
                           n_bins=[int(v) for v in self.sizes], bin_labels=labels,
                           counts=self.counts.astype("<u4").tobytes(),
                           packed=self.pk.to_bytes_batch(packed), slots=slots,
@@ -136,7 +138,7 @@ def start(core: HolderContext, caller: Caller, first: m.WoeStart, rest) -> Itera
             st.add(msg)
         out = st.finish()
         core.audit(caller, s, "woe_stats", st.n,
-                   f"features={len(st.sizes)} bins={int(st.sizes.sum())}")
+                   f"features={len(st.sizes)} bins={int(st.sizes.sum())}", ids=st.row_ids)
     yield out
 
 
