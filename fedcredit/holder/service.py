@@ -9,7 +9,9 @@ service's duties added around its steps as middleware, none of the steps re-impl
 - a ``sessions`` table: opened, closed, expired, or interrupted by a restart (in-flight
   training state lives in memory and cannot outlive the process; a bank reopens a session);
 - a new feature table loaded by ``fedcredit holder load-features`` is picked up at the next
-  request (and by a background check), the previous one serving until the swap.
+  request (and by a background check), the previous one serving until the swap;
+- a reloaded policy and suspended banks (:mod:`fedcredit.holder.live`) likewise: open
+  sessions the new state no longer allows are closed and audited.
 
 :func:`serve` runs the server until SIGTERM or SIGINT, then stops gracefully (health
 NOT_SERVING, running calls get ``shutdown_grace_seconds``) and returns 0.
@@ -25,13 +27,13 @@ import time
 from collections.abc import Iterator
 
 from ..atomic import write_atomic
-from ..errors import FedCreditError, ResourceLimit, StoreUnavailable
+from ..errors import FedCreditError, PolicyViolation, ResourceLimit, StoreUnavailable
 from ..protocol import HolderCore
 from ..protocol import messages as m
 from ..protocol.middleware import Next, Request, audit_refusals
 from ..protocol.registry import SCORING_REQUESTS
 from ..protocol.secureboost.messages import TreeStart
-from . import audit, features, logs, store
+from . import audit, features, live, logs, store
 from .audit import SqliteAuditor
 from .config import HolderConfig, load_config
 from .consent import SqliteConsent
@@ -60,10 +62,14 @@ class HolderParty(HolderCore):
                          auditor=SqliteAuditor(hooks["audit"], self.store_watch.failed),
                          models=SqliteModelStore(hooks["models"]),
                          middleware=[self._store_gate, audit_refusals(logs.scrub),
-                                     self._fresh_features, self._daily_caps,
+                                     self._live_state, self._fresh_features, self._daily_caps,
                                      self._scoring_cap, self._sessions_table])
         self.features_version = features_version
         self.on_session_end(self._session_ended)
+        self._live_lock = threading.Lock()
+        with self._db_lock:
+            self.live = live.LiveState(live.generation(self._db), cfg.policy,
+                                       live.suspended_banks(self._db))
 
     # -- middleware -----------------------------------------------------------------------------
     def _store_gate(self, req: Request, call_next: Next) -> Iterator:
@@ -75,6 +81,63 @@ class HolderParty(HolderCore):
         except StoreUnavailable as e:
             self.store_watch.failed(e)
             raise
+
+    def _live_state(self, req: Request, call_next: Next) -> Iterator:
+        """A reloaded policy or a suspension applies from this request on; a suspended
+        bank is refused (and the refusal audited)."""
+        self.apply_live()
+        if req.caller.bank in self.live.suspended:
+            raise PolicyViolation(f"bank {req.caller.bank!r} is suspended by the holder's "
+                                  "operator")
+        yield from call_next(req)
+
+    def apply_live(self) -> bool:
+        """Apply the store's live state if it changed; True when it did.
+
+        A ``holder.toml`` that no longer loads keeps the running policy (logged), and the
+        suspensions still apply."""
+        with self._db_lock:
+            gen = live.generation(self._db)
+        if gen == self.live.generation:
+            return False
+        with self._live_lock:  # a request waits for a reload under way: none sees the old one
+            with self._db_lock:
+                gen = live.generation(self._db)
+                if gen == self.live.generation:
+                    return False
+                suspended = live.suspended_banks(self._db)
+                try:
+                    policy = load_config(self.cfg.dir).policy
+                except FedCreditError as e:
+                    log.error("policy not reloaded", extra={"fields": {"reason": str(e)}})
+                    policy = self.policy
+            self.live = live.LiveState(gen, policy, suspended)
+            self.policy = self.cfg.policy = policy
+            closed = self._close_disallowed()
+        log.info("live policy applied", extra={"fields": {
+            "generation": gen, "suspended": sorted(suspended), "sessions_closed": closed}})
+        return True
+
+    def _close_disallowed(self) -> int:
+        closed = 0
+        for s in self.open_sessions():
+            why = live.disallowed_reason(s, self.live, self.session_columns(s.bank, s.purpose))
+            if why:
+                self.drop(s, why)
+                self.auditor.record(bank=s.bank, purpose=s.purpose, operation="session_closed",
+                                    enterprises=0, session=s.id, detail=f"reason={why}")
+                closed += 1
+        return closed
+
+    def reload_policy(self, source: str) -> None:
+        """Check and announce ``holder.toml`` (SIGHUP), then apply it."""
+        try:
+            with self._db_lock:
+                live.request_reload(self._db, self.cfg.dir, source=source)
+        except FedCreditError as e:
+            log.error("policy not reloaded", extra={"fields": {"reason": str(e)}})
+            return
+        self.apply_live()
 
     def _fresh_features(self, req: Request, call_next: Next) -> Iterator:
         """A feature table loaded since the last request is served from this one on."""
@@ -215,6 +278,7 @@ def _maintenance(party: HolderParty, done: threading.Event) -> None:
     while not done.wait(period):
         try:
             party.expire_idle()
+            party.apply_live()
             party.refresh_features()
             party.prune_scored()
         except Exception:  # never let housekeeping take the server down
@@ -227,7 +291,7 @@ def serve(directory, port_file=None) -> int:
     Everything it writes to stderr is one structured event per line, start-up failures
     included (exit 2 for a refused configuration or store, 1 for anything else).
     """
-    done = threading.Event()
+    done, hup = threading.Event(), threading.Event()
     received: list[int] = []
 
     def on_signal(signum, _frame):
@@ -236,6 +300,7 @@ def serve(directory, port_file=None) -> int:
 
     # first: a SIGTERM while a large feature table loads still means a clean exit 0
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: hup.set())
     undo = None
     try:
         try:
@@ -245,7 +310,7 @@ def serve(directory, port_file=None) -> int:
             raise
         logs.setup(cfg.log_format, cfg.log_level)
         undo = logs.capture_stderr()
-        return _run(cfg, done, received, port_file)
+        return _run(cfg, done, hup, received, port_file)
     except FedCreditError as e:
         log.error("holder serve could not start", extra={"fields": {
             "reason": str(e), "error_type": type(e).__name__}})
@@ -260,7 +325,8 @@ def serve(directory, port_file=None) -> int:
             signal.signal(sig, handler)
 
 
-def _run(cfg: HolderConfig, done: threading.Event, received: list[int], port_file) -> int:
+def _run(cfg: HolderConfig, done: threading.Event, hup: threading.Event, received: list[int],
+         port_file) -> int:
     from ..transport import HolderServer
 
     party = HolderParty(cfg)
@@ -297,7 +363,9 @@ def _run(cfg: HolderConfig, done: threading.Event, received: list[int], port_fil
     keeper.start()
     try:
         while not done.wait(0.5):
-            pass
+            if hup.is_set():  # SIGHUP: reload holder.toml's policy
+                hup.clear()
+                party.reload_policy("SIGHUP")
     finally:
         name = signal.Signals(received[0]).name if received else "exit"
         log.info("stopping", extra={"fields": {"signal": name,

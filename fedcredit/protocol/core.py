@@ -185,6 +185,10 @@ class HolderCore:
         s.last_used = time.time()
         return s
 
+    def open_sessions(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions.values())
+
     def find_session(self, session_id: str) -> Session | None:
         with self._lock:
             return self._sessions.get(session_id)
