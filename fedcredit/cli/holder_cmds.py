@@ -2,7 +2,8 @@
 
     fedcredit holder init --dir D                      config, store, dev certificates
     fedcredit holder load-features --dir D --csv F --id-column uscc
-    fedcredit holder consent import|revoke|list --dir D ...
+    fedcredit holder consent import|grant|revoke|list --dir D ...
+    fedcredit holder admin token --dir D               the portal admin API's bearer token
     fedcredit holder serve --dir D                     the gRPC service (SIGTERM stops it)
     fedcredit holder audit verify|export --dir D ...
     fedcredit holder stats --dir D                     requests per bank and purpose
@@ -54,28 +55,49 @@ def register(sub) -> None:
                         "another load to finish, then give up (default 600)")
     s.set_defaults(func=_load_features)
 
+    from . import holder_admin_cmds as consent_cmds  # the consent commands' code is there
+
     c = hs.add_parser("consent", help="the enterprise-authorisation registry")
     cs = c.add_subparsers(dest="consent_command", required=True)
-    s = cs.add_parser("import", help="import consents (uscc,bank,purpose,granted_at,expires_at)")
+    s = cs.add_parser("import", help="import consents (uscc,bank,purpose,granted_at,expires_at "
+                                     "[,method,evidence,recorded_by]); bank \"*\" = every "
+                                     "institution on the platform")
     _dir(s)
     s.add_argument("--csv", required=True)
     s.add_argument("--skip-invalid", action="store_true",
                    help="apply the valid rows even if some are rejected")
     s.add_argument("--rejects-out")
-    s.set_defaults(func=_consent_import)
-    s = cs.add_parser("revoke", help="revoke an enterprise's consent for a bank")
+    s.set_defaults(func=consent_cmds.consent_import)
+    s = cs.add_parser("grant", help="record one enterprise's consent, with its evidence")
     _dir(s)
     s.add_argument("--uscc", required=True)
-    s.add_argument("--bank", required=True)
-    s.add_argument("--purpose", help="only this purpose (default: all purposes)")
-    s.set_defaults(func=_consent_revoke)
-    s = cs.add_parser("list", help="list consents as CSV")
+    s.add_argument("--bank", required=True, help='a bank\'s certificate name, or "*" for every '
+                                                 'institution registered on the platform')
+    s.add_argument("--purpose", required=True)
+    s.add_argument("--granted-at", required=True, help="ISO 8601 (UTC when no zone is given)")
+    s.add_argument("--expires-at", required=True)
+    s.add_argument("--method", required=True, choices=("written", "online_real_name"))
+    s.add_argument("--evidence", required=True,
+                   help="reference to the signed form or the online record (<= 256 chars)")
+    s.add_argument("--recorded-by", required=True, help="who recorded the consent")
+    s.set_defaults(func=consent_cmds.consent_grant)
+    s = cs.add_parser("revoke", help="withdraw an enterprise's consent for a bank (or \"*\": "
+                                     "its platform-wide consent)")
     _dir(s)
-    s.add_argument("--bank")
+    s.add_argument("--uscc", required=True)
+    s.add_argument("--bank", required=True,
+                   help='a bank (withdraws it also from a platform-wide consent), or "*"')
+    s.add_argument("--purpose", help="only this purpose (default: all purposes)")
+    s.add_argument("--reason", default="", help="why (kept in the audit record)")
+    s.add_argument("--recorded-by", default="", help="who recorded the withdrawal")
+    s.set_defaults(func=consent_cmds.consent_revoke)
+    s = cs.add_parser("list", help="list consents as CSV (scope, status and evidence)")
+    _dir(s)
+    s.add_argument("--bank", help='only this bank\'s own rows ("*": the platform-wide ones)')
     s.add_argument("--uscc")
     s.add_argument("--status", default="all",
                    choices=("all", "active", "pending", "expired", "revoked"))
-    s.set_defaults(func=_consent_list)
+    s.set_defaults(func=consent_cmds.consent_list)
 
     s = hs.add_parser("serve", help="run the holder's gRPC service (mTLS, health checks)")
     _dir(s)
@@ -213,65 +235,6 @@ def _load_features(a) -> int:
     return 0
 
 
-# -- consent ----------------------------------------------------------------------------------
-def _consent_import(a) -> int:
-    from ..holder import consent
-
-    cfg, con = _open(a.dir)
-    try:
-        r = consent.import_consents(con, a.csv, cfg.policy.allowed_purposes,
-                                    skip_invalid=a.skip_invalid)
-    finally:
-        con.close()
-    if r.rejects.count:
-        print(r.rejects.report(a.csv))
-        if a.rejects_out:
-            r.rejects.write_csv(a.rejects_out)
-    if not r.applied:
-        print(f"import refused: {r.rejects.count} invalid rows; the registry is unchanged. "
-              "Fix the file, or pass --skip-invalid to apply the valid rows.")
-        return 1
-    print(f"imported {r.imported} consents" +
-          (f" ({r.reactivated} re-granted after a revocation)" if r.reactivated else "") +
-          (f"; skipped {r.rejects.count} rejected rows" if r.rejects.count else ""))
-    return 0
-
-
-def _consent_revoke(a) -> int:
-    from ..holder import consent
-
-    _, con = _open(a.dir)
-    try:
-        now, before = consent.revoke(con, a.uscc.strip(), a.bank.strip(), a.purpose)
-    finally:
-        con.close()
-    if now:
-        print(f"revoked {now} consent(s) of {a.uscc} for bank {a.bank}; effective from the "
-              "bank's next request")
-    else:
-        print(f"the consent(s) of {a.uscc} for bank {a.bank} were already revoked")
-    return 0
-
-
-def _consent_list(a) -> int:
-    from ..holder import consent
-
-    _, con = _open(a.dir)
-    try:
-        df = consent.list_consents(con, bank=a.bank, uscc=a.uscc, state=a.status)
-    finally:
-        con.close()
-    try:
-        df.to_csv(sys.stdout, index=False)
-    except BrokenPipeError:  # `... | head`: the reader has what it wanted
-        sys.stderr.close()
-        return 0
-    counts = df["status"].value_counts().to_dict() if len(df) else {}
-    print(f"{len(df)} consents: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-                                     or "none"), file=sys.stderr)
-    return 0
-
-
 # -- serve ----------------------------------------------------------------------------------------
 def _serve(a) -> int:
     from ..holder.service import serve
@@ -354,6 +317,8 @@ def _status(a) -> int:
         head = con.execute("SELECT seq, hash FROM chain_head").fetchone()
         last = con.execute("SELECT ts, operation FROM audit_log ORDER BY seq DESC LIMIT 1"
                            ).fetchone()
+        suspended = sorted(r[0] for r in con.execute(
+            "SELECT bank FROM bank_status WHERE suspended = 1"))
     finally:
         con.close()
     print(f"holder        {cfg.name} ({cfg.dir})")
@@ -364,6 +329,12 @@ def _status(a) -> int:
     else:
         print("features      none loaded")
     print(f"consents      {consents or 'none'}")
+    cols = cfg.policy.columns
+    print("columns       " + ("every column for every served bank" if cols is None else
+                             "; ".join(f"{bank}: " + ", ".join(f"{p}={len(c)}" for p, c in
+                                                               rules.items())
+                                       for bank, rules in cols.items())))
+    print(f"suspended     {', '.join(suspended) or 'none'}")
     print(f"models        {models}")
     print(f"sessions      {sessions or 'none'}")
     print(f"audit log     {head[0] if head else 0} records" +

@@ -88,9 +88,8 @@ def model_columns(mapper: dict) -> list[str]:
         return [str(f["name"]) for f in spec.get("features", spec.get("columns", []))]
     if "prep" in mapper:  # hetero LR, standardised
         return names(mapper["prep"])
-    if "binning" in mapper:  # hetero LR on WOE: the binning's features it uses
-        every = names(mapper["binning"]["mapper"])
-        return [every[int(f)] for f in mapper.get("features", range(len(every)))]
+    if "binning" in mapper:  # hetero LR on WOE: its binning reads every binned column
+        return names(mapper["binning"]["mapper"])
     return names(mapper.get("mapper", mapper))  # SecureBoost, or a WOE binning
 
 
