@@ -405,7 +405,7 @@ def test_logs_are_json_lines_without_enterprise_ids(server, tls_dir, data):
 
 def test_stats_and_audit_after_serving(server, capsys):
     assert fc("holder", "stats", "--dir", server.dir, "--json") == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["requests"]
     mine = next(r for r in rows if r["bank"] == "demo-bank" and r["purpose"] == "credit")
     assert mine["requests"] > 10 and mine["enterprises_aligned"] > 0
     assert mine["enterprises_scored"] > 0 and mine["trees_trained"] >= 2

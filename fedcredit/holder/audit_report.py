@@ -63,7 +63,8 @@ def export(con: sqlite3.Connection, since: str | None, until: str | None, fmt: s
 
 def stats(con: sqlite3.Connection, since: str | None = None) -> list[dict]:
     """Per bank and purpose: requests, sessions, enterprises aligned and scored, trees, models,
-    refusals, and under ``protocols`` the requests and sessions of every protocol of
+    refusals, enterprises whose loans the bank reported (summed over reports), and under
+    ``protocols`` the requests and sessions of every protocol of
     :data:`fedcredit.protocol.registry.PROTOCOLS` (derived from its audit operations)."""
     where, args = "actor = 'bank'", []
     if since:
@@ -86,11 +87,14 @@ def stats(con: sqlite3.Connection, since: str | None = None) -> list[dict]:
                SUM(CASE WHEN operation = 'tree_start' THEN 1 ELSE 0 END),
                SUM(CASE WHEN operation IN ('model_finish', 'lr_finish') THEN 1 ELSE 0 END),
                SUM(CASE WHEN operation LIKE 'refused:%' THEN 1 ELSE 0 END),
-               MIN(ts), MAX(ts), {", ".join(per_protocol)}
+               MIN(ts), MAX(ts),
+               SUM(CASE WHEN operation = 'loan_report' THEN enterprises ELSE 0 END),
+               {", ".join(per_protocol)}
         FROM audit_log WHERE {where}
         GROUP BY bank, purpose ORDER BY bank, purpose""", args).fetchall()
     keys = ("bank", "purpose", "requests", "sessions", "enterprises_aligned",
-            "enterprises_scored", "trees_trained", "models", "refused", "first", "last")
+            "enterprises_scored", "trees_trained", "models", "refused", "first", "last",
+            "enterprises_loan_reported")
     out = []
     for r in rows:
         d = dict(zip(keys, r))

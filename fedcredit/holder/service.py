@@ -34,9 +34,11 @@ from ..protocol.middleware import Next, Request, audit_refusals
 from ..protocol.registry import SCORING_REQUESTS
 from ..protocol.secureboost.messages import TreeStart
 from . import audit, features, live, logs, store
+from .admin import start_admin
 from .audit import SqliteAuditor
 from .config import HolderConfig, load_config
 from .consent import SqliteConsent
+from .loans import SqliteLoanBook
 from .modelstore import SqliteModelStore
 from .storewatch import StoreWatch
 
@@ -52,7 +54,8 @@ class HolderParty(HolderCore):
         self._db = store.connect(cfg.db_path)
         self._db_lock = threading.Lock()
         self._reload = threading.Lock()
-        hooks = {name: store.connect(cfg.db_path) for name in ("audit", "consent", "models")}
+        hooks = {name: store.connect(cfg.db_path)
+                 for name in ("audit", "consent", "models", "loans")}
         self._hook_cons = list(hooks.values())
         self.store_watch = StoreWatch(cfg.db_path)
         if features_frame is None:
@@ -61,6 +64,7 @@ class HolderParty(HolderCore):
                          consent=SqliteConsent(hooks["consent"]),
                          auditor=SqliteAuditor(hooks["audit"], self.store_watch.failed),
                          models=SqliteModelStore(hooks["models"]),
+                         loans=SqliteLoanBook(hooks["loans"]),
                          middleware=[self._store_gate, audit_refusals(logs.scrub),
                                      self._live_state, self._fresh_features, self._daily_caps,
                                      self._scoring_cap, self._sessions_table])
@@ -149,16 +153,18 @@ class HolderParty(HolderCore):
         survive a restart).
 
         ``max_sessions_per_day`` counts the sessions that run a protocol (alignment,
-        training, WOE, LR); scoring sessions (``open_session:score``) are counted apart and
-        not capped per day, so online scoring works at the defaults: they stay bounded by
+        training, WOE, LR); scoring and loan-report sessions (``open_session:score``,
+        ``open_session:loans``) are counted apart and not capped per day, so online scoring
+        works at the defaults: they stay bounded by
         ``max_concurrent_sessions``, ``max_sessions_per_bank`` and idle expiry, and every
         scoring request by ``max_predict_ids``."""
         bank = req.caller.bank
         if isinstance(req.first, m.OpenSession):
             cap = self.policy.max_sessions_per_day
-            if cap and req.first.task != "score" and (
+            if cap and req.first.task not in ("score", "loans") and (
                     self._db_count_today(bank, "open_session:", prefix=True)
-                    - self._db_count_today(bank, "open_session:score")) >= cap:
+                    - self._db_count_today(bank, "open_session:score")
+                    - self._db_count_today(bank, "open_session:loans")) >= cap:
                 raise ResourceLimit(f"bank {bank!r} has opened the {cap} sessions the "
                                     "holder's policy allows per day (UTC); retry tomorrow")
         elif isinstance(req.first, TreeStart):
@@ -330,8 +336,11 @@ def _run(cfg: HolderConfig, done: threading.Event, hup: threading.Event, receive
     from ..transport import HolderServer
 
     party = HolderParty(cfg)
+    admin_api = None
     try:
         interrupted = party.interrupt_open_sessions()
+        if cfg.admin_listen:  # a refused [admin] stops serve before it answers anyone
+            admin_api = start_admin(cfg)
         server = HolderServer(party, cfg.listen, tls_dir=cfg.tls_dir,
                               max_workers=cfg.max_workers,
                               max_calls_per_bank=cfg.max_calls_per_bank,
@@ -343,6 +352,8 @@ def _run(cfg: HolderConfig, done: threading.Event, hup: threading.Event, receive
                                   f"{party.features_version}")
         server.start()
     except BaseException:
+        if admin_api is not None:
+            admin_api.stop()
         party.close()
         raise
     party.store_watch.attach(server.set_serving)
@@ -371,6 +382,8 @@ def _run(cfg: HolderConfig, done: threading.Event, hup: threading.Event, receive
         log.info("stopping", extra={"fields": {"signal": name,
                                                "grace_seconds": cfg.shutdown_grace_seconds}})
         party.store_watch.stop()
+        if admin_api is not None:
+            admin_api.stop(timeout=cfg.shutdown_grace_seconds)
         server.stop(grace=cfg.shutdown_grace_seconds)
         try:
             stopped = party.interrupt_open_sessions()

@@ -18,6 +18,8 @@ from typing import Any
 from . import messages as core_messages
 from .alignment import holder as alignment_holder
 from .alignment import messages as alignment_messages
+from .loans import holder as loans_holder
+from .loans import messages as loans_messages
 from .logistic import holder as logistic_holder
 from .logistic import messages as logistic_messages
 from .private_scoring import holder as private_scoring_holder
@@ -56,6 +58,8 @@ PROTOCOLS: tuple[Protocol, ...] = (
              woe_holder.HANDLERS, woe_holder.OPERATIONS),
     Protocol("private_scoring", (), False, private_scoring_messages.MESSAGE_TYPES,
              private_scoring_holder.HANDLERS, private_scoring_holder.OPERATIONS),
+    Protocol("loans", (loans_holder.TASK,), False, loans_messages.MESSAGE_TYPES,
+             loans_holder.HANDLERS, loans_holder.OPERATIONS),
 )
 
 #: sessions that score with a stored model (any protocol's): the core's own task

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, ProtocolError
 
 
 def rows_to_bytes(rows) -> bytes:
@@ -29,3 +29,27 @@ def increasing_rows(data: bytes, limit: int, what: str) -> np.ndarray:
     if len(rows) and np.any(np.diff(rows) <= 0):
         raise InvalidInput(f"{what} must be strictly increasing")
     return rows
+
+
+def flags_to_bytes(flags) -> bytes:
+    """A bool per id, packed 8 to a byte (numpy packbits order)."""
+    return np.packbits(np.asarray(flags, dtype=bool)).tobytes()
+
+
+def join_flags(parts: list, count: int) -> np.ndarray | None:
+    """Batches of :func:`flags_from_bytes` as one array (None if any batch had none)."""
+    if not parts:
+        return np.zeros(0, dtype=bool) if count == 0 else None
+    if any(p is None for p in parts):
+        return None
+    return np.concatenate(parts)
+
+
+def flags_from_bytes(data: bytes, count: int, what: str = "flags") -> np.ndarray | None:
+    """The bools :func:`flags_to_bytes` packed; None when the peer sent none (an older
+    holder), a clear error when their number is wrong."""
+    if not data:
+        return None
+    if len(data) != -(-count // 8):
+        raise ProtocolError(f"{what}: {len(data)} bytes for {count} ids")
+    return np.unpackbits(np.frombuffer(data, dtype=np.uint8))[:count].astype(bool)

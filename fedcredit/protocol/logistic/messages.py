@@ -96,6 +96,7 @@ class PartialScores:
     """Per id, the holder's part of the final model's linear score (float64)."""
 
     scores: bytes = b""
+    covered: bytes = b""  # per id, the holder had its data and a current consent (packbits)
 
 
 #: in wire order (field and envelope tags are append-only)

@@ -27,6 +27,7 @@ class PrivateScores:
 
     count: int = 0
     scores: bytes = b""
+    covered: bytes = b""  # per id, the holder had its data and a current consent (packbits)
 
 
 #: in wire order (field and envelope tags are append-only)

@@ -135,6 +135,9 @@ class LeafMasks:
     tree: int = 0
     n_leaves: int = 0
     masks: bytes = b""  # ids x n_leaves bits, row-major, numpy packbits order
+    #: per id, whether the holder had its data and a current consent (packbits); sent on
+    #: the first LeafMasks of an answer only
+    covered: bytes = b""
 
 
 #: in wire order (field and envelope tags are append-only)
