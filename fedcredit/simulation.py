@@ -303,7 +303,10 @@ def _compare(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, p_fed) -> Non
     holder_df = load_csv_table(cfg.holder_csv, cfg.id_column)
     joined = Xa.join(holder_df.add_prefix("holder_"), how="left")
     baseline = _BASELINE[cfg.model]
-    p_bank = baseline(Xa.iloc[tr], ya[tr], Xa.iloc[te], cfg)
+    if Xa.shape[1]:
+        p_bank = baseline(Xa.iloc[tr], ya[tr], Xa.iloc[te], cfg)
+    else:  # ids and labels only: the bank alone knows the default rate, nothing more
+        p_bank = np.full(len(te), float(ya[tr].mean()))
     p_cent = baseline(joined.iloc[tr], ya[tr], joined.iloc[te], cfg)
     summary["auc"] = {"federated": auc(y_te, p_fed), "bank_only": auc(y_te, p_bank),
                       "centralized": auc(y_te, p_cent)}

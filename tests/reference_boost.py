@@ -9,6 +9,15 @@ arrays. It shares with the library only the two rules that define the model: whi
 candidates exist and which way a row goes (``fedcredit.protocol.secureboost.math``), so the
 comparison tests the grower, the encrypted arithmetic and the protocol's bookkeeping, not a
 second copy of the rules.
+
+Beyond the classifier it mirrors the estimator options: weighted and regression gradients
+(the caller passes g and h already weighted, and their integers at the per-tree scales
+``scale`` for G and ``h_scale`` for H), and monotone constraints (``bank_mono`` and
+``holder_mono``: +1/-1/0 per feature), written the plain way: per node output bounds, each
+child's output clipped into them, the gain as the drop of ``G w + (H + lambda) w^2 / 2``, a
+threshold of a +1 feature never with a higher left output (-1: right), the midpoint of a
+monotone split bounding each side's subtree, leaves clipped. :func:`boost_reference` runs
+the boosting loop around it.
 """
 from __future__ import annotations
 
@@ -22,22 +31,60 @@ def candidates(n_bins, has_missing):
     return list(zip(c.feature.tolist(), c.bin.tolist(), c.missing_left.tolist()))
 
 
-def gain(GL, HL, G, H, lam, gamma, scale):
-    gl, hl, g, h = GL / scale, HL / scale, G / scale, H / scale
+def gain(GL, HL, G, H, lam, gamma, scale, h_scale=None):
+    hs = scale if h_scale is None else h_scale
+    gl, hl, g, h = GL / scale, HL / hs, G / scale, H / hs
     gr, hr = g - gl, h - hl
     return 0.5 * (gl * gl / (hl + lam) + gr * gr / (hr + lam) - g * g / (h + lam)) - gamma
+
+
+def bounded_split(GL, HL, G, H, lam, gamma, scale, h_scale, direction, lo, hi):
+    """(gain, left output, right output) of a candidate at a node with output bounds
+    [lo, hi]; gain None when the constraint forbids it."""
+    gl, hl, g, h = GL / scale, HL / h_scale, G / scale, H / h_scale
+    gr, hr = g - gl, h - hl
+    wl = min(max(-gl / (hl + lam), lo), hi)
+    wr = min(max(-gr / (hr + lam), lo), hi)
+    if (direction > 0 and wl > wr) or (direction < 0 and wl < wr):
+        return None, wl, wr
+    if direction == 0 and lo == -np.inf and hi == np.inf:
+        return gain(GL, HL, G, H, lam, gamma, scale, h_scale), wl, wr
+    wp = min(max(-g / (h + lam), lo), hi)
+
+    def objective(a, b, w):
+        return a * w + 0.5 * (b + lam) * w * w
+
+    return objective(g, h, wp) - objective(gl, hl, wl) - objective(gr, hr, wr) - gamma, wl, wr
+
+
+def split_bounds(lo, hi, direction, wl, wr):
+    if direction == 0:
+        return (lo, hi), (lo, hi)
+    mid = 0.5 * (wl + wr)
+    if direction > 0:
+        return (lo, min(hi, mid)), (max(lo, mid), hi)
+    return (max(lo, mid), hi), (lo, min(hi, mid))
 
 
 def grow_reference(bank_bins, bank_nb, holder_bins, holder_nb, holder_has_missing, g, h,
                    g_int, h_int, *, max_depth, min_child_samples, min_child_weight, reg_lambda,
                    gamma, floor, scale, learning_rate, rows, bank_only=False,
-                   min_bin=0):
+                   min_bin=0, h_scale=None, bank_mono=None, holder_mono=None):
     """Returns a list of nodes: dict(id, owner, feature, bin, ml, left, right, value, count)."""
+    hs = scale if h_scale is None else h_scale
+    bmono = np.zeros(len(bank_nb), dtype=int) if bank_mono is None else np.asarray(bank_mono)
+    hmono = np.zeros(len(holder_nb), dtype=int) if holder_mono is None else \
+        np.asarray(holder_mono)
+
+    def direction(mono, nbs, f, t):  # a threshold between values, not "missing apart"
+        return int(mono[f]) if t <= nbs[f] - 2 else 0
+
     bank_has_missing = (bank_bins[rows] == np.asarray(bank_nb)[None, :]).any(axis=0)
     bc = candidates(bank_nb, bank_has_missing)
     hc = candidates(holder_nb, holder_has_missing)
     side = max(min_child_samples, floor, 1)
-    nodes = {0: dict(id=0, rows=rows, owner="leaf", left=-1, right=-1, parent=-1)}
+    nodes = {0: dict(id=0, rows=rows, owner="leaf", left=-1, right=-1, parent=-1,
+                     bounds=(-np.inf, np.inf))}
     order, open_ids, nxt = [0], [0], 1
     known_now: dict = {}  # node id -> holder candidates the bank knows there (min_bin > 0)
     for depth in range(max_depth):
@@ -49,6 +96,7 @@ def grow_reference(bank_bins, bank_nb, holder_bins, holder_nb, holder_has_missin
             if len(r) < 2 * min_child_samples:
                 continue
             G, H = int(g_int[r].sum()), int(h_int[r].sum())
+            lo, hi = nd["bounds"]
             best, choice = -np.inf, None
             for (f, t, ml) in bc:
                 left = goes_left(bank_bins[r, f], bank_nb[f], t, ml)
@@ -56,11 +104,12 @@ def grow_reference(bank_bins, bank_nb, holder_bins, holder_nb, holder_has_missin
                 if cl < min_child_samples or len(r) - cl < min_child_samples:
                     continue
                 GL, HL = int(g_int[r][left].sum()), int(h_int[r][left].sum())
-                if HL / scale < min_child_weight or (H - HL) / scale < min_child_weight:
+                if HL / hs < min_child_weight or (H - HL) / hs < min_child_weight:
                     continue
-                v = gain(GL, HL, G, H, reg_lambda, gamma, scale)
-                if v > best:
-                    best, choice = v, ("bank", f, t, ml)
+                d = direction(bmono, bank_nb, f, t)
+                v, wl, wr = bounded_split(GL, HL, G, H, reg_lambda, gamma, scale, hs, d, lo, hi)
+                if v is not None and v > best:
+                    best, choice = v, ("bank", f, t, ml, d, wl, wr)
             sib = None
             if nd["parent"] >= 0:
                 prow = nodes[nd["parent"]]["rows"]
@@ -89,22 +138,26 @@ def grow_reference(bank_bins, bank_nb, holder_bins, holder_nb, holder_has_missin
                         if sl < floor or len(sib) - sl < floor:
                             continue
                     GL, HL = int(g_int[r][left].sum()), int(h_int[r][left].sum())
-                    if HL / scale < min_child_weight or (H - HL) / scale < min_child_weight:
+                    if HL / hs < min_child_weight or (H - HL) / hs < min_child_weight:
                         continue
-                    v = gain(GL, HL, G, H, reg_lambda, gamma, scale)
-                    if v > hbest:  # strict: the first in canonical order wins ties
-                        hbest, hchoice = v, ("holder", f, t, ml)
+                    d = direction(hmono, holder_nb, f, t)
+                    v, wl, wr = bounded_split(GL, HL, G, H, reg_lambda, gamma, scale, hs, d,
+                                              lo, hi)
+                    if v is not None and v > hbest:  # strict: the first canonical one wins
+                        hbest, hchoice = v, ("holder", f, t, ml, d, wl, wr)
                 if hbest > best:
                     best, choice = hbest, hchoice
             if choice is None or best <= 0:
                 continue
-            owner, f, t, ml = choice
+            owner, f, t, ml, d, wl, wr = choice
             bins = bank_bins if owner == "bank" else holder_bins
             nbs = bank_nb if owner == "bank" else holder_nb
             left = goes_left(bins[r, f], nbs[f], t, ml)
             nd.update(owner=owner, feature=f, bin=t, ml=ml, left=nxt, right=nxt + 1)
-            for cid, mask in ((nxt, left), (nxt + 1, ~left)):
-                nodes[cid] = dict(id=cid, rows=r[mask], owner="leaf", left=-1, right=-1, parent=i)
+            for cid, mask, bnd in zip((nxt, nxt + 1), (left, ~left),
+                                      split_bounds(lo, hi, d, wl, wr)):
+                nodes[cid] = dict(id=cid, rows=r[mask], owner="leaf", left=-1, right=-1, parent=i,
+                                  bounds=bnd)
                 order.append(cid)
                 new_open.append(cid)
             nxt += 2
@@ -117,9 +170,93 @@ def grow_reference(bank_bins, bank_nb, holder_bins, holder_nb, holder_has_missin
         r = nd["rows"]
         nd["count"] = len(r)
         if nd["owner"] == "leaf":
-            nd["value"] = float(-g[r].sum() / (h[r].sum() + reg_lambda) * learning_rate)
+            lo, hi = nd["bounds"]
+            nd["value"] = float(min(max(-g[r].sum() / (h[r].sum() + reg_lambda), lo), hi)
+                                * learning_rate)
         out.append(nd)
     return out
+
+
+def scaled_ints(g, h, frac_bits):
+    """g and h as the holder's slot cap allows them: the least k >= 0 with max|g| <= 2**k
+    and 4 max h <= 2**k' scale them down by 2**k, 2**k' before rounding at ``frac_bits``.
+    Returns (g_int, h_int, scale of G, scale of H)."""
+    def k_for(bound):
+        k = 0
+        while bound > 2.0 ** k:
+            k += 1
+        return k
+
+    fg = frac_bits - k_for(float(np.max(np.abs(g))))
+    fh = frac_bits - k_for(4.0 * float(np.max(h)))
+    return (np.rint(g * 2.0 ** fg).astype(np.int64), np.rint(h * 2.0 ** fh).astype(np.int64),
+            2.0 ** fg, 2.0 ** fh)
+
+
+def boost_reference(model, bank, y, holder, floor, *, weights=None, min_bin=0,
+                    regression=False, bank_mono=None, holder_mono=None):
+    """The plaintext boosting of ``model``'s settings on the rows ``bank`` shares with
+    ``holder`` (in id order, as the session aligns them), with the model's own bank bins;
+    log-loss, or squared error for ``regression``. Returns (base score, trees)."""
+    from fedcredit.binning import BinMapper
+
+    aligned = sorted(i for i in bank.index if i in holder.index)
+    pos = bank.index.get_indexer(aligned)
+    Xa, ya, Ha = bank.loc[aligned], np.asarray(y, dtype=float)[pos], holder.loc[aligned]
+    wa = None if weights is None else np.asarray(weights, dtype=float)[pos]
+    bank_bins = model.mapper_.transform(Xa).astype(np.int64)
+    hm = BinMapper(model.max_bin).fit(Ha)
+    holder_bins = hm.transform(Ha).astype(np.int64)
+    holder_nb = hm.n_bins.tolist()
+    holder_missing = (holder_bins == np.array(holder_nb)[None, :]).any(axis=0)
+    if regression:
+        base = float(np.average(ya, weights=wa))
+    else:
+        rate = float(np.average(ya, weights=wa))
+        base = float(np.log(rate / (1 - rate)))
+    raw = np.full(len(ya), base)
+    rows = np.arange(len(ya))
+    trees = []
+    for t in range(model.n_estimators):
+        if regression:
+            g, h = raw - ya, np.ones(len(ya))
+        else:
+            p = 1 / (1 + np.exp(-raw))
+            g, h = p - ya, np.maximum(p * (1 - p), 1e-16)
+        if wa is not None:
+            g, h = g * wa, h * wa
+        g_int, h_int, sg, sh = scaled_ints(g, h, model.frac_bits)
+        nodes = grow_reference(
+            bank_bins, model.mapper_.n_bins.tolist(), holder_bins, holder_nb, holder_missing,
+            g, h, g_int, h_int, max_depth=model.max_depth,
+            min_child_samples=model.min_child_samples, min_child_weight=model.min_child_weight,
+            reg_lambda=model.reg_lambda, gamma=model.gamma, floor=floor, scale=sg,
+            learning_rate=model.learning_rate, rows=rows,
+            bank_only=t < min(model.bank_only_trees, model.n_estimators - 1)
+            and bank_bins.shape[1] > 0, min_bin=min_bin,
+            h_scale=sh, bank_mono=bank_mono, holder_mono=holder_mono)
+        for nd in nodes:
+            if nd["owner"] == "leaf":
+                raw[nd["rows"]] += nd["value"]
+        trees.append(nodes)
+    return base, trees
+
+
+def assert_same_trees(model, party, trees, tol=1e-6):
+    """``model``'s trees (and the holder's stored splits) are ``trees`` node for node."""
+    stored = party.models.load(model.model_id_)
+    assert len(model.trees_) == len(trees)
+    for tree, rtree in zip(model.trees_, trees):
+        assert [(nd.node_id, nd.owner, nd.left, nd.right, nd.count) for nd in tree.nodes] == [
+            (rn["id"], rn["owner"], rn["left"], rn["right"], rn["count"]) for rn in rtree]
+        for nd, rn in zip(tree.nodes, rtree):
+            if nd.owner == "bank":
+                assert (nd.feature, nd.bin, nd.missing_left) == (rn["feature"], rn["bin"],
+                                                                 rn["ml"])
+            elif nd.owner == "holder":
+                assert stored.splits[nd.record_id] == (rn["feature"], rn["bin"], rn["ml"])
+            else:
+                assert abs(nd.value - rn["value"]) <= tol * max(1.0, abs(rn["value"]))
 
 
 # -- the minimum bin mass, written out plainly (the holder's version is vectorised) -----------

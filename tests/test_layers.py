@@ -10,7 +10,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "fedcredit"
 
 RANK = {"errors": 0, "atomic": 0, "crypto": 1, "psi": 2, "binning": 2, "datasets": 2, "metrics": 2,
-        "plots": 3, "protocol": 4, "models": 5, "transport": 6, "holder": 7, "simulation": 8, "cli": 8}
+        "plots": 3, "protocol": 4, "models": 5, "model_selection": 6, "transport": 6, "holder": 7, "decision": 7, "simulation": 8, "cli": 8}
 
 
 def _layer(path: Path) -> str:

@@ -9,6 +9,7 @@ in the categorical dtype's order if it has one, otherwise sorted; rare categorie
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,12 +121,13 @@ class BinMapper:
         self.max_bin = int(max_bin)
         self.random_state = random_state
         self.features_: list[FeatureBins] = []
+        self.fitted_ = False
 
     def fit(self, X: pd.DataFrame) -> BinMapper:
+        """Bins per column of ``X``; a table without feature columns (a bank that holds only
+        ids and labels) gives a mapper of zero features, whose codes have zero columns."""
         if not isinstance(X, pd.DataFrame):
             raise InvalidInput("BinMapper.fit expects a pandas DataFrame")
-        if X.shape[1] == 0:
-            raise InvalidInput("no feature columns to bin")
         if len(X) == 0:
             raise InvalidInput("no rows to bin")
         rng = np.random.default_rng(self.random_state)
@@ -140,6 +142,7 @@ class BinMapper:
                     raise InvalidInput(f"feature {name!r} contains infinite values")
                 feats.append(_numeric_bins(str(name), col, self.max_bin, rng))
         self.features_ = feats
+        self.fitted_ = True
         return self
 
     @property
@@ -153,7 +156,7 @@ class BinMapper:
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         """Bin codes, shape (rows, features), uint8; missing -> ``n_bins[f]``."""
-        if not self.features_:
+        if not self.fitted_:
             raise InvalidInput("BinMapper is not fitted")
         missing = [f.name for f in self.features_ if f.name not in X.columns]
         if missing:
@@ -166,6 +169,41 @@ class BinMapper:
     def fit_transform(self, X: pd.DataFrame) -> np.ndarray:
         return self.fit(X).transform(X)
 
+    def monotone_directions(self, features: Sequence[str], directions: Sequence[int]
+                            ) -> np.ndarray:
+        """Per feature, the monotone direction asked for it (+1 increasing, -1 decreasing,
+        0 free). Refuses unknown, repeated and categorical features (their bins have no
+        value order) and directions other than +1/-1."""
+        if len(features) != len(directions):
+            raise InvalidInput(f"{len(features)} monotone features for {len(directions)} "
+                               "directions")
+        index = {n: j for j, n in enumerate(self.feature_names)}
+        out = np.zeros(len(self.features_), dtype=np.int64)
+        for name, d in zip(features, directions):
+            j = index.get(str(name))
+            if j is None:
+                raise InvalidInput(f"monotone constraint on {name!r}, which is not a feature "
+                                   f"here ({', '.join(self.feature_names[:8])} ...)")
+            if out[j]:
+                raise InvalidInput(f"monotone constraint on {name!r} given twice")
+            if int(d) not in (1, -1):
+                raise InvalidInput(f"monotone direction of {name!r} must be +1 or -1, got {d}")
+            if self.features_[j].kind != "numeric":
+                raise InvalidInput(f"feature {name!r} is categorical: its bins have no order "
+                                   "to be monotone in")
+            out[j] = int(d)
+        return out
+
+    def candidate_directions(self, cands, features: Sequence[str] = (),
+                             directions: Sequence[int] = ()) -> np.ndarray:
+        """Per split candidate (``.feature``, ``.bin``: "bins <= bin go left"), the monotone
+        direction of its feature if it is a threshold between values, left the lower ones;
+        0 for free features and for "every non-missing value left, missing right", which
+        orders nothing."""
+        per_feature = self.monotone_directions(features, directions)
+        f = np.asarray(cands.feature, dtype=np.int64)
+        return np.where(np.asarray(cands.bin) <= self.n_bins[f] - 2, per_feature[f], 0)
+
     def to_dict(self) -> dict:
         return {"max_bin": self.max_bin, "features": [f.to_dict() for f in self.features_]}
 
@@ -173,4 +211,5 @@ class BinMapper:
     def from_dict(cls, d: dict) -> BinMapper:
         m = cls(d["max_bin"])
         m.features_ = [FeatureBins.from_dict(f) for f in d["features"]]
+        m.fitted_ = True
         return m

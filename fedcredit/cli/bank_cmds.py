@@ -47,13 +47,25 @@ def register(sub) -> None:
 
     s = bs.add_parser("score", help="score enterprises with a saved model and the holder")
     _common(s)
-    s.add_argument("--model", required=True, help="model file written by `bank train`")
-    s.add_argument("--out", required=True, help="CSV: id, score (probability of default)")
+    s.add_argument("--model", required=True, help="model file written by `bank train` (or "
+                                                  "any classifier's save())")
+    s.add_argument("--out", required=True, help="CSV: id, score (probability of default), "
+                                                "grade, holder_covered, reasons")
+    s.add_argument("--uncovered", choices=("score", "refuse"), default="score",
+                   help="an enterprise the holder has no data or consent for: score it with "
+                        "the holder's features missing (flagged holder_covered=false), or "
+                        "leave its score empty")
+    s.add_argument("--reasons", type=int, default=3, metavar="K",
+                   help="also write reason_1..K (and reason_i_contribution): the features "
+                        "pushing each score most towards default (0: none)")
     s.set_defaults(func=_score)
 
-    from . import bank_loans_cmds  # loan reports, in their own module (reuses _common)
+    # in their own modules (they reuse _common and _connect)
+    from . import bank_lifecycle_cmds, bank_loans_cmds, bank_serve_cmds
 
     bank_loans_cmds.register(bs)
+    bank_serve_cmds.register(bs)
+    bank_lifecycle_cmds.register(bs)
 
 
 def _common(s) -> None:
@@ -144,18 +156,60 @@ def _train(a) -> int:
 def _score(a) -> int:
     import pandas as pd
 
-    from ..models import SecureBoostClassifier
+    from ..decision import load_model
+    from ..errors import InvalidInput
+    from ..metrics.grades import grade
 
-    model = SecureBoostClassifier.load(a.model)
+    if a.reasons < 0:
+        raise InvalidInput(f"--reasons must be >= 0, got {a.reasons}")
+    model = load_model(a.model)
+    model.set_params(uncovered=a.uncovered)
     X = _table(a)
     channel = _connect(a)
     try:
         t0 = time.perf_counter()
-        p = model.predict_proba(X, holder=channel)[:, 1]
+        p, covered, reasons = _scores_and_reasons(model, X, channel, a.reasons)
         seconds = time.perf_counter() - t0
     finally:
         channel.close()
-    out = pd.DataFrame({a.id_column: X.index, "score": p})
+    out = pd.DataFrame({a.id_column: X.index, "score": p, "grade": grade(p),
+                        "holder_covered": covered})
+    if reasons is not None:
+        out = pd.concat([out, reasons.reset_index(drop=True)], axis=1)
     _atomic_csv(out, a.out, index=False)
-    print(f"scored {len(out)} enterprises in {seconds:.1f} s; wrote {a.out}")
+    print(f"scored {len(out)} enterprises in {seconds:.1f} s ({int((~covered).sum())} not "
+          f"covered by the holder: no data or no current consent); wrote {a.out}")
     return 0
+
+
+def _scores_and_reasons(model, X, channel, k: int):
+    """Probabilities of default, the holder's coverage and, from a model that can explain,
+    its top ``k`` reasons per enterprise (one holder request for all: the score is the
+    explanation's sum). No reasons where the model or the holder keeps each enterprise's
+    path from the bank."""
+    import sys
+
+    import numpy as np
+
+    from ..errors import PolicyViolation
+    from ..models.base import sigmoid, with_coverage
+    from ..models.explain import POINTS, explained_score, top_reasons
+
+    if k and hasattr(model, "explain"):
+        if getattr(model, "scoring", None) == "private":
+            print("note: no reason codes: the model scores privately (scoring='private'), "
+                  "which keeps each enterprise's path from the bank", file=sys.stderr)
+        else:
+            try:
+                explanation = model.explain(X, holder=channel)
+            except PolicyViolation as e:
+                print(f"note: no reason codes: {e}", file=sys.stderr)
+            else:
+                total = explained_score(explanation)
+                if explanation.attrs.get("units") == POINTS:  # points = offset - factor x logit
+                    total = (float(model.offset) - total) / float(model.factor)
+                raw, covered = with_coverage(model, total, explanation.attrs["holder_covered"],
+                                             True)
+                return sigmoid(raw), covered, top_reasons(explanation, k)
+    p, covered = model.predict_proba(X, holder=channel, return_coverage=True)
+    return p[:, 1], np.asarray(covered, dtype=bool), None

@@ -262,8 +262,7 @@ class HolderParty(HolderCore):
         try:
             with self._db_lock:
                 frame, version = features.read_current(self.cfg, self._db)
-            self.set_features(frame)
-            self.features_version = version
+            self.set_features(frame, version=version)
             log.info("feature table loaded", extra={"fields": {
                 "version": version, "enterprises": len(frame), "columns": frame.shape[1]}})
         except FedCreditError as e:

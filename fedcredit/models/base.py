@@ -34,27 +34,33 @@ from .scoring import (  # noqa: F401  (as_channel and the release are re-exporte
     as_channel,
     open_session,
     release_scoring_sessions,
+    with_coverage,
 )
+from .weights import check_class_weight, check_sample_weight, row_weights  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
 
 
-def check_xy(X, y=None, id_column: str | None = None):
+def check_xy(X, y=None, id_column: str | None = None, *, target: str = "binary"):
     """Check the bank's table (and labels) before anything leaves the bank.
 
     Parameters
     ----------
     X : pandas.DataFrame
-        Indexed by enterprise id, or with the ids in column ``id_column``.
-    y : array-like of 0/1, optional
-        Labels (1 = default), one per row of ``X``.
+        Indexed by enterprise id, or with the ids in column ``id_column``. It may hold no
+        feature column at all (ids and labels only: the models train on the holder's
+        features alone).
+    y : array-like, optional
+        One target per row of ``X``: 0/1 labels (1 = default) for ``target="binary"``,
+        finite numbers for ``target="continuous"`` (a regressor's amounts).
     id_column : str, optional
+    target : {"binary", "continuous"}
 
     Returns
     -------
     X : pandas.DataFrame
         A copy indexed by the ids as strings.
-    y : numpy.ndarray of int64 or None
+    y : numpy.ndarray (int64 labels, or float64 targets) or None
     """
     if not isinstance(X, pd.DataFrame):
         raise InvalidInput("X must be a pandas DataFrame indexed by enterprise id")
@@ -70,13 +76,18 @@ def check_xy(X, y=None, id_column: str | None = None):
     if y is None:
         return X, None
     yv = y.to_numpy() if isinstance(y, (pd.Series, pd.DataFrame)) else np.asarray(y)
-    yv = np.asarray(yv, dtype=np.float64).ravel()
+    try:
+        yv = np.asarray(yv, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise InvalidInput("y must hold numbers") from None
     if len(yv) != len(X):
         raise InvalidInput(f"y has {len(yv)} labels for {len(X)} rows of X")
     bad = ~np.isfinite(yv)
     if bad.any():
         raise InvalidInput(f"y has {int(bad.sum())} NaN or infinite labels, first at row "
                            f"{int(np.flatnonzero(bad)[0])}")
+    if target == "continuous":
+        return X, yv
     if not np.isin(yv, (0.0, 1.0)).all():
         raise InvalidInput("y must hold 0/1 labels (1 = default)")
     return X, yv.astype(np.int64)
@@ -125,8 +136,9 @@ class FederatedEstimator(BaseEstimator):
     def _min_aligned(self) -> int:
         return 2
 
-    #: ``(session, Xa, ya, **fit_kw)``: train on the aligned rows of the open session; may
-    #: return extra entries for ``time_budget_``
+    #: ``(session, Xa, ya, *, weights, rows, **fit_kw)``: train on ``rows`` of the open,
+    #: aligned session (``weights`` None: unweighted); may return extra entries for
+    #: ``time_budget_``
     _fit_aligned: Callable[..., dict[str, float] | None]
 
     def _state(self) -> dict:
@@ -136,55 +148,98 @@ class FederatedEstimator(BaseEstimator):
         raise NotImplementedError
 
     # -- training -----------------------------------------------------------------------------
-    def fit(self, X, y, holder, *, id_column: str | None = None):
+    #: "binary" (0/1 labels) or "continuous" (a regressor's targets)
+    _target: ClassVar[str] = "binary"
+    #: whether k folds can train in one aligned session (``_train`` once per fold)
+    _cv_one_session: ClassVar[bool] = True
+
+    def fit(self, X, y, holder, *, id_column: str | None = None, sample_weight=None):
         """Align with the holder (PSI), then train on the enterprises both parties have.
 
         Parameters
         ----------
         X : pandas.DataFrame
-            The bank's features, indexed by enterprise id (or ids in ``id_column``).
+            The bank's features, indexed by enterprise id (or ids in ``id_column``); ids and
+            labels alone are enough (the model then uses the holder's features only).
         y : array-like of 0/1
             Labels, 1 = default.
         holder : Channel or PassiveParty
             The credit-data holder (:func:`fedcredit.connect`, ``InProcessChannel``).
         id_column : str, optional
+        sample_weight : array-like, optional
+            One weight >= 0 per row of ``X`` (rows the holder lacks drop with their weight).
 
         Returns
         -------
         self
         """
-        return self._fit_federated(X, y, holder, id_column=id_column)
+        return self._fit_federated(X, y, holder, id_column=id_column, sample_weight=sample_weight)
 
-    def _fit_federated(self, X, y, holder, *, id_column=None, keys=None, **fit_kw):
+    def _fit_federated(self, X, y, holder, *, id_column=None, keys=None, sample_weight=None,
+                       **fit_kw):
         """The prologue every fit shares; ``keys`` holds the key parameters (default self)."""
-        self.__dict__.pop("model_id_", None)  # a failed refit leaves no half-fitted model
-        self.close_scoring()  # the sessions of the previous model
-        self._validate_params()
-        X, y = check_xy(X, y, id_column)
+        self._start_fit()
+        X, y = check_xy(X, y, id_column, target=self._target)
+        w = check_sample_weight(sample_weight, len(X))
         self._check_bank_table(X)
         channel = as_channel(holder)
-        keys = self if keys is None else keys
         t0 = time.perf_counter()
-        _, sk = generate_keypair(keys.he_scheme, bits=keys.key_bits, insecure=keys.insecure_key)
-        sk.warm_up(keys.n_jobs)  # worker tables build while ids are aligned
-        session = open_session(lambda: BankSession(channel, self._task, sk, workers=keys.n_jobs))
+        session = self._open_training_session(channel, keys)
         try:
-            al = align(session, X.index.tolist())
-            if len(al) < self._min_aligned():
-                raise InvalidInput(f"only {len(al)} enterprises are shared with the holder; "
-                                   "too few to train")
-            Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
-            if ya.min() == ya.max():
-                raise InvalidInput("the aligned rows hold only one class; both are needed")
+            Xa, ya, wa = self._align_training_rows(session, X, y, w)
             self.alignment_seconds_ = time.perf_counter() - t0
-            self.holder_name_ = session.holder_name
-            t1 = time.perf_counter()
-            extra = self._fit_aligned(session, Xa, ya, **fit_kw) or {}
-            self.fit_seconds_ = time.perf_counter() - t1
-            self.time_budget_ = {**session.watch.as_dict(), **extra}
+            self._train(session, Xa, ya, wa, np.arange(len(Xa)), **fit_kw)
         finally:
             session.close()
         return self
+
+    def _start_fit(self) -> None:
+        self.__dict__.pop("model_id_", None)  # a failed refit leaves no half-fitted model
+        self.close_scoring()  # the sessions of the previous model
+        self._validate_params()
+        check_class_weight(getattr(self, "class_weight", None))
+
+    def _open_training_session(self, channel, keys=None) -> BankSession:
+        """A fresh key (the estimator's key parameters, or ``keys``'), and a session of this
+        estimator's task with it."""
+        keys = self if keys is None else keys
+        _, sk = generate_keypair(keys.he_scheme, bits=keys.key_bits, insecure=keys.insecure_key)
+        sk.warm_up(keys.n_jobs)  # worker tables build while ids are aligned
+        return open_session(lambda: BankSession(channel, self._task, sk, workers=keys.n_jobs))
+
+    def _align_training_rows(self, session, X, y, w):
+        """PSI on the session; the bank's rows (targets, weights) in the session's order."""
+        al = align(session, X.index.tolist())
+        if len(al) < self._min_aligned():
+            raise InvalidInput(f"only {len(al)} enterprises are shared with the holder; "
+                               "too few to train")
+        Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
+        wa = None if w is None else w[al.bank_positions]
+        self._check_training_target(ya, wa, "the aligned rows")
+        return Xa, ya, wa
+
+    def _check_training_target(self, ya, wa, what: str) -> None:
+        if wa is not None and not wa.sum() > 0:
+            raise InvalidInput(f"sample_weight sums to 0 on {what}")
+        if self._target != "binary":
+            return
+        if ya.min() == ya.max():
+            raise InvalidInput(f"{what} hold only one class; both are needed")
+        if wa is not None and min(wa[ya == 0].sum(), wa[ya == 1].sum()) <= 0:
+            raise InvalidInput(f"one class has zero total sample_weight on {what}")
+
+    def _train(self, session, Xa, ya, wa, rows, **fit_kw) -> None:
+        """Train on ``rows`` (positions in the session's aligned order, increasing; ``Xa``,
+        ``ya``, ``wa`` are those rows) of an open, aligned session: once per fit, once per
+        fold in :func:`fedcredit.model_selection.cross_validate`."""
+        self.holder_name_ = session.holder_name
+        weights = row_weights(ya, wa, getattr(self, "class_weight", None)) \
+            if self._target == "binary" else wa
+        t1 = time.perf_counter()
+        extra = self._fit_aligned(session, Xa, ya, weights=weights,
+                                  rows=np.asarray(rows, dtype=np.int64), **fit_kw) or {}
+        self.fit_seconds_ = time.perf_counter() - t1
+        self.time_budget_ = {**session.watch.as_dict(), **extra}
 
     # -- scoring sessions ---------------------------------------------------------------------
     def _scoring(self) -> ScoringSessions:
@@ -282,14 +337,27 @@ class FederatedEstimator(BaseEstimator):
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InvalidInput(f"{path} is a damaged {fmt} file: {e!r}") from None
 
+    def decision_function(self, X, holder, *, id_column: str | None = None,
+                          return_coverage: bool = False):
+        """The raw score per row (log-odds of default for a classifier).
+
+        With ``return_coverage``, also per row whether the holder had the enterprise's data
+        and a current consent (what every scoring answer says). An uncovered enterprise is
+        scored with the holder's features missing (``uncovered="score"``, the default) or
+        gets NaN (``uncovered="refuse"``)."""
+        raw, covered = self._scores(X, holder, id_column)
+        return with_coverage(self, raw, covered, return_coverage)
+
+    def _scores(self, X, holder, id_column):
+        """(raw scores, holder coverage or None): what each estimator computes."""
+        raise NotImplementedError(f"{type(self).__name__} does not score")
+
 
 class FederatedClassifier(FederatedEstimator):
     """A federated estimator that scores: probabilities and labels from its log-odds."""
 
-    def decision_function(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
-        raise NotImplementedError
-
-    def predict_proba(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
+    def predict_proba(self, X, holder, *, id_column: str | None = None,
+                      return_coverage: bool = False):
         """Probabilities of [no default, default] per row.
 
         Parameters
@@ -299,13 +367,20 @@ class FederatedClassifier(FederatedEstimator):
         holder : Channel or PassiveParty
             The holder that trained the model (it keeps its half under ``model_id_``).
         id_column : str, optional
+        return_coverage : bool
+            Also return, per row, whether the holder had the enterprise's data and a
+            current consent (``holder_covered``; see :meth:`decision_function`).
 
         Returns
         -------
-        numpy.ndarray of shape (n_rows, 2)
+        numpy.ndarray of shape (n_rows, 2), and a bool array with ``return_coverage``
         """
-        p = sigmoid(self.decision_function(X, holder, id_column=id_column))
-        return np.column_stack([1 - p, p])
+        out = self.decision_function(X, holder, id_column=id_column,
+                                     return_coverage=return_coverage)
+        raw, covered = out if return_coverage else (out, None)
+        p = sigmoid(raw)
+        proba = np.column_stack([1 - p, p])
+        return (proba, covered) if return_coverage else proba
 
     def predict(self, X, holder, *, threshold: float = 0.5,
                 id_column: str | None = None) -> np.ndarray:

@@ -14,7 +14,8 @@ from ..binning import FeaturePrep
 from ..errors import InvalidInput
 from ..protocol.logistic import bank as lr_steps
 from ..protocol.logistic import math as lc
-from .base import FederatedClassifier, check_xy, progress_bar
+from .base import FederatedClassifier, check_class_weight, check_xy, progress_bar
+from .explain import LOG_ODDS, explanation_frame, grouped, holder_column, prep_sources
 
 FORMAT = "fedcredit.hetero_lr/1"
 
@@ -115,6 +116,9 @@ class HeteroLogisticRegression(FederatedClassifier):
         rate and label sums (docs/PRIVACY.md, leak 2). None: bank weights at zero and the
         intercept at the log-odds of the default rate (the old start; tests only).
     key_bits, insecure_key, he_scheme, n_jobs, random_state, verbose : as for SecureBoost.
+    class_weight : dict, "balanced" or None
+        Weight per label, times ``sample_weight`` in ``fit`` (as for SecureBoost): the
+        weighted log-loss with the same ``C`` has scikit-learn's optimum.
     """
 
     _format = FORMAT
@@ -125,7 +129,8 @@ class HeteroLogisticRegression(FederatedClassifier):
                  sigmoid_tol: float = 5e-3, max_degree: int = 8, standardize: bool = True,
                  warm_start: str | None = "bank", key_bits: int = 2048,
                  insecure_key: bool = False, he_scheme: str = "paillier",
-                 n_jobs: int | None = None, random_state: int | None = 0, verbose: bool = True):
+                 n_jobs: int | None = None, random_state: int | None = 0, verbose: bool = True,
+                 class_weight: dict | str | None = None, uncovered: str = "score"):
         self.C = C
         self.max_iter = max_iter
         self.batch_size = batch_size
@@ -142,6 +147,8 @@ class HeteroLogisticRegression(FederatedClassifier):
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
+        self.class_weight = class_weight
+        self.uncovered = uncovered
 
     def _validate_params(self) -> None:
         if not float(self.C) > 0:
@@ -154,6 +161,7 @@ class HeteroLogisticRegression(FederatedClassifier):
             raise InvalidInput("sigmoid_tol must be in (0, 0.5) and max_degree in [1, 16]")
         if self.warm_start not in ("bank", None):
             raise InvalidInput("warm_start must be 'bank' or None")
+        check_class_weight(self.class_weight)
 
     # -- training ---------------------------------------------------------------------------
     def _check_bank_table(self, X: pd.DataFrame) -> None:
@@ -174,18 +182,24 @@ class HeteroLogisticRegression(FederatedClassifier):
             return self.prep_.transform(X)
         return lc.quantize(X.to_numpy(dtype=np.float64))
 
-    def _fit_aligned(self, session, Xa: pd.DataFrame, ya: np.ndarray, *,
-                     encoding: str = "standard", **holder_kw) -> None:
-        """Train on all aligned rows of an open, aligned LR session (a scorecard passes
-        ``encoding="woe"`` and the holder's WOE)."""
+    def _fit_aligned(self, session, Xa: pd.DataFrame, ya: np.ndarray, *, weights=None,
+                     rows=None, encoding: str = "standard", **holder_kw) -> None:
+        """Train on ``rows`` (default all) of an open, aligned LR session (a scorecard passes
+        ``encoding="woe"`` and the holder's WOE).
+
+        Weights scale each row's residual before encryption, divided by their largest so
+        that every residual stays in [-1, 1] (the holder's gradient range check); the L2
+        weight is divided alike, so the optimum is scikit-learn's for the same
+        ``sample_weight`` and ``C`` (Adam's steps do not depend on the common scale)."""
         XA = self._prepare_bank(Xa, fit=True)
         XAi = lc.to_fixed(XA)
         n = len(ya)
-        rows = np.arange(n)
+        rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+        wn = None if weights is None else np.asarray(weights, np.float64) / np.max(weights)
         bs = (int(np.clip(n // 16, 128, 2048)) if self.batch_size == "auto"
               else int(self.batch_size))
         bs = min(bs, n)
-        l2 = 1.0 / (float(self.C) * n)
+        l2 = 1.0 / (float(self.C) * n * (1.0 if wn is None else float(np.max(weights))))
         ready = lr_steps.lr_start(session, rows, encoding=encoding,
                                    learning_rate=self.learning_rate, decay=self.lr_decay,
                                    l2=l2, **holder_kw)
@@ -193,7 +207,7 @@ class HeteroLogisticRegression(FederatedClassifier):
         bs = min(n, max(bs, 2 * int(ready.n_features) + 2, int(session.min_node_samples)))
         self.holder_feature_names_ = list(ready.feature_names)
         self.holder_name_ = session.holder_name  # also when a scorecard drives the session
-        opt = lc.Adam(self._initial_weights(XA, ya, l2), self.learning_rate, self.lr_decay)
+        opt = lc.Adam(self._initial_weights(XA, ya, l2, wn), self.learning_rate, self.lr_decay)
         rng = np.random.default_rng(self.random_state)
         masked: list[str] = []
         step, history = 0, []
@@ -220,7 +234,8 @@ class HeteroLogisticRegression(FederatedClassifier):
                     a = XA[b_idx] @ opt.w[1:] + opt.w[0]
                     res = lr_steps.lr_terms(session, step, a, ya[b_idx].astype(np.float64),
                                              XAi[b_idx], stats, ready.x_bits,
-                                             float(self.sigmoid_tol), int(self.max_degree))
+                                             float(self.sigmoid_tol), int(self.max_degree),
+                                             **({} if wn is None else {"weights": wn[b_idx]}))
                     grad = np.r_[res.intercept_grad, res.feature_grad] / len(b_idx)
                     grad[1:] += l2 * opt.w[1:]
                     opt.step(grad)
@@ -246,16 +261,24 @@ class HeteroLogisticRegression(FederatedClassifier):
         self.model_id_ = model.model_id
         self.epoch_changes_ = history
 
-    def _initial_weights(self, XA: np.ndarray, ya: np.ndarray, l2: float) -> np.ndarray:
-        """(intercept, w_b) the first federated step starts from (see ``warm_start``)."""
+    def _initial_weights(self, XA: np.ndarray, ya: np.ndarray, l2: float,
+                         weights: np.ndarray | None = None) -> np.ndarray:
+        """(intercept, w_b) the first federated step starts from (see ``warm_start``);
+        with weights, the intercept moves by the weighted minus the plain log-odds (the
+        prior shift class weights make)."""
+        shift = 0.0
+        if weights is not None:
+            def odds(w):
+                return float(np.log(np.sum(w * ya) / np.sum(w * (1 - ya))))
+            shift = odds(weights) - odds(np.ones(len(ya)))
         if self.warm_start == "bank":
             if XA.shape[1] == 0:
                 warnings.warn("warm_start='bank' with no bank features: the holder's first "
                               "gradient reveals the default rate and its columns' sums over "
                               "the batch's defaulters (docs/PRIVACY.md, leak 2)", stacklevel=3)
-            return lc.bank_warm_start(XA, ya, l2)
+            return lc.bank_warm_start(XA, ya, l2) + np.r_[shift, np.zeros(XA.shape[1])]
         rate = float(ya.mean())
-        return np.r_[np.log(rate / (1 - rate)), np.zeros(XA.shape[1])]
+        return np.r_[np.log(rate / (1 - rate)) + shift, np.zeros(XA.shape[1])]
 
     def _joint_coef(self) -> np.ndarray:
         """Bank then holder coefficients; NaN where the holder kept its own (plain LR)."""
@@ -269,15 +292,52 @@ class HeteroLogisticRegression(FederatedClassifier):
         self._check_fitted()
         return self._prepare_bank(X, fit=False) @ self.coef_bank_ + self.intercept_[0]
 
-    def decision_function(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
-        """Log-odds of default: the bank's part plus the holder's partial score per id.
+    def _scores(self, X, holder, id_column):
+        """Log-odds of default (the bank's part plus the holder's partial score per id) and
+        the holder's coverage.
 
         Scoring reuses one session per channel (see :meth:`close_scoring`)."""
         self._check_fitted()
         X, _ = check_xy(X, None, id_column)
         ids = X.index.tolist()
-        u = self._score_with(holder, lambda s: lr_steps.partial_scores(s, ids))
-        return self.bank_score(X) + u
+        u, covered = self._score_with(holder, lambda s: lr_steps.partial_scores_covered(s, ids))
+        return self.bank_score(X) + u, covered
+
+    def explain(self, X, holder, *, id_column: str | None = None) -> pd.DataFrame:
+        """Reason codes: each feature's contribution to each row's log-odds of default.
+
+        A bank feature contributes coefficient x its standardised value (one-hot levels and
+        the missing indicator summed into the feature they encode); the holder's part comes
+        as one partial score per enterprise, never per holder feature, so it is one column,
+        ``holder:<holder name> (all features)``. The base is the intercept. Terms are
+        measured from each party's zero encoding (a numeric feature at its training mean, no
+        one-hot level), so the holder's column is not centred on its training mean, which
+        the bank does not know: rank it against other enterprises' holder part rather than
+        against the bank's columns.
+
+        Parameters
+        ----------
+        X, holder, id_column
+            As for :meth:`decision_function`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by id: the features, then ``base_value``; per row they sum to
+            :meth:`decision_function` (see :mod:`fedcredit.models.explain`).
+        """
+        self._check_fitted()
+        X, _ = check_xy(X, None, id_column)
+        ids = X.index.tolist()
+        u, covered = self._score_with(holder, lambda s: lr_steps.partial_scores_covered(s, ids))
+        terms = self._prepare_bank(X, fit=False) * self.coef_bank_[None, :]
+        bank, names = grouped(terms, prep_sources(self.prep_, self.feature_names_bank_))
+        out = explanation_frame(
+            np.column_stack([bank, u]), float(self.intercept_[0]),
+            names + [holder_column(self.holder_name_, self.holder_feature_names_)], X.index,
+            LOG_ODDS)
+        out.attrs["holder_covered"] = covered  # per row: the holder had data and consent
+        return out
 
     def coefficients(self) -> pd.Series:
         """Coefficients by feature (holder features prefixed ``holder:``), intercept first;

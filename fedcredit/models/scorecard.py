@@ -47,7 +47,8 @@ from sklearn.base import clone
 from ..errors import InvalidInput
 from ..protocol.logistic import bank as lr_steps
 from ..protocol.logistic import math as lc
-from .base import FederatedClassifier, as_channel, check_xy
+from .base import FederatedClassifier, as_channel, check_xy, row_weights
+from .explain import POINTS, explanation_frame, holder_column
 from .logistic import HeteroLogisticRegression
 from .woe import HeteroWOE
 
@@ -121,10 +122,12 @@ class Scorecard(FederatedClassifier):
     _format = FORMAT
     _legacy_formats = (FORMAT_POINTS_ONLY,)
     _task = "lr"
+    _cv_one_session = False  # a WOE session, then an LR session, per fit
 
     def __init__(self, woe: HeteroWOE | None = None, base_score: float = 600.0,
                  base_odds: float = 50.0, pdo: float = 20.0, features: list[str] | None = None,
-                 lr: HeteroLogisticRegression | None = None, blind_woe: bool = True):
+                 lr: HeteroLogisticRegression | None = None, blind_woe: bool = True,
+                 uncovered: str = "score"):
         self.woe = woe
         self.base_score = base_score
         self.base_odds = base_odds
@@ -132,6 +135,7 @@ class Scorecard(FederatedClassifier):
         self.features = features
         self.lr = lr
         self.blind_woe = blind_woe
+        self.uncovered = uncovered
 
     @property
     def factor(self) -> float:
@@ -149,13 +153,16 @@ class Scorecard(FederatedClassifier):
         if self.lr is not None and not isinstance(self.lr, HeteroLogisticRegression):
             raise InvalidInput("lr must be a HeteroLogisticRegression or None")
 
-    def fit(self, X, y, holder, *, id_column: str | None = None):
+    def fit(self, X, y, holder, *, id_column: str | None = None, sample_weight=None):
         """Fit the binning unless given fitted, then the WOE regression; build the points.
 
         Parameters
         ----------
         X, y, holder, id_column
             As for :meth:`FederatedEstimator.fit`.
+        sample_weight : array-like, optional
+            Weights of the binning fitted here (weighted WOE) and of the regression (times
+            ``lr``'s ``class_weight``).
 
         Returns
         -------
@@ -169,11 +176,12 @@ class Scorecard(FederatedClassifier):
         lr._validate_params()
         if self.woe is None:
             woe = HeteroWOE(key_bits=lr.key_bits, insecure_key=lr.insecure_key,
-                            he_scheme=lr.he_scheme, n_jobs=lr.n_jobs).fit(X, y, channel)
+                            he_scheme=lr.he_scheme, n_jobs=lr.n_jobs).fit(
+                X, y, channel, sample_weight=sample_weight)
         elif self.woe.__sklearn_is_fitted__():
             woe = self.woe
         else:
-            woe = clone(self.woe).fit(X, y, channel)
+            woe = clone(self.woe).fit(X, y, channel, sample_weight=sample_weight)
         feats = list(self.features or woe.selected_)
         unknown = [f for f in feats if f not in woe.tables_]
         if unknown or not feats:
@@ -183,9 +191,9 @@ class Scorecard(FederatedClassifier):
         self.holder_feature_names_ = [f[len("holder:"):] for f in feats
                                       if woe.party_[f] == "holder"]
         self.model_ = HeteroLogisticRegression(**{**lr.get_params(), "standardize": False})
-        return self._fit_federated(X, y, channel, keys=lr)
+        return self._fit_federated(X, y, channel, keys=lr, sample_weight=sample_weight)
 
-    def _fit_aligned(self, session, Xa, ya) -> None:
+    def _fit_aligned(self, session, Xa, ya, *, weights=None, rows=None) -> None:
         woe, bank = self.woe_, self.feature_names_bank_
         holder = [f"holder:{n}" for n in self.holder_feature_names_]
         Xw = woe.transform_bank(Xa, bank) if bank else pd.DataFrame(index=Xa.index)
@@ -205,6 +213,7 @@ class Scorecard(FederatedClassifier):
         h_index = [woe.holder_feature_names_.index(n) for n in self.holder_feature_names_]
         try:
             model._fit_aligned(session, Xw * alpha, ya, encoding="woe",
+                               weights=row_weights(ya, weights, model.class_weight), rows=rows,
                                binning_id=woe.model_id_, features=h_index, woe=woe_vals)
         finally:
             model.set_params(C=C)
@@ -242,9 +251,10 @@ class Scorecard(FederatedClassifier):
         self.points_table_ = pd.DataFrame(rows)
 
     # -- scoring ----------------------------------------------------------------------------
-    def decision_function(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
-        """Log-odds of default: the bank's WOE part plus the holder's partial score per id
-        (over a scoring session reused per channel, see :meth:`close_scoring`)."""
+    def _scores(self, X, holder, id_column):
+        """Log-odds of default (the bank's WOE part plus the holder's partial score per id,
+        over a scoring session reused per channel, see :meth:`close_scoring`) and the
+        holder's coverage."""
         self._check_fitted()
         X, _ = check_xy(X, None, id_column)
         bank = self.feature_names_bank_
@@ -254,8 +264,52 @@ class Scorecard(FederatedClassifier):
                                "complete, but scoring bank features needs a re-fit")
         Xw = self.woe_.transform_bank(X, bank) if bank else pd.DataFrame(index=X.index)
         ids = X.index.tolist()
-        u = self._score_with(holder, lambda s: lr_steps.partial_scores(s, ids))
-        return self.model_.bank_score(Xw) + u
+        u, covered = self._score_with(holder, lambda s: lr_steps.partial_scores_covered(s, ids))
+        return self.model_.bank_score(Xw) + u, covered
+
+    def explain(self, X, holder, *, id_column: str | None = None) -> pd.DataFrame:
+        """Reason codes in points: each feature's points per enterprise (more points, less
+        risk), which with ``base_value`` sum to :meth:`score`.
+
+        A bank feature gets ``-coef x WoE(bin) x factor``; the holder's part comes as one
+        partial score per enterprise, never per holder feature (which bin of each holder
+        feature an enterprise falls in stays with the holder), so it is one column,
+        ``holder:<holder name> (all features)`` (``holder:<feature>`` for a card with one
+        holder feature). The base, ``offset - factor x intercept``, takes the intercept's and
+        the offset's points that :attr:`points_table_` spreads over the features.
+
+        Parameters
+        ----------
+        X, holder, id_column
+            As for :meth:`score`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by id: the card's features, then ``base_value``; ``attrs["units"]`` is
+            ``"points"`` (reasons for default are the most negative; see
+            :func:`fedcredit.models.explain.top_reasons`).
+        """
+        self._check_fitted()
+        X, _ = check_xy(X, None, id_column)
+        bank = self.feature_names_bank_
+        if bank and self.woe_ is None:
+            raise InvalidInput(f"this Scorecard was loaded from a {FORMAT_POINTS_ONLY} file, "
+                               "which lacks the bank's binning: explaining bank features "
+                               "needs a re-fit")
+        Xw = self.woe_.transform_bank(X, bank) if bank else pd.DataFrame(index=X.index)
+        ids = X.index.tolist()
+        u, covered = self._score_with(holder, lambda s: lr_steps.partial_scores_covered(s, ids))
+        model = self.model_
+        terms = model._prepare_bank(Xw, fit=False) * model.coef_bank_[None, :]
+        # the holder's weights on the blinding offsets belong to the intercept (intercept_)
+        holder_part = u - float(np.dot(model.coef_holder_, self.blind_offset_))
+        names = list(bank) + [holder_column(self.holder_name_, self.holder_feature_names_)]
+        out = explanation_frame(-self.factor * np.column_stack([terms, holder_part]),
+                                self.offset - self.factor * self.intercept_, names, X.index,
+                                POINTS)
+        out.attrs["holder_covered"] = covered  # per row: the holder had data and consent
+        return out
 
     def close_scoring(self) -> None:
         """Close the scoring sessions this scorecard (and its regression ``model_``) keep

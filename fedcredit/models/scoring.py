@@ -14,7 +14,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..errors import InvalidInput, ResourceLimit, SessionNotFound
+import numpy as np
+
+from ..errors import InvalidInput, ProtocolError, ResourceLimit, SessionNotFound
 from ..protocol.channel import Channel, InProcessChannel
 from ..protocol.session import BankSession
 
@@ -164,3 +166,30 @@ class ScoringSessions:
             hit = self._open.get(key)
             if hit is not None and hit[1] is session:  # not one another thread reopened
                 del self._open[key]
+
+
+#: what an estimator's ``uncovered`` gives an enterprise the holder has no data or consent for
+UNCOVERED = ("score", "refuse")
+
+
+def with_coverage(est, raw: np.ndarray, covered, return_coverage: bool):
+    """``raw`` (NaN for uncovered rows when ``est.uncovered == "refuse"``), and the coverage
+    flags when asked.
+
+    ``covered`` is None when the holder did not say (older than coverage) or was not asked
+    (a model whose trees are all the bank's): then only ``uncovered="score"`` without
+    ``return_coverage`` can answer."""
+    rule = getattr(est, "uncovered", "score")
+    if rule not in UNCOVERED:
+        raise InvalidInput(f"uncovered must be one of {', '.join(UNCOVERED)}, got {rule!r}")
+    if covered is None:
+        if return_coverage or rule == "refuse":
+            raise ProtocolError("the holder did not say which enterprises it had data and "
+                                "consent for (a holder older than coverage, or a model that "
+                                "never asks it): score with uncovered='score' and without "
+                                "return_coverage")
+        return raw
+    covered = np.asarray(covered, dtype=bool)
+    if rule == "refuse" and not covered.all():
+        raw = np.where(covered, raw, np.nan)
+    return (raw, covered) if return_coverage else raw

@@ -39,23 +39,28 @@ FORMAT = "fedcredit.woe/1"
 TRENDS = ("auto", "ascending", "descending", "none")
 
 
-def woe_table(events: np.ndarray, counts: np.ndarray, labels: list[str]) -> pd.DataFrame:
-    """A binning table with optbinning's columns and formulas."""
+def woe_table(events: np.ndarray, counts: np.ndarray, labels: list[str],
+              totals: np.ndarray | None = None) -> pd.DataFrame:
+    """A binning table with optbinning's columns and formulas. With ``totals`` (weighted
+    rows per bin) ``events`` are weighted too: Event, Non-event and Event rate are weighted,
+    Count stays the bin's rows."""
     ev = np.asarray(events, dtype=np.float64)
     cnt = np.asarray(counts, dtype=np.float64)
-    ne = cnt - ev
+    ne = (cnt if totals is None else np.asarray(totals, dtype=np.float64)) - ev
+    weighted = totals is not None
     te, tn, tc = ev.sum(), ne.sum(), cnt.sum()
     p_e = ev / te if te else np.zeros_like(ev)
     p_n = ne / tn if tn else np.zeros_like(ne)
     ok = (ev > 0) & (ne > 0)
     woe = np.zeros_like(ev)
     iv = np.zeros_like(ev)
-    rate = np.divide(ev, cnt, out=np.zeros_like(ev), where=cnt > 0)
+    rate = np.divide(ev, ev + ne, out=np.zeros_like(ev), where=ev + ne > 0)
     woe[ok] = np.log(p_n[ok] / p_e[ok])
     iv[ok] = (p_e[ok] - p_n[ok]) * np.log(p_e[ok] / p_n[ok])
+    kind = np.float64 if weighted else np.int64
     return pd.DataFrame({"Bin": labels, "Count": cnt.astype(np.int64),
-                         "Count (%)": cnt / tc if tc else cnt, "Non-event": ne.astype(np.int64),
-                         "Event": ev.astype(np.int64), "Event rate": rate, "WoE": woe, "IV": iv})
+                         "Count (%)": cnt / tc if tc else cnt, "Non-event": ne.astype(kind),
+                         "Event": ev.astype(kind), "Event rate": rate, "WoE": woe, "IV": iv})
 
 
 def _seg_iv(e: float, n: float, te: float, tn: float) -> tuple[float, float]:
@@ -66,25 +71,29 @@ def _seg_iv(e: float, n: float, te: float, tn: float) -> tuple[float, float]:
 
 
 def monotonic_merge(events: np.ndarray, counts: np.ndarray, min_count: int,
-                    trend: str = "auto", max_bins: int = 20) -> np.ndarray:
+                    trend: str = "auto", max_bins: int = 20,
+                    totals: np.ndarray | None = None) -> np.ndarray:
     """Optimal merge of adjacent bins (the last one, missing, stays apart): maximise IV
     subject to a monotonic WOE trend and at least ``min_count`` rows per bin, by dynamic
-    programming over segment ends (exact for the given prebins). Returns prebin -> bin."""
+    programming over segment ends (exact for the given prebins). ``totals``: weighted rows
+    per bin, for weighted ``events`` (rows still count for ``min_count``). Returns prebin ->
+    bin."""
     ev = np.asarray(events, dtype=np.float64)
     cnt = np.asarray(counts, dtype=np.float64)
-    te, tn = ev.sum(), (cnt - ev).sum()
+    tot = cnt if totals is None else np.asarray(totals, dtype=np.float64)
+    te, tn = ev.sum(), (tot - ev).sum()
     m = len(ev) - 1
     ce = np.concatenate([[0.0], np.cumsum(ev[:m])])
     cc = np.concatenate([[0.0], np.cumsum(cnt[:m])])
+    ct = np.concatenate([[0.0], np.cumsum(tot[:m])])
     if m <= 1 or te == 0 or tn == 0:
         return np.r_[np.zeros(m, dtype=np.int64), min(m, 1)]
     seg = {}
     for i in range(m):
         for j in range(i + 1, m + 1):
-            c = cc[j] - cc[i]
-            if c >= min_count:
+            if cc[j] - cc[i] >= min_count:
                 e = ce[j] - ce[i]
-                seg[i, j] = _seg_iv(e, c - e, te, tn)
+                seg[i, j] = _seg_iv(e, ct[j] - ct[i] - e, te, tn)
     best_map, best_iv = None, -np.inf
     for tr in (("ascending", "descending") if trend == "auto" else (trend,)):
         # trends name the event rate, as in optbinning: WoE moves the other way
@@ -199,30 +208,63 @@ class HeteroWOE(FederatedEstimator):
         if not 0 <= float(self.min_bin_size) < 1 or int(self.max_n_bins) < 1:
             raise InvalidInput("min_bin_size must be in [0, 1) and max_n_bins >= 1")
 
-    def _merge(self, events, counts, n_rows) -> np.ndarray:
+    def _merge(self, events, counts, n_rows, totals=None) -> np.ndarray:
         min_count = max(1, int(np.ceil(float(self.min_bin_size) * n_rows)))
-        fn = monotonic_merge if self.solver == "dp" else optbinning_merge
-        return fn(events, counts, min_count, self.monotonic_trend, int(self.max_n_bins))
+        if self.solver == "dp":
+            return monotonic_merge(events, counts, min_count, self.monotonic_trend,
+                                   int(self.max_n_bins), totals)
+        return optbinning_merge(events, counts, min_count, self.monotonic_trend,
+                                int(self.max_n_bins))
 
-    def _fit_aligned(self, session, Xa: pd.DataFrame, ya: np.ndarray) -> None:
+    def fit(self, X, y, holder, *, id_column: str | None = None, sample_weight=None):
+        """Align with the holder (PSI), then WOE/IV of both parties' features.
+
+        Parameters
+        ----------
+        X, y, holder, id_column
+            As for :meth:`FederatedEstimator.fit`.
+        sample_weight : array-like, optional
+            Weighted WOE and IV: events and non-events are weighted sums (the holder's sums
+            over its bins too), while counts, the holder's floor and ``min_bin_size`` stay
+            on rows. Needs ``solver="dp"``.
+
+        Returns
+        -------
+        self
+        """
+        if sample_weight is not None and self.solver != "dp":
+            raise InvalidInput("sample_weight needs solver='dp' (optbinning's minimum bin "
+                               "size would count weight, not rows)")
+        return self._fit_federated(X, y, holder, id_column=id_column, sample_weight=sample_weight)
+
+    def _fit_aligned(self, session, Xa: pd.DataFrame, ya: np.ndarray, *, weights=None,
+                     rows=None) -> None:
         n = len(ya)
+        rows = np.arange(n) if rows is None else rows
         floor = max(int(session.min_node_samples), 1)
-        stats = woe_steps.woe_stats(session, np.arange(n), ya, self.max_bin)
+        if weights is None:
+            stats = woe_steps.woe_stats(session, rows, ya, self.max_bin)
+            all_totals = None
+        else:
+            stats = woe_steps.woe_stats(session, rows, ya, self.max_bin, weights=weights)
+            all_totals = stats.totals
         tables, party, holder_maps = {}, {}, {}
         at = 0
         self.holder_feature_names_ = list(stats.feature_names)
         self.holder_bins_ = {}
         for f, (name, size) in enumerate(zip(stats.feature_names, stats.n_bins)):
             ev, cnt = stats.events[at:at + size], stats.counts[at:at + size]
+            tot = None if all_totals is None else all_totals[at:at + size]
             at += size
-            mp = self._merge(ev, cnt, n) if self.optimal else np.arange(size)
+            mp = self._merge(ev, cnt, n, tot) if self.optimal else np.arange(size)
             if self.optimal:
                 holder_maps[f] = mp
             fe = np.bincount(mp, weights=ev, minlength=mp.max() + 1)
             fc = np.bincount(mp, weights=cnt, minlength=mp.max() + 1)
+            ft = None if tot is None else np.bincount(mp, weights=tot, minlength=mp.max() + 1)
             labels = [f"bin {k}" for k in range(len(fc) - 1)] + ["missing"]
             key = f"holder:{name}"
-            tables[key] = woe_table(fe, fc, labels)
+            tables[key] = woe_table(fe, fc, labels, ft)
             party[key] = "holder"
             self.holder_bins_[f] = len(fc)
         if holder_maps:
@@ -232,18 +274,23 @@ class HeteroWOE(FederatedEstimator):
         self.feature_names_bank_ = list(self.mapper_.feature_names)
         raw = self.mapper_.transform(Xa).astype(np.int64)
         self.bank_maps_ = {}
+        wy = ya if weights is None else ya * weights
         for f, fb in enumerate(self.mapper_.features_):
             cnt0 = np.bincount(raw[:, f], minlength=fb.n_bins + 1)
             pre, size = floor_map(cnt0, floor)
             pb = pre[raw[:, f]]
-            ev = np.bincount(pb, weights=ya, minlength=size)
+            ev = np.bincount(pb, weights=wy, minlength=size)
             cnt = np.bincount(pb, minlength=size)
-            mp = self._merge(ev, cnt, n) if self.optimal else np.arange(size)
+            tot = None if weights is None else np.bincount(pb, weights=weights, minlength=size)
+            mp = self._merge(ev, cnt, n, tot) if self.optimal else np.arange(size)
             full = mp[pre]  # raw bin -> final bin
             self.bank_maps_[fb.name] = full
-            fe = np.bincount(full[raw[:, f]], weights=ya, minlength=mp.max() + 1)
-            fc = np.bincount(full[raw[:, f]], minlength=mp.max() + 1)
-            tables[fb.name] = woe_table(fe, fc, self._bank_labels(f, full, mp.max() + 1))
+            fb_rows = full[raw[:, f]]
+            fe = np.bincount(fb_rows, weights=wy, minlength=mp.max() + 1)
+            fc = np.bincount(fb_rows, minlength=mp.max() + 1)
+            ft = None if weights is None else np.bincount(fb_rows, weights=weights,
+                                                          minlength=mp.max() + 1)
+            tables[fb.name] = woe_table(fe, fc, self._bank_labels(f, full, mp.max() + 1), ft)
             party[fb.name] = "bank"
         self.tables_ = tables
         self.iv_ = pd.Series({k: float(t["IV"].sum()) for k, t in tables.items()},

@@ -24,6 +24,8 @@ class HolderContext(Protocol):
     auditor: Auditor
     loans: LoanBook
     feature_names: list[str]
+    #: the feature table's version (sent in SessionOpened)
+    features_version: int
 
     def session(self, caller: Caller, session_id: str, task: str | None = None) -> Session:
         """The caller's open session (of ``task``, when given), or a clear error."""

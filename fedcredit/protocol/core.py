@@ -68,7 +68,10 @@ class HolderCore:
         self._lock = threading.Lock()
         self._listeners: list[SessionListener] = []
         self.last_timings: dict[str, float] = {}
-        self.set_features(features)
+        #: the feature table's version, sent in SessionOpened: 0 for the first table, one
+        #: more per :meth:`set_features` (the holder service sets its store's version)
+        self.features_version = 0
+        self.set_features(features, version=0)
         self._handlers: dict[type, Callable] = {
             m.Ping: _ping, m.OpenSession: _open_session, m.CloseSession: _close_session,
             **holder_handlers()}
@@ -76,7 +79,9 @@ class HolderCore:
         self._chain = compose(mws, self._dispatch)
 
     # -- data -----------------------------------------------------------------------------
-    def set_features(self, features: pd.DataFrame) -> None:
+    def set_features(self, features: pd.DataFrame, version: int | None = None) -> None:
+        """Serve ``features`` from the next request on, as ``version`` (default: one more
+        than the table it replaces)."""
         if not isinstance(features, pd.DataFrame):
             raise InvalidInput("the holder's features must be a pandas DataFrame")
         idx = features.index.astype(str)
@@ -87,6 +92,7 @@ class HolderCore:
         self.features = features
         self.feature_names = [str(c) for c in features.columns]
         self._known: frozenset | None = None
+        self.features_version = self.features_version + 1 if version is None else int(version)
 
     def known_ids(self) -> frozenset:
         """The holder's ids as a set: membership of 100k ids in microseconds, not seconds."""
@@ -264,7 +270,8 @@ def _open_session(core: HolderCore, caller: Caller, msg: m.OpenSession, rest) ->
     yield m.SessionOpened(session_id=s.id, holder_name=core.name,
                           feature_names=list(columns),
                           min_node_samples=pol.min_node_samples,
-                          max_trees=pol.max_trees_per_session)
+                          max_trees=pol.max_trees_per_session,
+                          features_version=int(core.features_version))
 
 
 def _close_session(core: HolderCore, caller: Caller, msg: m.CloseSession, rest) -> Iterator:

@@ -62,13 +62,16 @@ class StoredModel:
     trees: dict[int, list[tuple[int, int, int, str, int]]] = field(default_factory=dict)
     #: the holder columns the model reads (checked against the column policy at scoring)
     columns: list[str] = field(default_factory=list)
+    #: per feature of ``mapper``, its training rows per bin (missing bin last): the
+    #: reference of the characteristic stability index (empty for models stored before)
+    bin_counts: list[list[int]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps({"model_id": self.model_id, "bank": self.bank, "purpose": self.purpose,
                            "feature_names": self.feature_names, "mapper": self.mapper,
                            "splits": {str(k): list(v) for k, v in self.splits.items()},
                            "trees": {str(k): v for k, v in self.trees.items()},
-                           "columns": self.columns})
+                           "columns": self.columns, "bin_counts": self.bin_counts})
 
     @classmethod
     def from_json(cls, text: str) -> StoredModel:
@@ -78,7 +81,8 @@ class StoredModel:
         return cls(d["model_id"], d["bank"], d["purpose"], d["feature_names"], d["mapper"],
                    {int(k): (int(v[0]), int(v[1]), bool(v[2])) for k, v in d["splits"].items()},
                    {int(k): [tuple(n) for n in v] for k, v in d["trees"].items()},
-                   list(columns))
+                   list(columns),
+                   [[int(c) for c in counts] for counts in d.get("bin_counts", [])])
 
 
 def model_columns(mapper: dict) -> list[str]:

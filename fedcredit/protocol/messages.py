@@ -56,6 +56,9 @@ class SessionOpened:
     feature_names: list[str] = field(default_factory=list)
     min_node_samples: int = 0
     max_trees: int = 0
+    #: the version of the holder's feature table serving this session (a monitor re-scores
+    #: its watchlist when it changes); 0 from a holder that does not say
+    features_version: int = 0
 
 
 @dataclass

@@ -18,10 +18,14 @@ from typing import Any
 from . import messages as core_messages
 from .alignment import holder as alignment_holder
 from .alignment import messages as alignment_messages
+from .drift import holder as drift_holder
+from .drift import messages as drift_messages
 from .loans import holder as loans_holder
 from .loans import messages as loans_messages
 from .logistic import holder as logistic_holder
 from .logistic import messages as logistic_messages
+from .population import holder as population_holder
+from .population import messages as population_messages
 from .private_scoring import holder as private_scoring_holder
 from .private_scoring import messages as private_scoring_messages
 from .secureboost import holder as secureboost_holder
@@ -60,16 +64,24 @@ PROTOCOLS: tuple[Protocol, ...] = (
              private_scoring_holder.HANDLERS, private_scoring_holder.OPERATIONS),
     Protocol("loans", (loans_holder.TASK,), False, loans_messages.MESSAGE_TYPES,
              loans_holder.HANDLERS, loans_holder.OPERATIONS),
+    Protocol("population", (), False, population_messages.MESSAGE_TYPES,
+             population_holder.HANDLERS, population_holder.OPERATIONS),
+    Protocol("drift", (), False, drift_messages.MESSAGE_TYPES,
+             drift_holder.HANDLERS, drift_holder.OPERATIONS),
 )
 
 #: sessions that score with a stored model (any protocol's): the core's own task
 SCORE_TASK = "score"
 #: requests that score enterprises by id, and the audit operations they write: counted
-#: together by ``holder stats`` and by the daily cap on distinct enterprises scored
+#: together by ``holder stats`` and by the daily cap on distinct enterprises scored (the
+#: cap also counts a drift request's watchlist, whose rows it uses)
 SCORING_REQUESTS: tuple[type, ...] = (secureboost_messages.PredictRequest,
                                       logistic_messages.PartialScoreRequest,
-                                      private_scoring_messages.PrivateScoreRequest)
-SCORING_OPERATIONS: tuple[str, ...] = ("predict", "lr_score", "private_predict")
+                                      private_scoring_messages.PrivateScoreRequest,
+                                      population_messages.PopulationScoreRequest,
+                                      drift_messages.DriftRequest)
+SCORING_OPERATIONS: tuple[str, ...] = ("predict", "lr_score", "private_predict",
+                                       "population_score")
 TASKS: tuple[str, ...] = tuple(t for p in PROTOCOLS for t in p.tasks) + (SCORE_TASK,)
 KEYED_TASKS: frozenset[str] = frozenset(t for p in PROTOCOLS if p.keyed for t in p.tasks)
 

@@ -103,6 +103,8 @@ class BankSession:
         self.feature_names = list(opened.feature_names)
         self.min_node_samples = int(opened.min_node_samples)
         self.max_trees = int(opened.max_trees)
+        #: the holder's feature table version when the session opened (0: not told)
+        self.features_version = int(opened.features_version)
         self.alignment: Any = None  # set by fedcredit.protocol.alignment.bank.align
         self.watch = Stopwatch()
 

@@ -15,24 +15,21 @@ import numpy as np
 import pandas as pd
 
 from ...binning import BinMapper
-from ...crypto import FixedPoint
-from ...errors import InvalidInput, ProtocolError
+from ...errors import InvalidInput, PolicyViolation, ProtocolError
 from ...protocol.secureboost import bank as steps
 from ...protocol.secureboost.math import MAX_FRAC_BITS
-from ..base import FederatedClassifier, as_channel, check_xy, progress_bar, sigmoid
-from .federated import FederatedHolder
-from .grower import TreeGrower
+from ..base import FederatedClassifier, FederatedEstimator, as_channel, check_xy
+from ..explain import LOG_ODDS, explanation_frame, saabas
+from .boosting import BANK_ONLY, LogisticLoss, Loss, fit_boosting
 from .private_scoring import MIN_PRIVATE_PATH_BITS, private_decision_function, private_path_bits
-from .splitting import SplitParams
 from .tree import Tree
 
-__all__ = ["SecureBoostClassifier", "as_channel", "check_xy"]  # the checks' old home
+# as_channel and check_xy: the checks' old home
+__all__ = ["SecureBoostClassifier", "SecureBoostModel", "as_channel", "check_xy"]
 
 FORMAT = "fedcredit.secureboost/1"
 #: bank-only trees by default: no AUC cost at k=1 on default_credit, -0.003 at k=2
 BANK_ONLY_TREES = 1
-#: ``tree_ids_`` entry of a bank-only tree: the holder has no tree for it
-BANK_ONLY = -1
 #: how the bank may score (the ``scoring`` parameter)
 SCORING_MODES = ("auto", "private", "plain")
 #: "auto" scores privately up to this many enterprises per call (online scoring); plain
@@ -40,8 +37,9 @@ SCORING_MODES = ("auto", "private", "plain")
 PRIVATE_ROWS = 16
 
 
-class SecureBoostClassifier(FederatedClassifier):
-    """Binary classifier trained jointly with a credit-data holder (SecureBoost).
+class SecureBoostModel(FederatedEstimator):
+    """Gradient boosting trained jointly with a credit-data holder (SecureBoost): what
+    :class:`SecureBoostClassifier` and :class:`SecureBoostRegressor` share.
 
     Parameters
     ----------
@@ -86,10 +84,22 @@ class SecureBoostClassifier(FederatedClassifier):
         small to hide the path are refused. "auto" (default): private for online scoring
         (at most :data:`PRIVATE_ROWS` enterprises per call) when the model is large enough
         to hide the path, plain otherwise.
+    monotone_constraints : dict, optional
+        ``{feature: +1 or -1}``: the score may only rise (+1) or fall (-1) with the
+        feature, all else equal; keys are bank columns or holder features as the holder
+        publishes them (``holder:`` prefix optional). Enforced where gains are computed
+        (LightGBM's "basic" method); for holder features the holder flags which of its
+        disclosed candidates are thresholds of the named features (what that tells the bank:
+        :func:`fedcredit.protocol.secureboost.bank.layer`). Holds over non-missing values;
+        a missing value follows each split's learned direction.
+    class_weight : dict, "balanced" or None
+        Classifier only: weight per label (``{0: 1, 1: 10}``), "balanced" as scikit-learn
+        (``n / (2 * count(label))`` on the aligned rows), times ``sample_weight`` in ``fit``.
     """
 
     _format = FORMAT
     _task = "train"
+    _loss: type[Loss] = LogisticLoss
 
     def __init__(self, n_estimators: int = 100, max_depth: int = 3, learning_rate: float = 0.1,
                  max_bin: int = 32, min_child_samples: int = 20, reg_lambda: float = 1.0,
@@ -97,7 +107,8 @@ class SecureBoostClassifier(FederatedClassifier):
                  random_state: int | None = 0, n_jobs: int | None = None, key_bits: int = 2048,
                  insecure_key: bool = False, he_scheme: str = "paillier", frac_bits: int = 24,
                  verbose: bool = True, bank_only_trees: int = BANK_ONLY_TREES,
-                 scoring: str = "auto"):
+                 scoring: str = "auto", monotone_constraints: dict | None = None,
+                 class_weight: dict | str | None = None, uncovered: str = "score"):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -116,6 +127,9 @@ class SecureBoostClassifier(FederatedClassifier):
         self.verbose = verbose
         self.bank_only_trees = bank_only_trees
         self.scoring = scoring
+        self.monotone_constraints = monotone_constraints
+        self.class_weight = class_weight
+        self.uncovered = uncovered
 
     def _validate_params(self) -> None:
         if int(self.n_estimators) < 1:
@@ -132,6 +146,11 @@ class SecureBoostClassifier(FederatedClassifier):
             raise InvalidInput("reg_lambda and gamma must be >= 0")
         if int(self.bank_only_trees) < 0:
             raise InvalidInput("bank_only_trees must be >= 0")
+        mono = self.monotone_constraints
+        if mono is not None and (not isinstance(mono, dict) or any(
+                not isinstance(k, str) or v not in (-1, 0, 1) for k, v in mono.items())):
+            raise InvalidInput("monotone_constraints must map feature names to +1, -1 or 0, "
+                               f"got {mono!r}")
         if not 8 <= int(self.frac_bits) <= MAX_FRAC_BITS:
             raise InvalidInput(f"frac_bits must be in [8, {MAX_FRAC_BITS}] (the holder refuses "
                                "wider gradient slots)")
@@ -153,16 +172,19 @@ class SecureBoostClassifier(FederatedClassifier):
         return 2 * int(self.min_child_samples)
 
     # -- training ---------------------------------------------------------------------------------
-    def fit(self, X, y, holder, *, id_column: str | None = None, eval_set=None,
-            early_stopping_rounds: int | None = None):
+    def fit(self, X, y, holder, *, id_column: str | None = None, sample_weight=None,
+            eval_set=None, early_stopping_rounds: int | None = None):
         """Align with the holder (PSI), then boost on the enterprises both parties have.
 
         Parameters
         ----------
-        X, y, holder, id_column
-            As for :meth:`FederatedEstimator.fit`.
+        X, y, holder, id_column, sample_weight
+            As for :meth:`FederatedEstimator.fit` (``X`` may hold ids and labels only).
+            Weights multiply each row's gradient and hessian before encryption
+            (``min_child_weight`` bounds weighted hessian sums; ``min_child_samples``
+            counts rows).
         eval_set : (X, y), optional
-            Validation rows; their log-loss per tree is ``eval_history_``.
+            Validation rows; their loss per tree is ``eval_history_``.
         early_stopping_rounds : int, optional
             Keep the trees up to the best validation loss once it has not improved for
             this many trees (needs ``eval_set``).
@@ -171,90 +193,17 @@ class SecureBoostClassifier(FederatedClassifier):
         -------
         self
         """
-        return self._fit_federated(X, y, holder, id_column=id_column, eval_set=eval_set,
+        return self._fit_federated(X, y, holder, id_column=id_column,
+                                   sample_weight=sample_weight, eval_set=eval_set,
                                    early_stopping_rounds=early_stopping_rounds,
                                    eval_id_column=id_column)
 
-    def _fit_aligned(self, session, Xa, ya, *, eval_set, early_stopping_rounds, eval_id_column):
-        fp = FixedPoint(self.frac_bits)
-        params = SplitParams(self.reg_lambda, self.gamma, self.min_child_samples,
-                             self.min_child_weight, fp.scale)
-        n = len(Xa)
-        self.mapper_ = BinMapper(self.max_bin, self.random_state).fit(Xa)
-        bins = self.mapper_.transform(Xa)
-        self.feature_names_bank_ = list(self.mapper_.feature_names)
-        self.holder_feature_names_ = list(session.feature_names)
-        all_rows = np.arange(n)
-        steps.boost_start(session, all_rows, self.max_bin, self.min_child_samples,
-                          self.frac_bits)
-        grower = TreeGrower(bins, self.mapper_.n_bins, params, self.max_depth,
-                            FederatedHolder(session))
-        local = TreeGrower(bins, self.mapper_.n_bins, params, self.max_depth, None)
-        n_local = min(int(self.bank_only_trees), int(self.n_estimators) - 1)
-        rate = float(ya.mean())
-        self.base_score_ = float(np.log(rate / (1 - rate)))
-        raw = np.full(n, self.base_score_)
-        rng = np.random.default_rng(self.random_state)
-        self.trees_: list[Tree] = []
-        self.tree_ids_: list[int] = []
-        self.n_aligned_ = n
-        val = self._eval_setup(eval_set, eval_id_column)
-        best, best_iter, history = np.inf, -1, []
-        bar = progress_bar(self.verbose, int(self.n_estimators), "SecureBoost trees", "tree")
-        try:
-            for t in range(int(self.n_estimators)):
-                p = sigmoid(raw)
-                g, h = p - ya, np.maximum(p * (1 - p), 1e-16)
-                g_int, h_int = fp.encode(g, "gradients"), fp.encode(h, "hessians")
-                rows = all_rows
-                if self.subsample < 1:
-                    k = max(2 * self.min_child_samples, int(round(self.subsample * n)))
-                    rows = np.sort(rng.choice(n, size=min(n, k), replace=False))
-                tree, leaf_rows = (local if t < n_local else grower).grow(
-                    t, rows, g, h, g_int, h_int, float(self.learning_rate),
-                    progress=(lambda d, t=t: bar.set_postfix(tree=t, level=d)) if bar else None)
-                self.trees_.append(tree)
-                self.tree_ids_.append(BANK_ONLY if t < n_local else t)
-                if len(rows) == n:
-                    for leaf, r in leaf_rows.items():
-                        raw[r] += next(nd.value for nd in tree.nodes if nd.node_id == leaf)
-                else:
-                    raw += self._tree_scores(session, tree, self.tree_ids_[-1], bins,
-                                             Xa.index.tolist())
-                if val is not None:
-                    loss = self._eval_step(session, val, tree, t)
-                    history.append(loss)
-                    if loss < best - 1e-12:
-                        best, best_iter = loss, t
-                    elif early_stopping_rounds and t - best_iter >= early_stopping_rounds:
-                        break
-                if bar:
-                    bar.update(1)
-        finally:
-            if bar:
-                bar.close()
-        if val is not None and early_stopping_rounds:
-            keep = best_iter + 1
-            self.trees_, self.tree_ids_ = self.trees_[:keep], self.tree_ids_[:keep]
-            self.best_iteration_ = best_iter
-        self.eval_history_ = history
-        self.model_id_ = steps.finish_model(session)
-        return {"bank_split_finding": round(grower.split_seconds + local.split_seconds, 4)}
-
-    def _eval_setup(self, eval_set, id_column):
-        if eval_set is None:
-            return None
-        Xv, yv = eval_set
-        Xv, yv = check_xy(Xv, yv, id_column)
-        return {"ids": Xv.index.tolist(), "bins": self.mapper_.transform(Xv), "y": yv,
-                "raw": np.full(len(yv), self.base_score_)}
-
-    def _eval_step(self, session, val, tree, t) -> float:
-        val["raw"] += self._tree_scores(session, tree, self.tree_ids_[-1], val["bins"],
-                                        val["ids"])
-        p = np.clip(sigmoid(val["raw"]), 1e-15, 1 - 1e-15)
-        y = val["y"]
-        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    def _fit_aligned(self, session, Xa, ya, *, weights=None, rows=None, eval_set=None,
+                     early_stopping_rounds=None, eval_id_column=None):
+        rows = np.arange(len(Xa)) if rows is None else rows
+        return fit_boosting(self, session, Xa, ya, weights, rows, eval_set=eval_set,
+                            early_stopping_rounds=early_stopping_rounds,
+                            eval_id_column=eval_id_column)
 
     def _tree_scores(self, session, tree: Tree, tree_id: int, bins, ids) -> np.ndarray:
         holder = None if tree_id == BANK_ONLY else steps.leaf_masks(session, ids,
@@ -262,24 +211,76 @@ class SecureBoostClassifier(FederatedClassifier):
         return _combine(tree, bins, self.mapper_.n_bins, holder)
 
     # -- prediction -------------------------------------------------------------------------------
-    def decision_function(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
-        """Log-odds of default per row; the holder answers which leaves its splits allow.
+    def _scores(self, X, holder, id_column):
+        """Raw scores per row (log-odds of default for the classifier) and the holder's
+        coverage; the holder answers which leaves its splits allow.
 
         Scoring reuses one session per channel (see :meth:`close_scoring`); the ``scoring``
         parameter chooses plain or private scoring."""
         self._check_fitted()
         X, _ = check_xy(X, None, id_column)
         if self._private(len(X)):
-            return private_decision_function(self, X, holder)
+            return private_decision_function(self, X, holder, return_coverage=True)
         bins = self.mapper_.transform(X)
-        ids = X.index.tolist()
-        federated = [t for t in self.tree_ids_ if t != BANK_ONLY]  # bank-only trees: local
-        masks = self._score_with(holder, lambda s: steps.leaf_masks(s, ids, federated)) \
-            if federated else {}
+        masks, covered = self._leaf_masks(X.index.tolist(), holder)
         raw = np.full(len(X), self.base_score_)
         for tree, tid in zip(self.trees_, self.tree_ids_):
             raw += _combine(tree, bins, self.mapper_.n_bins, masks.get(tid))
-        return raw
+        return raw, covered
+
+    def _leaf_masks(self, ids: list, holder) -> tuple[dict, np.ndarray | None]:
+        """The holder's leaf masks of the federated trees and its coverage (bank-only trees
+        are scored locally; a model of those alone does not ask the holder)."""
+        federated = [t for t in self.tree_ids_ if t != BANK_ONLY]
+        if not federated:
+            return {}, None
+        return self._score_with(holder, lambda s: steps.leaf_masks_covered(s, ids, federated))
+
+    def explain(self, X, holder, *, id_column: str | None = None) -> pd.DataFrame:
+        """Reason codes: each feature's contribution to each row's log-odds of default.
+
+        Saabas' decomposition along each enterprise's path (see :mod:`fedcredit.models.explain`):
+        at every split on the path, the feature gets the change of the node's mean training
+        output. Holder features are named as the model records them (``holder:<name>``).
+
+        Parameters
+        ----------
+        X, holder, id_column
+            As for :meth:`decision_function`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by id: one column per feature (:attr:`feature_names_`), then
+            ``base_value`` (the same for every row); per row they sum to the plain-scoring
+            :meth:`decision_function` (``fedcredit.models.explain.explained_score``).
+            :func:`fedcredit.models.explain.top_reasons` picks the adverse-action reasons.
+
+        The path needs the holder's plain leaf masks (what plain scoring asks for), whatever
+        the row count: a model set to ``scoring="private"`` refuses, and so does a holder
+        that allows only private scoring (``PolicyViolation``).
+        """
+        self._check_fitted()
+        self._check_scoring()
+        if self.scoring == "private":
+            raise InvalidInput("explain() needs each enterprise's leaf per tree, which "
+                               "scoring='private' keeps from the bank: set scoring='auto' or "
+                               "'plain' (set_params) to explain")
+        X, _ = check_xy(X, None, id_column)
+        bins = self.mapper_.transform(X)
+        try:
+            masks, covered = self._leaf_masks(X.index.tolist(), holder)
+        except PolicyViolation as e:
+            raise type(e)(f"explain() needs the holder's plain leaf masks: {e}") from e
+        leaves = [tree.reached_leaves(bins, self.mapper_.n_bins, masks.get(tid))
+                  for tree, tid in zip(self.trees_, self.tree_ids_)]
+        names = self.feature_names_
+        contributions, roots = saabas(self.trees_, leaves, len(self.feature_names_bank_),
+                                      len(names))
+        out = explanation_frame(contributions, self.base_score_ + roots, names, X.index,
+                                LOG_ODDS)
+        out.attrs["holder_covered"] = covered  # per row: the holder had data and consent
+        return out
 
     # -- introspection ----------------------------------------------------------------------------
     def feature_importance(self, importance_type: str = "gain") -> pd.Series:
@@ -331,3 +332,9 @@ def _combine(tree: Tree, bank_bins, n_bins, holder_masks: np.ndarray | None) -> 
     if not (hits == 1).all():
         raise ProtocolError("bank and holder splits do not single out one leaf per row")
     return tree.leaf_values()[np.argmax(reach, axis=1)]
+
+
+class SecureBoostClassifier(SecureBoostModel, FederatedClassifier):
+    """Binary classifier (1 = default) trained jointly with a credit-data holder:
+    SecureBoost on the log-loss, scored as log-odds of default. Parameters as
+    :class:`SecureBoostModel` (``class_weight`` included)."""

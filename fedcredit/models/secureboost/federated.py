@@ -59,8 +59,10 @@ class FederatedHolder:
                 G = np.concatenate([stats.G, pg - sg])
                 H = np.concatenate([stats.H, ph - sh])
                 order = np.argsort(pos, kind="stable")
-                stats = NodeStats(pos[order], G[order], H[order])
-            out[task.node_id] = stats
+                stats = NodeStats(pos[order], G[order], H[order], None, stats.increasing,
+                                  stats.decreasing)
+            out[task.node_id] = stats.with_directions() if len(stats.increasing) or \
+                len(stats.decreasing) else stats
         self._prev = out
         return out
 

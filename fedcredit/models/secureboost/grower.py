@@ -10,6 +10,14 @@ directly, the larger derived as parent minus sibling. The bank's own candidates 
 plaintext histograms. The best split per node wins (the bank's on exact ties); a node
 splits only if its gain is positive.
 
+Monotone constraints (LightGBM's "basic" method) are enforced here, where the gains are
+computed: a candidate of a constrained feature (the bank's own, or a holder candidate the
+holder flagged as belonging to a feature the bank constrained) must not put a higher output
+left (+1) or right (-1); each node carries output bounds that a monotone split tightens for
+its subtrees (the midpoint of its two outputs), and every output below is clipped into
+them. Missing values follow each split's learned direction: monotonicity holds over the
+non-missing values, and the split "all non-missing left, missing right" is unconstrained.
+
 The floor holds for the bank's splits too: a child whose sibling is below the holder's
 floor is never sent, because the holder would derive that sibling as parent minus child (a
 row set smaller than ``min_node_samples``, cut out by the bank's features and labels). Both
@@ -32,7 +40,7 @@ from ...protocol.secureboost.math import (
     goes_left,
 )
 from ...protocol.wire import rows_to_bytes
-from .splitting import SplitParams, gains, int_histograms
+from .splitting import SplitParams, child_bounds, constrained_gains, int_histograms
 from .tree import Node, Tree
 
 
@@ -63,48 +71,70 @@ class TreeGrower:
     hide_small_siblings = True
 
     def __init__(self, bank_bins: np.ndarray, n_bins: np.ndarray, params: SplitParams,
-                 max_depth: int, holder: HolderSource | None):
+                 max_depth: int, holder: HolderSource | None,
+                 monotone: np.ndarray | None = None):
         self.bins = bank_bins
         self.missing = np.asarray(n_bins, dtype=np.int64)
         self.sizes, self.offsets = feature_layout(self.missing)
         self.cands = SplitCandidates.for_bins(bank_bins, self.missing)
+        # per bank candidate: the feature's monotone direction for a threshold between
+        # values; 0 for unconstrained features and for "non-missing left, missing right"
+        mono = np.zeros(len(self.missing), dtype=np.int64) if monotone is None else \
+            np.asarray(monotone, dtype=np.int64)
+        f = self.cands.feature
+        self.cand_direction = np.where(self.cands.bin <= self.missing[f] - 2, mono[f], 0) \
+            if len(f) else np.zeros(0, dtype=np.int64)
         self.params = params
         self.max_depth = int(max_depth)
         self.holder = holder
         self.split_seconds = 0.0  # the bank's split finding, for the time budget
 
     # -- bank side --------------------------------------------------------------------------
-    def _bank_best(self, rows: np.ndarray, g_int, h_int, G: int, H: int):
+    def _bank_best(self, rows: np.ndarray, g_int, h_int, G: int, H: int, p: SplitParams,
+                   bounds: tuple[float, float]):
+        """(gain, candidate, direction, left output, right output) of the bank's best."""
         if len(self.cands) == 0:
-            return -np.inf, -1
+            return -np.inf, -1, 0, 0.0, 0.0
         b = self.bins[rows]
         hg, hh, hc = int_histograms(b, self.sizes, self.offsets,
                                     [g_int[rows], h_int[rows], np.ones(len(rows))])
         GL = candidate_left_sums(hg, self.cands, self.sizes, self.offsets)
         HL = candidate_left_sums(hh, self.cands, self.sizes, self.offsets)
         CL = candidate_left_sums(hc, self.cands, self.sizes, self.offsets)
-        mcs = self.params.min_child_samples
-        gain = gains(GL, HL, G, H, self.params)
+        mcs = p.min_child_samples
+        gain, wl, wr = constrained_gains(GL, HL, G, H, p, *bounds, self.cand_direction)
         gain[(CL < mcs) | (len(rows) - CL < mcs)] = -np.inf
         k = int(np.argmax(gain))
-        return float(gain[k]), k
+        return float(gain[k]), k, int(self.cand_direction[k]), float(wl[k]), float(wr[k])
 
-    def _holder_best(self, stats: NodeStats | None, G: int, H: int):
+    @staticmethod
+    def _holder_best(stats: NodeStats | None, G: int, H: int, p: SplitParams,
+                     bounds: tuple[float, float]):
+        """(gain, tied positions, direction, left output, right output) of the holder's
+        best; the ties named share one monotone direction (the holder picks among them)."""
+        none = (-np.inf, np.zeros(0, dtype=np.int64), 0, 0.0, 0.0)
         if stats is None or len(stats.positions) == 0:
-            return -np.inf, np.zeros(0, dtype=np.int64)
-        gain = gains(stats.G, stats.H, G, H, self.params)
+            return none
+        direction = stats.direction if stats.direction is not None else \
+            np.zeros(len(stats.positions), dtype=np.int64)
+        gain, wl, wr = constrained_gains(stats.G, stats.H, G, H, p, *bounds, direction)
         best = float(np.max(gain))
         if not np.isfinite(best):
-            return -np.inf, np.zeros(0, dtype=np.int64)
-        return best, stats.positions[gain == best]
+            return none
+        k = int(np.argmax(gain))
+        ties = (gain == best) & (direction == direction[k])
+        return best, stats.positions[ties], int(direction[k]), float(wl[k]), float(wr[k])
 
     # -- one tree ---------------------------------------------------------------------------
     def grow(self, tree_index: int, rows: np.ndarray, g: np.ndarray, h: np.ndarray,
              g_int: np.ndarray, h_int: np.ndarray, learning_rate: float,
-             progress=None) -> tuple[Tree, dict[int, np.ndarray]]:
-        """Grow a tree on ``rows``; returns it and, per leaf id, the rows that reached it."""
-        p = self.params
+             progress=None, params: SplitParams | None = None
+             ) -> tuple[Tree, dict[int, np.ndarray]]:
+        """Grow a tree on ``rows``; returns it and, per leaf id, the rows that reached it.
+        ``params`` (default the grower's) carries this tree's fixed-point scales."""
+        p = self.params if params is None else params
         holder = self.holder
+        bounds: dict[int, tuple[float, float]] = {0: (-np.inf, np.inf)}
         if holder is not None:
             holder.start_tree(tree_index, rows, g_int[rows], h_int[rows])
         nodes: dict[int, Node] = {0: Node(0, 0, count=len(rows))}
@@ -131,19 +161,20 @@ class TreeGrower:
                 r = node_rows[i]
                 G, H = int(g_int[r].sum()), int(h_int[r].sum())
                 t_split = time.perf_counter()
-                bgain, bk = self._bank_best(r, g_int, h_int, G, H)
-                hgain, ties = self._holder_best(stats.get(i), G, H)
+                bgain, bk, *b_out = self._bank_best(r, g_int, h_int, G, H, p, bounds[i])
+                hgain, ties, *h_out = self._holder_best(stats.get(i), G, H, p, bounds[i])
                 self.split_seconds += time.perf_counter() - t_split
                 if hgain > bgain and hgain > 0:
                     choices.append(m.SplitChoice(node_id=i, positions=rows_to_bytes(ties),
                                                  left_id=next_id, right_id=next_id + 1))
-                    nodes[i].gain = hgain
+                    nodes[i].gain, out = hgain, h_out
                 elif bgain > 0:
                     bank_splits[i] = bk
-                    nodes[i].gain = bgain
+                    nodes[i].gain, out = bgain, b_out
                 else:
                     continue
                 nodes[i].left, nodes[i].right = next_id, next_id + 1
+                bounds[next_id], bounds[next_id + 1] = child_bounds(*bounds[i], *out)
                 next_id += 2
             holder_splits = (holder.split(tree_index, choices, node_rows)
                              if choices and holder is not None else {})
@@ -179,7 +210,9 @@ class TreeGrower:
             if nd.left < 0:
                 r = node_rows[i]
                 nd.owner = "leaf"
-                nd.value = float(-g[r].sum() / (h[r].sum() + p.reg_lambda) * learning_rate)
+                lo, hi = bounds[i]
+                nd.value = float(np.clip(-g[r].sum() / (h[r].sum() + p.reg_lambda), lo, hi)
+                                 * learning_rate)
                 leaf_rows[i] = r
         tree = Tree([nodes[i] for i in order])
         if holder is not None:

@@ -20,6 +20,7 @@ import numpy as np
 from ...crypto import PrivateKey, generate_keypair
 from ...protocol.private_scoring import bank as steps
 from ...protocol.private_scoring.math import FRAC_BITS, MIN_PRIVATE_PATH_BITS, path_bits
+from ...protocol.wire import join_flags
 from ..base import check_xy
 from .tree import Tree
 
@@ -61,7 +62,8 @@ def private_path_bits(model) -> float:
 
 def private_decision_function(model, X, holder, *, id_column: str | None = None,
                               frac_bits: int = FRAC_BITS,
-                              min_bits: float | None = MIN_PRIVATE_PATH_BITS) -> np.ndarray:
+                              min_bits: float | None = MIN_PRIVATE_PATH_BITS,
+                              return_coverage: bool = False):
     """Log-odds of default per row, scored privately; equal to
     ``model.decision_function`` within ``len(model.trees_) * 2**-(frac_bits + 1)``.
 
@@ -77,9 +79,12 @@ def private_decision_function(model, X, holder, *, id_column: str | None = None,
         Refuse locally, before encrypting anything, a model below this complexity (the
         holder checks its own floor anyway); None skips the local check.
 
+    return_coverage : bool
+        Also return the holder's coverage per row (None for a model of bank-only trees).
+
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray (and the coverage, with ``return_coverage``)
     """
     from ...errors import PolicyViolation
 
@@ -100,18 +105,22 @@ def private_decision_function(model, X, holder, *, id_column: str | None = None,
             raw += tree.leaf_values()[np.argmax(tree.bank_reachable(bins, n_bins), axis=1)]
     fed = _federated(model)
     if not fed:
-        return raw
+        return (raw, None) if return_coverage else raw
     tree_ids = [i for i, _ in fed]
     values = [t.leaf_values() for _, t in fed]
     step = max(1, MAX_REQUEST_CIPHERTEXTS // sum(len(v) for v in values))
     sk = scoring_key(model)
     workers = model.n_jobs
+    covered: list = []
     for lo in range(0, len(ids), step):
         part = slice(lo, lo + step)
         reach = [t.bank_reachable(bins[part], n_bins) for _, t in fed]
-        raw[part] += model._score_with(holder, lambda s, p=part, r=reach: steps.private_scores(
-            s, sk, ids[p], tree_ids, values, r, frac_bits, workers))
-    return raw
+        sums, cov = model._score_with(holder, lambda s, p=part, r=reach:
+                                      steps.private_scores_covered(s, sk, ids[p], tree_ids,
+                                                                   values, r, frac_bits, workers))
+        raw[part] += sums
+        covered.append(cov)
+    return (raw, join_flags(covered, len(ids))) if return_coverage else raw
 
 
 def private_predict_proba(model, X, holder, **kw) -> np.ndarray:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...errors import ProtocolError
 from ...protocol.secureboost import messages as m
 from ...protocol.secureboost.math import goes_left
 
@@ -59,6 +60,20 @@ class Tree:
                                     nd.missing_left)
                 reach[nd.left], reach[nd.right] = r & go_left, r & ~go_left
         return np.stack(cols, axis=1)
+
+    def reached_leaves(self, bank_bins: np.ndarray, missing_bin: np.ndarray,
+                       holder_masks: np.ndarray | None) -> np.ndarray:
+        """Per row, the position in :attr:`leaves` of the one leaf both parties' splits allow
+        (``holder_masks`` None for a bank-only tree)."""
+        reach = self.bank_reachable(bank_bins, missing_bin)
+        if holder_masks is not None:
+            if holder_masks.shape != reach.shape:
+                raise ProtocolError(f"leaf masks of shape {holder_masks.shape} for "
+                                    f"{reach.shape[0]} rows and {reach.shape[1]} leaves")
+            reach &= holder_masks
+        if not (reach.sum(axis=1) == 1).all():
+            raise ProtocolError("bank and holder splits do not single out one leaf per row")
+        return np.argmax(reach, axis=1)
 
     def leaf_values(self) -> np.ndarray:
         return np.array([n.value for n in self.leaves], dtype=np.float64)

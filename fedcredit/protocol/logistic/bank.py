@@ -14,7 +14,7 @@ import numpy as np
 from ...crypto import CipherVector, SlotLayout
 from ...errors import ProtocolError
 from ..session import BankSession
-from ..wire import rows_to_bytes
+from ..wire import flags_from_bytes, join_flags, rows_to_bytes
 from . import math as lc
 from . import messages as m
 
@@ -68,7 +68,8 @@ def lr_step(session: BankSession, step: int, rows: np.ndarray, masked: list[str]
 
 def lr_terms(session: BankSession, step: int, a: np.ndarray, y: np.ndarray,
              X_int: np.ndarray, stats: m.LrStats, holder_x_bits: int, tol: float,
-             max_degree: int, chunk: int = 1024) -> StepResult:
+             max_degree: int, chunk: int = 1024,
+             weights: np.ndarray | None = None) -> StepResult:
     """Send Enc(coefficient x packed bank features) per row; decrypt the batch sums.
 
     For row i the bank expands ``sigmoid(a_i + center + radius * t) - y_i`` in Chebyshev
@@ -83,6 +84,9 @@ def lr_terms(session: BankSession, step: int, a: np.ndarray, y: np.ndarray,
     pk, sk = session.key
     c = lc.chebyshev_coefficients(a, stats.center, stats.radius)
     K = lc.choose_degree(c, tol, max_degree)
+    if weights is not None:  # w_i (sigmoid - y_i): each row's terms scaled by w_i in [0, 1]
+        rw = np.asarray(weights, dtype=np.float64)
+        c, y = c * rw[:, None], y * rw
     gam = np.rint(c[:, 1:K + 1] * 2.0 ** lc.COEF_BITS).astype(object)  # b x K
     g0 = np.rint((c[:, 0] - y) * 2.0 ** lc.COEF_BITS).astype(object) - gam.sum(axis=1)
     g0 = g0 * (1 << lc.CHEB_BITS)
@@ -153,8 +157,15 @@ def partial_scores(session: BankSession, ids: Sequence[str], batch: int = 100_00
     with the coefficients, a row's one-hot level is solved for; rounded, they carry what
     the final score needs (a probability moves by at most 2^-13) and no such lattice.
     """
+    return partial_scores_covered(session, ids, batch)[0]
+
+
+def partial_scores_covered(session: BankSession, ids: Sequence[str], batch: int = 100_000
+                           ) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`partial_scores` and, per id, whether the holder had its data and a current
+    consent (None from a holder too old to say)."""
     ids = [str(i) for i in ids]
-    out = []
+    out, covered = [], []
     for lo in range(0, len(ids), batch):
         part = ids[lo:lo + batch]
         r = session.call(m.PartialScoreRequest(session_id=session.id, ids=part),
@@ -163,4 +174,5 @@ def partial_scores(session: BankSession, ids: Sequence[str], batch: int = 100_00
         if len(u) != len(part):
             raise ProtocolError("the holder scored a different number of ids")
         out.append(u)
-    return np.concatenate(out) if out else np.zeros(0)
+        covered.append(flags_from_bytes(r.covered, len(part), "holder coverage"))
+    return (np.concatenate(out) if out else np.zeros(0)), join_flags(covered, len(ids))

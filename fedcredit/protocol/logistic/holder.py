@@ -24,7 +24,7 @@ from ..context import HolderContext
 from ..hooks import StoredModel, model_columns
 from ..session import Session
 from ..timing import Stopwatch
-from ..wire import rows_from_bytes
+from ..wire import flags_to_bytes, rows_from_bytes
 from ..woe.holder import load_binning
 from ..woe.math import final_bins
 from . import math as lc
@@ -303,7 +303,8 @@ def score(core: HolderContext, caller: Caller, msg: m.PartialScoreRequest, rest)
         u = partial_scores(model, rows)
         core.audit(caller, s, "lr_score", int(served.sum()), f"ids={len(msg.ids)}",
                    ids=rows.index[served])
-    yield m.PartialScores(scores=np.asarray(u, dtype="<f8").tobytes())
+    yield m.PartialScores(scores=np.asarray(u, dtype="<f8").tobytes(),
+                          covered=flags_to_bytes(served))
 
 
 HANDLERS: dict[type, Callable[..., Iterator]] = {

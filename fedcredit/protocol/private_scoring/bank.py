@@ -10,6 +10,7 @@ import numpy as np
 from ...crypto import PrivateKey
 from ...errors import ProtocolError
 from ..session import BankSession
+from ..wire import flags_from_bytes
 from . import messages as m
 from .math import FRAC_BITS, leaf_plaintexts
 
@@ -18,7 +19,8 @@ def private_scores(session: BankSession, sk: PrivateKey, ids: Sequence[str],
                    trees: Sequence[int], leaf_values: Sequence[np.ndarray],
                    bank_reach: Sequence[np.ndarray], frac_bits: int = FRAC_BITS,
                    workers: int | None = 1) -> np.ndarray:
-    """Raw scores (sum over ``trees`` of the selected leaf values), one per id.
+    """Raw scores (sum over ``trees`` of the selected leaf values), one per id
+    (:func:`private_scores_covered` also says which ids the holder covered).
 
     ``leaf_values[t]`` holds tree t's leaf values in node order; ``bank_reach[t]`` is the
     ids x leaves matrix of leaves the bank's own splits allow. Every entry is encrypted
@@ -28,6 +30,16 @@ def private_scores(session: BankSession, sk: PrivateKey, ids: Sequence[str],
     ciphertexts (fresh, under the bank's key: nothing of the bank's splits or values); the
     bank learns one raw score per id, not the leaves reached nor any holder decision.
     """
+    return private_scores_covered(session, sk, ids, trees, leaf_values, bank_reach,
+                                  frac_bits, workers)[0]
+
+
+def private_scores_covered(session: BankSession, sk: PrivateKey, ids: Sequence[str],
+                           trees: Sequence[int], leaf_values: Sequence[np.ndarray],
+                           bank_reach: Sequence[np.ndarray], frac_bits: int = FRAC_BITS,
+                           workers: int | None = 1) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`private_scores` and, per id, whether the holder had its data and a current
+    consent (None from a holder too old to say)."""
     ids = [str(i) for i in ids]
     pk = sk.public_key
     plain = leaf_plaintexts(leaf_values, bank_reach, frac_bits)
@@ -43,4 +55,5 @@ def private_scores(session: BankSession, sk: PrivateKey, ids: Sequence[str],
     cts = pk.from_bytes_batch(r.scores, count=len(ids), what="private scores")
     with session.watch("bank_decrypt"):
         sums = sk.decrypt(cts, workers=workers)
-    return np.array([float(v) for v in sums], dtype=np.float64) / float(2 ** int(frac_bits))
+    raw = np.array([float(v) for v in sums], dtype=np.float64) / float(2 ** int(frac_bits))
+    return raw, flags_from_bytes(r.covered, len(ids), "holder coverage")

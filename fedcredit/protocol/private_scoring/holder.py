@@ -38,6 +38,7 @@ from ..channel import Caller
 from ..context import HolderContext
 from ..secureboost.math import reachable_leaves
 from ..session import Session
+from ..wire import flags_to_bytes
 from . import messages as m
 from .math import check_complexity, sum_reachable
 
@@ -119,7 +120,7 @@ def private_predict(core: HolderContext, caller: Caller, msg: m.PrivateScoreRequ
         core.audit(caller, s, "private_predict", int(served.sum()),
                    f"ids={n} trees={len(trees)} path_bits={st.bits:.1f}",
                    ids=rows.index[served])
-    yield m.PrivateScores(count=n, scores=pk.to_bytes_batch(out))
+    yield m.PrivateScores(count=n, scores=pk.to_bytes_batch(out), covered=flags_to_bytes(served))
 
 
 HANDLERS: dict[type, Callable[..., Iterator]] = {m.PrivateScoreRequest: private_predict}

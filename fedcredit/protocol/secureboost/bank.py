@@ -6,7 +6,7 @@ grower in :mod:`fedcredit.models.secureboost` is written against these functions
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from ...crypto import CipherVector
 from ...errors import ProtocolError
 from ..messages import Ack
 from ..session import BankSession
-from ..wire import rows_from_bytes, rows_to_bytes
+from ..wire import flags_from_bytes, join_flags, rows_from_bytes, rows_to_bytes
 from . import messages as m
 from .math import GradientLayout
 
@@ -30,16 +30,37 @@ class NodeStats:
     positions: np.ndarray
     G: np.ndarray  # int64, fixed-point
     H: np.ndarray
+    direction: np.ndarray | None = None  # per position: monotone +1/-1, 0 (None: none)
+    # as the holder flagged them (sent and derived positions alike)
+    increasing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    decreasing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def with_directions(self) -> NodeStats:
+        """These stats with ``direction`` filled from the holder's flags."""
+        d = np.isin(self.positions, self.increasing).astype(np.int64) - \
+            np.isin(self.positions, self.decreasing).astype(np.int64)
+        return NodeStats(self.positions, self.G, self.H, d, self.increasing, self.decreasing)
 
 
 def boost_start(session: BankSession, rows: np.ndarray, max_bin: int,
-                min_child_samples: int, frac_bits: int = 0) -> int:
+                min_child_samples: int, frac_bits: int = 0,
+                monotone: dict[str, int] | None = None) -> int:
     """**Privacy**: the holder learns the training rows, the binning settings and the
     gradients' fixed-point precision (``frac_bits``), from which it caps the packing slot
-    width at what honest gradients need (no room for identifiers in the low bits)."""
+    width at what honest gradients need (no room for identifiers in the low bits); with
+    ``monotone`` (holder feature name -> +1/-1), which of its features the bank constrains
+    and how. Per node the bank then learns which disclosed candidates are thresholds of
+    those features (see :func:`layer`)."""
+    monotone = dict(monotone or {})
     r = session.call(m.BoostStart(session_id=session.id, rows=rows_to_bytes(rows),
                                   max_bin=max_bin, min_child_samples=min_child_samples,
-                                  frac_bits=int(frac_bits)), m.BoostReady)
+                                  frac_bits=int(frac_bits),
+                                  monotone_features=list(monotone),
+                                  monotone_directions=[int(v) for v in monotone.values()]),
+                     m.BoostReady)
+    if int(r.monotone_features) != len(monotone):
+        raise ProtocolError(f"the holder accepted {r.monotone_features} of {len(monotone)} "
+                            "monotone constraints: it is too old to enforce them")
     return int(r.n_candidates)
 
 
@@ -83,7 +104,10 @@ def layer(session: BankSession, tree: int, depth: int, tasks: list[m.NodeTask],
     is below the holder's ``min_node_samples``, so no row set the holder knows or derives at
     a bank split is under that floor (without it, the holder derived e.g. 22- and 46-row
     sets under a floor of 50). The bank learns each valid holder candidate's (G, H), without
-    its feature or bin.
+    its feature or bin; under monotone constraints also which of them are thresholds of
+    the features it constrained (the grouping the secret order otherwise hides for those
+    features: every set it isolates still holds ``min_bin_samples`` rows, the rule being
+    written for a bank that can group candidates by feature).
     """
     pk, sk = session.key
     with session.watch("bank_wait_layer"):
@@ -107,7 +131,10 @@ def layer(session: BankSession, tree: int, depth: int, tasks: list[m.NodeTask],
         pos = rows_from_bytes(r.positions, what="candidate positions")
         if len(pos) != r.count:
             raise ProtocolError(f"node {r.node_id}: {len(pos)} positions for {r.count} values")
-        out[r.node_id] = (NodeStats(pos, G, H), rows_from_bytes(r.derived, what="derived"))
+        out[r.node_id] = (NodeStats(pos, G, H,
+                                    increasing=rows_from_bytes(r.increasing, what="increasing"),
+                                    decreasing=rows_from_bytes(r.decreasing, what="decreasing")),
+                          rows_from_bytes(r.derived, what="derived"))
     return out
 
 
@@ -139,18 +166,34 @@ def leaf_masks(session: BankSession, ids: Sequence[str], trees: Sequence[int] = 
     **Privacy**: the holder learns the ids being scored; the bank learns, per id and tree,
     which leaves the holder's splits allow — never a feature value or threshold.
     """
+    return leaf_masks_covered(session, ids, trees, batch)[0]
+
+
+def leaf_masks_covered(session: BankSession, ids: Sequence[str], trees: Sequence[int] = (),
+                       batch: int = 100_000) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
+    """:func:`leaf_masks` and, per id, whether the holder had its data and a current consent
+    (None from a holder too old to say).
+
+    **Privacy**: coverage is what alignment already shows the bank (which of its ids the
+    holder serves)."""
     ids = [str(i) for i in ids]
     out: dict[int, list[np.ndarray]] = {}
+    covered: list[np.ndarray | None] = []
     for lo in range(0, len(ids), batch):
         part = ids[lo:lo + batch]
+        first = True
         for r in session.channel.exchange([m.PredictRequest(session_id=session.id, ids=part,
                                                             trees=list(trees))]):
             if not isinstance(r, m.LeafMasks):
                 raise ProtocolError(f"unexpected {type(r).__name__} in a scoring answer")
+            if first:
+                covered.append(flags_from_bytes(r.covered, len(part), "holder coverage"))
+                first = False
             bits = np.frombuffer(r.masks, dtype=np.uint8)
             width = -(-r.n_leaves // 8)
             if len(bits) != width * len(part):
                 raise ProtocolError(f"tree {r.tree}: leaf masks of the wrong size")
             mat = np.unpackbits(bits.reshape(len(part), width), axis=1)[:, :r.n_leaves]
             out.setdefault(r.tree, []).append(mat.astype(bool))
-    return {t: np.concatenate(v, axis=0) for t, v in out.items()}
+    masks = {t: np.concatenate(v, axis=0) for t, v in out.items()}
+    return masks, join_flags(covered, len(ids))

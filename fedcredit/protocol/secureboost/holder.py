@@ -37,12 +37,13 @@ from ...crypto import CipherVector, EncryptedHistogram, PublicKey
 from ...errors import InvalidCiphertext, InvalidInput, PolicyViolation, ProtocolError, ResourceLimit
 from ..channel import Caller
 from ..context import HolderContext
+from ..drift.math import bin_distribution
 from ..hooks import StoredModel
 from ..messages import Ack
 from ..policy import HolderPolicy
 from ..session import Session
 from ..timing import Stopwatch
-from ..wire import increasing_rows, rows_from_bytes
+from ..wire import flags_to_bytes, increasing_rows, rows_from_bytes
 from . import messages as m
 from .math import (
     MAX_FRAC_BITS,
@@ -98,26 +99,24 @@ class HolderBoost:
 
     def __init__(self, feats: pd.DataFrame, train_rows: np.ndarray, public_key: PublicKey,
                  policy: HolderPolicy, max_bin: int, min_child_samples: int, bank: str,
-                 purpose: str, frac_bits: int = 0):
+                 purpose: str, frac_bits: int = 0, monotone: tuple = ((), ())):
         if not 0 <= frac_bits <= MAX_FRAC_BITS:
             raise InvalidInput(f"frac_bits {frac_bits} is outside [0, {MAX_FRAC_BITS}]")
         self.frac_bits = int(frac_bits) or MAX_FRAC_BITS
-        if len(train_rows) == 0:
-            raise InvalidInput("no training rows")
-        if len(np.unique(train_rows)) != len(train_rows):
-            raise InvalidInput("training rows repeat")
-        self.pk = public_key
-        self.policy = policy
-        self.n_aligned = len(feats)
-        self.train_rows = np.sort(train_rows)
+        if len(train_rows) == 0 or len(np.unique(train_rows)) != len(train_rows):
+            raise InvalidInput("training rows must be non-empty and never repeat")
+        self.pk, self.policy = public_key, policy
+        self.n_aligned, self.train_rows = len(feats), np.sort(train_rows)
         self.mapper = BinMapper(max_bin).fit(feats.iloc[self.train_rows])
         self.bins = self.mapper.transform(feats)
         self.sizes, self.offsets = feature_layout(self.mapper.n_bins)  # missing bin last
         self.min_side = max(int(min_child_samples), int(policy.min_node_samples), 1)
         self.cands = SplitCandidates.for_bins(self.bins[self.train_rows], self.mapper.n_bins)
         names = [str(c) for c in feats.columns]
+        self.cand_direction = self.mapper.candidate_directions(self.cands, *monotone)
         self.model = StoredModel(uuid.UUID(bytes=secrets.token_bytes(16)).hex, bank, purpose,
-                                 names, self.mapper.to_dict(), columns=names)
+                                 names, self.mapper.to_dict(), columns=names,  # CSI's reference
+                                 bin_counts=bin_distribution(self.bins[train_rows], self.sizes))
         self._next_record = 1
         self.tree: _Tree | None = None
         self.watch = Stopwatch()
@@ -282,7 +281,7 @@ class HolderBoost:
         out = [candidates_message(self.pk, self.cands, self.sizes, self.offsets, t.position_of,
                                   t.slot_bits, v.node_id, hist_of[v.node_id],
                                   known[v.node_id] & ~derive[v.node_id], derive[v.node_id],
-                                  self.watch) for v in views]
+                                  self.watch, self.cand_direction) for v in views]
         t.node_hist = hist_of  # the previous layer's histograms are no longer needed
         t.node_rows.update(rows_of)
         t.node_sent = known
@@ -345,11 +344,12 @@ def boost_start(core: HolderContext, caller: Caller, msg: m.BoostStart, rest) ->
         feats = core.aligned_features(s)
         rows = rows_from_bytes(msg.rows, len(feats), "training rows")
         s.replace_state(HolderBoost(feats, rows, s.key, core.policy, msg.max_bin,
-                                    msg.min_child_samples, s.bank, s.purpose, msg.frac_bits))
+                                    msg.min_child_samples, s.bank, s.purpose, msg.frac_bits,
+                                    (msg.monotone_features, msg.monotone_directions)))
         core.audit(caller, s, "boost_start", len(rows),
                    ids=[feats.index[i] for i in rows.tolist()])
-        ready = m.BoostReady(n_features=feats.shape[1],
-                             n_candidates=_boost(s).n_candidates)
+        ready = m.BoostReady(n_features=feats.shape[1], n_candidates=_boost(s).n_candidates,
+                             monotone_features=len(msg.monotone_features))
     yield ready
 
 
@@ -437,8 +437,10 @@ def predict(core: HolderContext, caller: Caller, msg: m.PredictRequest, rest) ->
                                     f"tree {t}") for t in trees]
         core.audit(caller, s, "predict", int(served.sum()),
                    f"ids={len(msg.ids)} trees={len(trees)}", ids=rows.index[served])
-    for tree, (n_leaves, masks) in zip(trees, answers):
-        yield m.LeafMasks(tree=tree, n_leaves=n_leaves, masks=masks)
+    covered = flags_to_bytes(served)
+    for k, (tree, (n_leaves, masks)) in enumerate(zip(trees, answers)):
+        yield m.LeafMasks(tree=tree, n_leaves=n_leaves, masks=masks,
+                          covered=covered if k == 0 else b"")
 
 
 HANDLERS: dict[type, Callable[..., Iterator]] = {

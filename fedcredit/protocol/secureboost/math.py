@@ -428,15 +428,18 @@ def disclose_layer(nodes: list[LayerNode], parent_rows: dict[int, np.ndarray],
 def candidates_message(pk: PublicKey, cands: SplitCandidates, sizes: np.ndarray,
                        offsets: np.ndarray, position_of: np.ndarray, slot_bits: int, nid: int,
                        hist: CipherVector, send: np.ndarray, derive: np.ndarray,
-                       watch: Stopwatch) -> m.NodeCandidates:
-    """The packed, re-randomised cumulative sums of ``send`` in the tree's secret order, and
-    the positions of ``derive``."""
+                       watch: Stopwatch, direction=None) -> m.NodeCandidates:
+    """The packed, re-randomised cumulative sums of ``send`` in the tree's secret order, the
+    positions of ``derive``, and of known thresholds of monotone features (``direction``)."""
+    d = np.zeros(len(cands), np.int64) if direction is None else direction
+    flags = {k: rows_to_bytes(np.sort(position_of[(send | derive) & (d * s > 0)]))
+             for k, s in (("increasing", 1), ("decreasing", -1))}
     derived = rows_to_bytes(np.sort(position_of[np.flatnonzero(derive)]))
     positions = np.sort(position_of[np.flatnonzero(send)])
     chosen = np.argsort(position_of)[positions]  # candidates in position order
     slots = pk.plaintext_bits // slot_bits
     if len(chosen) == 0:
-        return m.NodeCandidates(node_id=nid, slots=slots, count=0, derived=derived)
+        return m.NodeCandidates(node_id=nid, slots=slots, count=0, derived=derived, **flags)
     with watch("holder_cumulative"):
         sums = candidate_sums(pk, hist, sizes, offsets, cands.feature[chosen],
                               cands.bin[chosen], cands.missing_left[chosen])
@@ -444,4 +447,4 @@ def candidates_message(pk: PublicKey, cands: SplitCandidates, sizes: np.ndarray,
         packed = pk.pack_flat(sums, slot_bits, slots)
     return m.NodeCandidates(node_id=nid, positions=rows_to_bytes(positions),
                             packed=pk.to_bytes_batch(packed), slots=slots,
-                            count=len(chosen), derived=derived)
+                            count=len(chosen), derived=derived, **flags)

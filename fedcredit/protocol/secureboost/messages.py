@@ -11,12 +11,16 @@ class BoostStart:
     max_bin: int = 32
     min_child_samples: int = 20
     frac_bits: int = 0  # fixed-point fraction bits of (g, h); 0: unstated, the holder's cap
+    # monotone constraints on holder features, by published name: +1 increasing, -1 decreasing
+    monotone_features: list[str] = field(default_factory=list)
+    monotone_directions: list[int] = field(default_factory=list)
 
 
 @dataclass
 class BoostReady:
     n_features: int = 0
     n_candidates: int = 0
+    monotone_features: int = 0  # monotone constraints accepted (an older holder says 0)
 
 
 @dataclass
@@ -63,6 +67,10 @@ class NodeCandidates:
     count: int = 0
     # positions (uint32) valid here whose values the bank derives as parent - sibling
     derived: bytes = b""
+    # positions (uint32, sent or derived) of thresholds of features the bank constrained
+    # monotone increasing / decreasing
+    increasing: bytes = b""
+    decreasing: bytes = b""
 
 
 @dataclass

@@ -40,7 +40,7 @@ from ..messages import Ack
 from ..session import Session
 from ..wire import rows_from_bytes
 from . import messages as m
-from .math import KIND, check_merge_map, floor_map
+from .math import KIND, MAX_WEIGHT_BITS, check_merge_map, floor_map, weighted_half_bits
 
 OPERATIONS = ("woe_stats", "woe_merge")
 
@@ -67,6 +67,9 @@ class HolderWOE:
                                "twice the holder's min_node_samples")
         if not 2 <= msg.max_bin <= 255:
             raise InvalidInput("max_bin must lie in [2, 255]")
+        if not 0 <= msg.weight_bits <= MAX_WEIGHT_BITS:
+            raise InvalidInput(f"weight_bits must lie in [0, {MAX_WEIGHT_BITS}]")
+        self.weight_bits = int(msg.weight_bits)
         frame = feats.iloc[rows]
         self.names = [str(c) for c in feats.columns]
         self.row_ids = list(frame.index)
@@ -111,7 +114,8 @@ class HolderWOE:
         if self.got != self.n:
             raise ProtocolError(f"expected {self.n} label ciphertexts, got {self.got}")
         sums = self.hist.finish()
-        slot_bits = int(self.n).bit_length() + 2
+        slot_bits = (2 * weighted_half_bits(self.n, self.weight_bits) + 1 if self.weight_bits
+                     else int(self.n).bit_length() + 2)
         slots = max(1, self.pk.plaintext_bits // slot_bits)
         packed = self.pk.pack_flat(sums, slot_bits, slots)
         s = self.session

@@ -15,6 +15,16 @@ from ...errors import InvalidInput
 KIND = "hetero_woe"
 
 
+#: the widest weights a holder sums (weighted WOE): each row's weight below 2**16
+MAX_WEIGHT_BITS = 16
+
+
+def weighted_half_bits(n_rows: int, weight_bits: int) -> int:
+    """Width of one half of a weighted row's plaintext: a sum of ``n_rows`` weights below
+    ``2**weight_bits`` fits it, so (w*y, w) sums never carry into each other."""
+    return (int(n_rows) << int(weight_bits)).bit_length() + 1
+
+
 def floor_map(counts: np.ndarray, floor: int) -> tuple[np.ndarray, int]:
     """Merge adjacent non-missing bins until each holds >= floor rows (or is the only one);
     the missing bin (last) stays separate unless it is non-empty and below the floor, in

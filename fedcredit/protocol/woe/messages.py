@@ -12,6 +12,8 @@ class WoeStart:
     rows: bytes = b""
     max_bin: int = 0
     key_fingerprint: str = ""
+    # 0: Enc(label) per row; k > 0: Enc((w*y) * 2**half + w), w a k-bit fixed-point weight
+    weight_bits: int = 0
 
 
 @dataclass
