@@ -231,9 +231,11 @@ def test_bank_score_writes_reason_codes(boosted, tables, tls_dir, tmp_path):
         served.stop()
     out = pd.read_csv(tmp_path / "s.csv", dtype={"uscc": str}, keep_default_na=False)
     plain = pd.read_csv(tmp_path / "plain.csv", dtype={"uscc": str})
-    assert list(plain.columns) == ["uscc", "score"]
-    assert list(out.columns) == ["uscc", "score", "reason_1", "reason_1_contribution",
-                                 "reason_2", "reason_2_contribution"]
+    assert list(plain.columns) == ["uscc", "score", "grade", "holder_covered"]
+    assert list(out.columns) == ["uscc", "score", "grade", "holder_covered", "reason_1",
+                                 "reason_1_contribution", "reason_2", "reason_2_contribution"]
+    assert (out.grade == plain.grade).all() and (out.holder_covered == plain.holder_covered).all()
+    assert 0 < out.holder_covered.sum() < len(out)  # the sample holds enterprises it lacks
     assert out.uscc.tolist() == list(new.index)
     np.testing.assert_allclose(out.score, plain.score, atol=1e-12)
     assert out.reason_1.tolist() == expected.reason_1.tolist()

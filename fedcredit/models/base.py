@@ -337,6 +337,10 @@ class FederatedEstimator(BaseEstimator):
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InvalidInput(f"{path} is a damaged {fmt} file: {e!r}") from None
 
+
+class FederatedScorer(FederatedEstimator):
+    """A federated estimator that scores enterprises (with the holder's coverage)."""
+
     def decision_function(self, X, holder, *, id_column: str | None = None,
                           return_coverage: bool = False):
         """The raw score per row (log-odds of default for a classifier).
@@ -353,7 +357,7 @@ class FederatedEstimator(BaseEstimator):
         raise NotImplementedError(f"{type(self).__name__} does not score")
 
 
-class FederatedClassifier(FederatedEstimator):
+class FederatedClassifier(FederatedScorer):
     """A federated estimator that scores: probabilities and labels from its log-odds."""
 
     def predict_proba(self, X, holder, *, id_column: str | None = None,

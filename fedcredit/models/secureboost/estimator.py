@@ -18,7 +18,7 @@ from ...binning import BinMapper
 from ...errors import InvalidInput, PolicyViolation, ProtocolError
 from ...protocol.secureboost import bank as steps
 from ...protocol.secureboost.math import MAX_FRAC_BITS
-from ..base import FederatedClassifier, FederatedEstimator, as_channel, check_xy
+from ..base import FederatedClassifier, FederatedScorer, as_channel, check_xy
 from ..explain import LOG_ODDS, explanation_frame, saabas
 from .boosting import BANK_ONLY, LogisticLoss, Loss, fit_boosting
 from .private_scoring import MIN_PRIVATE_PATH_BITS, private_decision_function, private_path_bits
@@ -37,7 +37,7 @@ SCORING_MODES = ("auto", "private", "plain")
 PRIVATE_ROWS = 16
 
 
-class SecureBoostModel(FederatedEstimator):
+class SecureBoostModel(FederatedScorer):
     """Gradient boosting trained jointly with a credit-data holder (SecureBoost): what
     :class:`SecureBoostClassifier` and :class:`SecureBoostRegressor` share.
 
