@@ -43,6 +43,17 @@ def register(sub) -> None:
     s.add_argument("--workers", type=int, default=None, help="crypto worker processes")
     s.add_argument("--random-state", type=int, default=0)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--objective", choices=("binary", "regression"), default="binary",
+                   help="binary: probability of default (the label is 0/1); regression: an "
+                        "amount such as a credit line (SecureBoostRegressor, squared error)")
+    s.add_argument("--weight-column", help="a column of row weights (>= 0), not a feature")
+    s.add_argument("--class-weight", help='"balanced", or label:weight pairs such as 0:1,1:10')
+    s.add_argument("--monotone", action="append", default=[], metavar="FEATURE=+1|-1",
+                   help="the score may only rise (+1) or fall (-1) with FEATURE (a bank "
+                        "column, or holder:NAME as the holder publishes it); repeatable")
+    s.add_argument("--cv", type=int, default=0, metavar="K",
+                   help="first cross-validate over K folds with one alignment (AUC and KS, "
+                        "or R2, per fold), then train on every row")
     s.set_defaults(func=_train)
 
     s = bs.add_parser("score", help="score enterprises with a saved model and the holder")
@@ -126,20 +137,31 @@ def _align(a) -> int:
 
 def _train(a) -> int:
     from ..errors import InvalidInput
-    from ..models import SecureBoostClassifier
+    from ..models import SecureBoostClassifier, SecureBoostRegressor
 
     bank = _table(a)
     if a.label_column not in bank.columns:
         raise InvalidInput(f"{a.csv}: no label column {a.label_column!r}")
     y = bank.pop(a.label_column)
-    model = SecureBoostClassifier(
-        n_estimators=a.trees, max_depth=a.depth, learning_rate=a.learning_rate,
-        max_bin=a.bins, min_child_samples=a.min_child_samples, key_bits=a.key_bits,
-        insecure_key=a.insecure_key, n_jobs=a.workers, random_state=a.random_state,
-        verbose=not a.quiet)
+    weights = None
+    if a.weight_column:
+        if a.weight_column not in bank.columns:
+            raise InvalidInput(f"{a.csv}: no weight column {a.weight_column!r}")
+        weights = bank.pop(a.weight_column).to_numpy()
+    regression = a.objective == "regression"
+    if regression and a.class_weight:
+        raise InvalidInput("--class-weight is for --objective binary")
+    kw = dict(n_estimators=a.trees, max_depth=a.depth, learning_rate=a.learning_rate,
+              max_bin=a.bins, min_child_samples=a.min_child_samples, key_bits=a.key_bits,
+              insecure_key=a.insecure_key, n_jobs=a.workers, random_state=a.random_state,
+              verbose=not a.quiet, monotone_constraints=_monotone(a.monotone) or None)
+    model = SecureBoostRegressor(**kw) if regression else SecureBoostClassifier(
+        **kw, class_weight=_class_weight(a.class_weight))
     channel = _connect(a)
     try:
-        model.fit(bank, y, holder=channel)
+        if a.cv:
+            _cross_validate(model, bank, y, channel, a.cv, weights)
+        model.fit(bank, y, holder=channel, sample_weight=weights)
     finally:
         channel.close()
     out = Path(a.model_out)
@@ -151,6 +173,43 @@ def _train(a) -> int:
           f"{model.model_id_} saved to {out}")
     print("top features by gain: " + ", ".join(f"{k} ({v:.1f})" for k, v in top.items()))
     return 0
+
+
+def _monotone(items: list[str]) -> dict:
+    from ..errors import InvalidInput
+
+    out = {}
+    for item in items:
+        name, sep, sign = item.rpartition("=")
+        if not sep or not name or sign not in ("+1", "1", "-1"):
+            raise InvalidInput(f"--monotone {item!r}: expected FEATURE=+1 or FEATURE=-1")
+        out[name] = -1 if sign == "-1" else 1
+    return out
+
+
+def _class_weight(text: str | None):
+    from ..errors import InvalidInput
+
+    if not text or text == "balanced":
+        return text or None
+    try:
+        return {int(k): float(v) for k, v in (p.split(":") for p in text.split(","))}
+    except ValueError:
+        raise InvalidInput(f'--class-weight {text!r}: "balanced" or pairs such as '
+                           "0:1,1:10") from None
+
+
+def _cross_validate(model, bank, y, channel, k: int, weights) -> None:
+    import numpy as np
+
+    from ..model_selection import cross_validate
+
+    res = cross_validate(model, bank, y, holder=channel, cv=k, sample_weight=weights)
+    tests = {n[5:]: v for n, v in res.items() if n.startswith("test_")}
+    for fold in range(k):
+        print(f"fold {fold + 1}/{k}: " + ", ".join(f"{n} {v[fold]:.4f}" for n, v in tests.items()))
+    print(f"cross-validation over {k} folds (one alignment of {res['n_aligned']} enterprises): "
+          + ", ".join(f"{n} {np.mean(v):.4f} ± {np.std(v):.4f}" for n, v in tests.items()))
 
 
 def _score(a) -> int:
