@@ -9,6 +9,7 @@ in the categorical dtype's order if it has one, otherwise sorted; rare categorie
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -56,17 +57,34 @@ class FeatureBins:
     def transform(self, col: pd.Series) -> np.ndarray:
         missing = self.n_bins
         if self.kind == "numeric":
-            x = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            out = np.searchsorted(self.upper, x, side="left").astype(np.int64)
-            out[np.isnan(x)] = missing
-            return out
+            return self.bin_values(pd.to_numeric(col, errors="coerce").to_numpy(
+                dtype=np.float64, na_value=np.nan))
         lookup = {c: i for i, c in enumerate(self.categories)}
         other = self.other_bin
-        vals = col.astype(object).where(col.notna(), None).tolist()
-        codes = np.fromiter(
-            (missing if v is None else lookup.get(str(v), missing if other is None else other)
-             for v in vals), dtype=np.int64, count=len(vals))
-        return codes
+        absent = col.isna().to_numpy()
+        vals = col.to_numpy(dtype=object)
+        unknown = missing if other is None else other
+        return np.fromiter((missing if gone else lookup.get(str(v), unknown)
+                            for v, gone in zip(vals, absent)), dtype=np.int64, count=len(vals))
+
+    def bin_values(self, x: np.ndarray) -> np.ndarray:
+        """Bins of a numeric feature's float values (NaN: the missing bin)."""
+        out = np.searchsorted(self.upper, x, side="left").astype(np.int64)
+        out[np.isnan(x)] = self.n_bins
+        return out
+
+
+def _float_block(X: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """``X[names]`` as floats in one pandas operation (a column at a time costs ~0.1 ms each:
+    most of scoring one enterprise); values that are not numbers become NaN, as with
+    ``pd.to_numeric(errors="coerce")``."""
+    if not names:
+        return np.zeros((len(X), 0))
+    try:
+        return X[names].to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        return np.column_stack([pd.to_numeric(X[c], errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan) for c in names])
 
 
 def _is_categorical(col: pd.Series) -> bool:
@@ -143,15 +161,17 @@ class BinMapper:
                 feats.append(_numeric_bins(str(name), col, self.max_bin, rng))
         self.features_ = feats
         self.fitted_ = True
+        self.__dict__.pop("n_bins", None)  # a refit changes the bins
         return self
 
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features_]
 
-    @property
+    @functools.cached_property
     def n_bins(self) -> np.ndarray:
-        """Non-missing bins per feature (the missing bin's index)."""
+        """Non-missing bins per feature (the missing bin's index); computed once per fit
+        (scoring one enterprise reads it for every tree)."""
         return np.array([f.n_bins for f in self.features_], dtype=np.int64)
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
@@ -162,8 +182,13 @@ class BinMapper:
         if missing:
             raise InvalidInput(f"columns missing from the table: {missing[:5]}")
         out = np.empty((len(X), len(self.features_)), dtype=np.uint8)
+        numeric = [j for j, f in enumerate(self.features_) if f.kind == "numeric"]
+        values = _float_block(X, [self.features_[j].name for j in numeric])
+        for k, j in enumerate(numeric):
+            out[:, j] = self.features_[j].bin_values(values[:, k])
         for j, f in enumerate(self.features_):
-            out[:, j] = f.transform(X[f.name])
+            if f.kind != "numeric":
+                out[:, j] = f.transform(X[f.name])
         return out
 
     def fit_transform(self, X: pd.DataFrame) -> np.ndarray:

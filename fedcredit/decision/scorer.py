@@ -77,14 +77,14 @@ class Scorer:
             values.append([r["features"].get(f) for f in self.features])
         if len(set(ids)) != len(ids):
             raise InvalidInput("an enterprise appears twice in one request")
-        X = pd.DataFrame(values, index=pd.Index(ids, name="uscc"), columns=self.features,
-                         dtype=object)
-        for c in X.columns:  # numbers as numbers; a text category stays text
-            try:
-                X[c] = pd.to_numeric(X[c])
-            except (TypeError, ValueError):
-                pass
-        return X
+        columns = {}
+        for j, name in enumerate(self.features):  # numbers as numbers, text stays text
+            col = [row[j] for row in values]
+            numeric = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                          for v in col)
+            columns[name] = np.array([np.nan if v is None else v for v in col],
+                                     dtype=np.float64) if numeric else np.array(col, dtype=object)
+        return pd.DataFrame(columns, index=pd.Index(ids, name="uscc"))
 
     def score(self, rows: list[dict]) -> list[dict]:
         X = self.frame(rows)

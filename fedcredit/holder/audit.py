@@ -38,9 +38,10 @@ key. Anchor the head outside the holder's machine: ``fedcredit holder audit veri
 it; record ``seq:hash`` somewhere else (a ticket, a signed e-mail, the platform's
 supervisor) and check it later with ``--anchor seq:hash``.
 
-No enterprise id or feature value is written by the bank-request path: records carry counts,
-the bank (its certificate name), purpose, operation and session id. The key is never
-logged, exported or printed (only its path).
+Records carry counts, never a feature value: the bank (its certificate name), purpose,
+operation and session id. The enterprises a request used are kept in the use record
+(:mod:`fedcredit.holder.uses`), committed to by the record's ``uses=`` digest. The key is
+never logged, exported or printed (only its path).
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidInput, StoreUnavailable
+from . import uses
 from .store import AUDIT_FIELDS, AUDIT_KEY_NAME, write
 
 GENESIS = "0" * 64
@@ -271,9 +273,12 @@ class SqliteAuditor:
                session: str, detail: str = "", ids=None) -> None:
         try:
             with self._lock, write(self.con):
+                used = uses.number(self.con, ids)  # the set the record's digest commits to
                 seq = append(self.con, actor="bank", bank=bank, purpose=purpose,
                              operation=operation, enterprises=enterprises, session=session,
-                             detail=detail)
+                             detail=detail if used is None else uses.tag(detail, used.digest))
+                if used is not None:
+                    uses.store(self.con, seq, used)
         except StoreUnavailable as e:
             if self.on_failure is not None:
                 self.on_failure(e)
@@ -382,6 +387,9 @@ def verify(con: sqlite3.Connection, anchors: Sequence[tuple[int, str]] = (),
         if hashes.get(seq) != h:
             return broken(f"record seq={seq} does not match the anchor you recorded (history "
                           "was rewritten)", seq)
+    use_problem = uses.check(con)  # every use set against the digest its record carries
+    if use_problem is not None:
+        return broken(*use_problem)
     return VerifyResult(True, n, last, prev, keyed=keyed, key_checked=checked)
 
 

@@ -33,7 +33,7 @@ from ..protocol import messages as m
 from ..protocol.middleware import Next, Request, audit_refusals
 from ..protocol.registry import SCORING_REQUESTS
 from ..protocol.secureboost.messages import TreeStart
-from . import audit, features, live, logs, store
+from . import audit, features, live, logs, store, uses
 from .admin import start_admin
 from .audit import SqliteAuditor
 from .config import HolderConfig, load_config
@@ -55,8 +55,9 @@ class HolderParty(HolderCore):
         self._db_lock = threading.Lock()
         self._reload = threading.Lock()
         hooks = {name: store.connect(cfg.db_path)
-                 for name in ("audit", "consent", "models", "loans")}
+                 for name in ("audit", "consent", "models", "loans", "uses")}
         self._hook_cons = list(hooks.values())
+        self._uses_db = hooks["uses"]
         self.store_watch = StoreWatch(cfg.db_path)
         if features_frame is None:
             features_frame, features_version = features.read_current(cfg, self._db)
@@ -71,6 +72,7 @@ class HolderParty(HolderCore):
         self.features_version = features_version
         self.on_session_end(self._session_ended)
         self._live_lock = threading.Lock()
+        self._uses_lock = threading.Lock()
         with self._db_lock:
             self.live = live.LiveState(live.generation(self._db), cfg.policy,
                                        live.suspended_banks(self._db))
@@ -209,6 +211,14 @@ class HolderParty(HolderCore):
             self._db.executemany("INSERT INTO scored (day, bank, purpose, uscc) VALUES "
                                  "(?,?,?,?)", [(day, bank, purpose, u) for u in new])
 
+    def compact_uses(self) -> None:
+        """Fold the use record's finished UTC days into segments (one day per call: a day of
+        100 sessions of 100k enterprises takes ~3.5 s, holding the write lock ~0.2 s)."""
+        with self._uses_lock:
+            done = uses.compact(self._uses_db, max_days=1)
+        if done["sets"]:
+            log.info("use record compacted", extra={"fields": done})
+
     def prune_scored(self, keep_days: int = 7) -> None:
         """Forget which enterprises were scored more than ``keep_days`` days ago."""
         day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - keep_days * 86400))
@@ -286,6 +296,7 @@ def _maintenance(party: HolderParty, done: threading.Event) -> None:
             party.apply_live()
             party.refresh_features()
             party.prune_scored()
+            party.compact_uses()
         except Exception:  # never let housekeeping take the server down
             log.exception("maintenance failed")
 

@@ -24,6 +24,8 @@ Schema (``schema_version`` 4)::
           reported_at, updated_at)             loan outcomes the banks report
     enterprise_index(idx, uscc)              compact enterprise numbers of the use record
     use_sets(seq, day, n, ids, digest)       per audit record: the enterprises it touched
+    use_segments(seg, day, seqs, sets, uses, built_at)   a compacted day: the seqs of its sets
+    use_postings(id, data)     per block of enterprise numbers: which sets held each
     meta(key, value)                         schema_version, policy_generation, ...
 
 Migrations run in :func:`connect`, each in one write transaction (two processes opening an
@@ -184,6 +186,19 @@ CREATE TABLE IF NOT EXISTS use_sets (
     digest TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS use_sets_day ON use_sets(day);
+CREATE TABLE IF NOT EXISTS use_segments (
+    seg INTEGER PRIMARY KEY,
+    day TEXT NOT NULL,
+    seqs BLOB NOT NULL,
+    sets INTEGER NOT NULL,
+    uses INTEGER NOT NULL,
+    built_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS use_segments_day ON use_segments(day);
+CREATE TABLE IF NOT EXISTS use_postings (
+    id INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
 """
 _SCHEMA += _V4_TABLES
 

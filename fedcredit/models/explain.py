@@ -65,7 +65,19 @@ def node_values(tree) -> dict[int, float]:
 
 def leaf_contributions(tree, n_bank: int, n_features: int) -> tuple[float, np.ndarray]:
     """(root value, leaves x features): per leaf (in ``tree.leaves`` order), what each
-    feature contributes along the path to it; a holder feature k is column ``n_bank + k``."""
+    feature contributes along the path to it; a holder feature k is column ``n_bank + k``.
+
+    Kept on the tree once computed (a fitted tree does not change), so explaining one
+    enterprise per call does not walk every path again."""
+    cached = getattr(tree, "_contributions", None)
+    if cached is not None and cached[0] == (n_bank, n_features):
+        return cached[1]
+    result = _leaf_contributions(tree, n_bank, n_features)
+    tree._contributions = ((n_bank, n_features), result)
+    return result
+
+
+def _leaf_contributions(tree, n_bank: int, n_features: int) -> tuple[float, np.ndarray]:
     values = node_values(tree)
     parent = {}
     for nd in tree.nodes:

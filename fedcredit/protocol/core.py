@@ -122,6 +122,14 @@ class HolderCore:
                 f"{what} uses holder column(s) {barred} that the holder's column policy no "
                 f"longer allows bank {s.bank!r} for purpose {s.purpose!r}; train a new model")
 
+    def stored_model(self, s: Session, trees: Sequence[int] = ()) -> StoredModel:
+        """The scoring session's stored model, loaded and parsed once per session (again
+        when it lacks a tree asked for: a model still being trained grows)."""
+        hit = s.cache.get("model")
+        if hit is None or any(int(t) not in hit.trees for t in trees):
+            hit = s.cache["model"] = self.models.load(s.model_id)
+        return hit
+
     def aligned_features(self, s: Session) -> pd.DataFrame:
         """The session's columns (fixed when it opened) of its aligned rows."""
         if s.aligned_ids is None:
@@ -146,7 +154,8 @@ class HolderCore:
         known = self.known_ids()
         present = np.fromiter((i in known for i in ids), dtype=bool, count=len(ids))
         served = self.consent_mask(s, ids) & present
-        rows.loc[~served] = np.nan
+        if not served.all():
+            rows.loc[~served] = np.nan
         return rows, served
 
     # -- dispatch ---------------------------------------------------------------------------

@@ -10,10 +10,11 @@ import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from ..binning import BinMapper
 from ..errors import SessionNotFound
 
 
@@ -65,6 +66,13 @@ class StoredModel:
     #: per feature of ``mapper``, its training rows per bin (missing bin last): the
     #: reference of the characteristic stability index (empty for models stored before)
     bin_counts: list[list[int]] = field(default_factory=list)
+    _binner: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def bin_mapper(self) -> BinMapper:
+        """The holder's binning of a SecureBoost model, parsed once per loaded model."""
+        if self._binner is None:
+            self._binner = BinMapper.from_dict(self.mapper)
+        return self._binner
 
     def to_json(self) -> str:
         return json.dumps({"model_id": self.model_id, "bank": self.bank, "purpose": self.purpose,

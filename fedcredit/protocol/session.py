@@ -41,6 +41,8 @@ class Session:
     aligned_ids: list[str] | None = None
     #: the running protocol's state (one per session: alignment, a model being trained ...)
     state: Any = None
+    #: what a scoring session parses once (its stored model), see HolderCore.stored_model
+    cache: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from ...binning import BinMapper
 from ...errors import InvalidInput, PolicyViolation
 from ..channel import Caller
 from ..context import HolderContext
@@ -39,7 +38,7 @@ def drift(core: HolderContext, caller: Caller, msg: m.DriftRequest, rest) -> Ite
             raise InvalidInput(f"model {model.model_id!r} is not a SecureBoost model: CSI "
                                "needs the holder's training bins, which only SecureBoost "
                                "models keep")
-        mapper = BinMapper.from_dict(model.mapper)
+        mapper = model.bin_mapper()
         sizes = [int(n) + 1 for n in mapper.n_bins]
         if [len(c) for c in model.bin_counts] != sizes:
             raise InvalidInput(f"model {model.model_id!r} was stored without its training "

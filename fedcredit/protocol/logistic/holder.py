@@ -292,7 +292,7 @@ def score(core: HolderContext, caller: Caller, msg: m.PartialScoreRequest, rest)
     s = core.session(caller, msg.session_id)
     with s.lock:
         if s.task == "score":
-            model = core.models.load(s.model_id)
+            model = core.stored_model(s)
         elif s.task == "lr" and isinstance(s.state, HolderLR) and s.state.model is not None:
             model = s.state.model
         else:

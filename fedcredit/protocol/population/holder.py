@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...binning import BinMapper
 from ...errors import InvalidInput, PolicyViolation, ProtocolError
 from ..channel import Caller
 from ..context import HolderContext
@@ -107,7 +106,7 @@ def score(core: HolderContext, caller: Caller, msg: m.PopulationScoreRequest,
                 raise PolicyViolation("this holder answers plain leaf masks to no one "
                                       "(policy.allow_plain_scoring = false), so it cannot "
                                       "score a population with a SecureBoost model")
-            mapper = BinMapper.from_dict(model.mapper)
+            mapper = model.bin_mapper()
             bins = mapper.transform(rows)
             trees = sorted(model.trees)
             if not trees:

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from ...binning import BinMapper
 from ...crypto import PublicKey
 from ...errors import (
     InvalidInput,
@@ -83,7 +82,7 @@ def private_predict(core: HolderContext, caller: Caller, msg: m.PrivateScoreRequ
                     rest) -> Iterator:
     s = core.session(caller, msg.session_id, task="score")
     with s.lock:
-        model = core.models.load(s.model_id)
+        model = core.stored_model(s, msg.trees)
         if "kind" in model.mapper:  # other protocols' models name their kind
             raise InvalidInput(f"model {model.model_id!r} is not a SecureBoost model")
         trees = [int(t) for t in msg.trees] or sorted(model.trees)
@@ -108,7 +107,7 @@ def private_predict(core: HolderContext, caller: Caller, msg: m.PrivateScoreRequ
             raise ResourceLimit("the request's leaf ciphertexts exceed the holder's "
                                 f"{core.policy.max_session_mib} MiB session limit")
         leaves = pk.from_bytes_batch(msg.leaf_values, count=n * total, what="leaf values")
-        mapper = BinMapper.from_dict(model.mapper)
+        mapper = model.bin_mapper()
         bins = mapper.transform(rows)
         cols = []
         for t, top in zip(trees, topologies):

@@ -182,18 +182,35 @@ def leaf_masks_covered(session: BankSession, ids: Sequence[str], trees: Sequence
     for lo in range(0, len(ids), batch):
         part = ids[lo:lo + batch]
         first = True
-        for r in session.channel.exchange([m.PredictRequest(session_id=session.id, ids=part,
-                                                            trees=list(trees))]):
+        request = m.PredictRequest(session_id=session.id, ids=part, trees=list(trees),
+                                   batched=True)
+        for r in session.channel.exchange([request]):
             if not isinstance(r, m.LeafMasks):
                 raise ProtocolError(f"unexpected {type(r).__name__} in a scoring answer")
             if first:
                 covered.append(flags_from_bytes(r.covered, len(part), "holder coverage"))
                 first = False
-            bits = np.frombuffer(r.masks, dtype=np.uint8)
-            width = -(-r.n_leaves // 8)
-            if len(bits) != width * len(part):
-                raise ProtocolError(f"tree {r.tree}: leaf masks of the wrong size")
-            mat = np.unpackbits(bits.reshape(len(part), width), axis=1)[:, :r.n_leaves]
-            out.setdefault(r.tree, []).append(mat.astype(bool))
+            for tree, mat in _tree_masks(r, len(part)):
+                out.setdefault(tree, []).append(mat)
     masks = {t: np.concatenate(v, axis=0) for t, v in out.items()}
     return masks, join_flags(covered, len(ids))
+
+
+def _tree_masks(r: m.LeafMasks, n: int):
+    """(tree, ids x leaves bool matrix) for each tree one LeafMasks carries: one tree, or
+    every tree of a batched answer (``trees``/``widths``, matrices back to back)."""
+    trees, widths = (list(r.trees), list(r.widths)) if r.trees else ([r.tree], [r.n_leaves])
+    if len(trees) != len(widths):
+        raise ProtocolError("a batched answer names a different number of trees and widths")
+    bits = np.frombuffer(r.masks, dtype=np.uint8)
+    at = 0
+    for tree, k in zip(trees, widths):
+        width = -(-int(k) // 8)
+        size = width * n
+        if k < 0 or at + size > len(bits):
+            raise ProtocolError(f"tree {tree}: leaf masks of the wrong size")
+        mat = np.unpackbits(bits[at:at + size].reshape(n, width), axis=1)[:, :k]
+        at += size
+        yield tree, mat.astype(bool)
+    if at != len(bits):
+        raise ProtocolError("leaf masks of the wrong size")

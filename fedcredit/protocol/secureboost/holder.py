@@ -14,13 +14,13 @@ candidate, without the feature or bin it belongs to; for a split the holder won,
 partition of the node's rows and the feature's index (for feature importance), never the
 threshold or bin. Every set of rows the bank can isolate from those sums (between two known
 thresholds of one feature, the missing rows, two nearly nested candidates of two features,
-parent - child) holds at least
-``policy.min_bin_samples`` enterprises (default 30; see ``math.bin_mass_keep``), and the floor
-``min_node_samples`` bounds every node and side. What the holder learns: the rows of each
-node the bank asks about, and the ciphertexts, which it cannot decrypt. Partial hardening
-against a crafting bank (a full defence needs MPC): slots no wider than honest gradients need
-(``TreeStart.slot_bits``, ``BoostStart.frac_bits`` <= 32), at most
-``policy.max_tree_depth`` layers per tree, two children per parent that partition it.
+parent - child) holds at least ``policy.min_bin_samples`` enterprises (default 30; see
+``math.bin_mass_keep``), and the floor ``min_node_samples`` bounds every node and side. What
+the holder learns: the rows of each node the bank asks about, and the ciphertexts, which it
+cannot decrypt. Partial hardening against a crafting bank (a full defence needs MPC): slots
+no wider than honest gradients need (``TreeStart.slot_bits``, ``BoostStart.frac_bits`` <=
+32), at most ``policy.max_tree_depth`` layers per tree, two children per parent that
+partition it.
 """
 from __future__ import annotations
 
@@ -284,8 +284,7 @@ class HolderBoost:
                                   self.watch, self.cand_direction) for v in views]
         t.node_hist = hist_of  # the previous layer's histograms are no longer needed
         t.node_rows.update(rows_of)
-        t.node_sent = known
-        t.node_valid = known
+        t.node_sent = t.node_valid = known
         t.layers += 1
         return out
 
@@ -412,12 +411,9 @@ def model_finish(core: HolderContext, caller: Caller, msg: m.ModelFinish, rest) 
 def predict(core: HolderContext, caller: Caller, msg: m.PredictRequest, rest) -> Iterator:
     s = core.session(caller, msg.session_id)
     with s.lock:
-        if s.task == "train":
-            model = _boost(s).model
-        elif s.task == "score":
-            model = core.models.load(s.model_id)
-        else:
+        if s.task not in ("train", "score"):
             raise ProtocolError(f"a {s.task} session cannot score")
+        model = _boost(s).model if s.task == "train" else core.stored_model(s, msg.trees)
         if "kind" in model.mapper:  # other protocols' models name their kind
             raise InvalidInput(f"model {model.model_id!r} is not a SecureBoost model")
         if not core.policy.allow_plain_scoring:
@@ -431,13 +427,17 @@ def predict(core: HolderContext, caller: Caller, msg: m.PredictRequest, rest) ->
         unknown = [t for t in trees if t not in model.trees]
         if unknown:
             raise InvalidInput(f"the model has no tree {unknown[0]}")
-        mapper = BinMapper.from_dict(model.mapper)
+        mapper = model.bin_mapper()
         bins = mapper.transform(rows)  # once, not per tree (~23 ms each for one enterprise)
         answers = [reachable_leaves(model.trees[t], model.splits, bins, mapper.n_bins,
                                     f"tree {t}") for t in trees]
         core.audit(caller, s, "predict", int(served.sum()),
                    f"ids={len(msg.ids)} trees={len(trees)}", ids=rows.index[served])
     covered = flags_to_bytes(served)
+    if msg.batched:  # every tree in one message: one gRPC message for an online score
+        yield m.LeafMasks(masks=b"".join(b for _, b in answers), covered=covered,
+                          trees=list(trees), widths=[k for k, _ in answers])
+        return
     for k, (tree, (n_leaves, masks)) in enumerate(zip(trees, answers)):
         yield m.LeafMasks(tree=tree, n_leaves=n_leaves, masks=masks,
                           covered=covered if k == 0 else b"")

@@ -134,6 +134,8 @@ class PredictRequest:
     session_id: str = ""
     ids: list[str] = field(default_factory=list)
     trees: list[int] = field(default_factory=list)  # empty = all trees of the model
+    #: answer every tree in one LeafMasks (its ``trees``/``widths``), not one per tree
+    batched: bool = False
 
 
 @dataclass
@@ -146,6 +148,9 @@ class LeafMasks:
     #: per id, whether the holder had its data and a current consent (packbits); sent on
     #: the first LeafMasks of an answer only
     covered: bytes = b""
+    #: a batched answer: its trees and their leaf counts, ``masks`` their matrices in order
+    trees: list[int] = field(default_factory=list)
+    widths: list[int] = field(default_factory=list)
 
 
 #: in wire order (field and envelope tags are append-only)

@@ -141,7 +141,7 @@ def start(core: HolderContext, caller: Caller, first: m.WoeStart, rest) -> Itera
                 raise ProtocolError("a label stream mixes in other messages")
             st.add(msg)
         out = st.finish()
-        core.audit(caller, s, "woe_stats", st.n,
+        core.audit(caller, s, "woe_stats", st.n, f"binning={out.binning_id} "
                    f"features={len(st.sizes)} bins={int(st.sizes.sum())}", ids=st.row_ids)
     yield out
 
