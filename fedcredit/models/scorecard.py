@@ -255,17 +255,22 @@ class Scorecard(FederatedClassifier):
         """Log-odds of default (the bank's WOE part plus the holder's partial score per id,
         over a scoring session reused per channel, see :meth:`close_scoring`) and the
         holder's coverage."""
+        _, Xw, u, covered = self._parts(X, holder, id_column, "scoring")
+        return self.model_.bank_score(Xw) + u, covered
+
+    def _parts(self, X, holder, id_column, what: str):
+        """(``X`` checked, the bank's WOE table, the holder's partial scores, its coverage)."""
         self._check_fitted()
         X, _ = check_xy(X, None, id_column)
         bank = self.feature_names_bank_
         if bank and self.woe_ is None:
             raise InvalidInput(f"this Scorecard was loaded from a {FORMAT_POINTS_ONLY} file, "
                                "which lacks the bank's binning: its points_table_ is "
-                               "complete, but scoring bank features needs a re-fit")
+                               f"complete, but {what} bank features needs a re-fit")
         Xw = self.woe_.transform_bank(X, bank) if bank else pd.DataFrame(index=X.index)
         ids = X.index.tolist()
         u, covered = self._score_with(holder, lambda s: lr_steps.partial_scores_covered(s, ids))
-        return self.model_.bank_score(Xw) + u, covered
+        return X, Xw, u, covered
 
     def explain(self, X, holder, *, id_column: str | None = None) -> pd.DataFrame:
         """Reason codes in points: each feature's points per enterprise (more points, less
@@ -290,17 +295,8 @@ class Scorecard(FederatedClassifier):
             ``"points"`` (reasons for default are the most negative; see
             :func:`fedcredit.models.explain.top_reasons`).
         """
-        self._check_fitted()
-        X, _ = check_xy(X, None, id_column)
-        bank = self.feature_names_bank_
-        if bank and self.woe_ is None:
-            raise InvalidInput(f"this Scorecard was loaded from a {FORMAT_POINTS_ONLY} file, "
-                               "which lacks the bank's binning: explaining bank features "
-                               "needs a re-fit")
-        Xw = self.woe_.transform_bank(X, bank) if bank else pd.DataFrame(index=X.index)
-        ids = X.index.tolist()
-        u, covered = self._score_with(holder, lambda s: lr_steps.partial_scores_covered(s, ids))
-        model = self.model_
+        X, Xw, u, covered = self._parts(X, holder, id_column, "explaining")
+        bank, model = self.feature_names_bank_, self.model_
         terms = model._prepare_bank(Xw, fit=False) * model.coef_bank_[None, :]
         # the holder's weights on the blinding offsets belong to the intercept (intercept_)
         holder_part = u - float(np.dot(model.coef_holder_, self.blind_offset_))
