@@ -251,8 +251,7 @@ def _scores_and_reasons(model, X, channel, k: int):
     import numpy as np
 
     from ..errors import PolicyViolation
-    from ..models.base import sigmoid, with_coverage
-    from ..models.explain import POINTS, explained_score, top_reasons
+    from ..models.explain import explained_probability, top_reasons
 
     if k and hasattr(model, "explain"):
         if getattr(model, "scoring", None) == "private":
@@ -264,11 +263,7 @@ def _scores_and_reasons(model, X, channel, k: int):
             except PolicyViolation as e:
                 print(f"note: no reason codes: {e}", file=sys.stderr)
             else:
-                total = explained_score(explanation)
-                if explanation.attrs.get("units") == POINTS:  # points = offset - factor x logit
-                    total = (float(model.offset) - total) / float(model.factor)
-                raw, covered = with_coverage(model, total, explanation.attrs["holder_covered"],
-                                             True)
-                return sigmoid(raw), covered, top_reasons(explanation, k)
+                return (*explained_probability(model, explanation),
+                        top_reasons(explanation, k))
     p, covered = model.predict_proba(X, holder=channel, return_coverage=True)
     return p[:, 1], np.asarray(covered, dtype=bool), None

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..errors import InvalidInput, PolicyViolation
 from ..metrics.grades import DEFAULT_CUTS, check_cuts, grade, points
-from ..models.explain import POINTS, explained_score, top_reasons
+from ..models.explain import POINTS, explained_probability, explained_score, top_reasons
 
 #: models the decision service can answer with (probability-of-default classifiers)
 SCORING_FORMATS = ("secureboost", "hetero_lr", "scorecard")
@@ -117,26 +117,13 @@ class Scorer:
                     raise
                 self.plain_refused = True  # the holder scores privately only: no reasons
                 return self._predict(X)
-            covered = np.asarray(ex.attrs["holder_covered"], dtype=bool)
-            total = explained_score(ex)
-            if ex.attrs.get("units") == POINTS:  # a scorecard: points = offset - factor x logit
-                pts, logit = total, (float(m.offset) - total) / float(m.factor)
-            else:
-                logit = total
-                pts = points(1.0 / (1.0 + np.exp(-logit)))
-            prob = _refuse_uncovered(m, 1.0 / (1.0 + np.exp(-logit)), covered)
+            prob, covered = explained_probability(m, ex)
+            # a scorecard's own points; for other models, points from the probability
+            pts = explained_score(ex) if ex.attrs.get("units") == POINTS else points(prob)
             return prob, pts, covered, reason_lists(top_reasons(ex, self.reasons))
         proba, covered = m.predict_proba(X, holder=self.channel, return_coverage=True)
         prob = proba[:, 1]
         return prob, points(prob), np.asarray(covered, dtype=bool), None
-
-
-def _refuse_uncovered(model, prob: np.ndarray, covered: np.ndarray) -> np.ndarray:
-    """An estimator set to refuse uncovered enterprises gives them no probability."""
-    if getattr(model, "uncovered", "score") == "refuse":
-        prob = prob.copy()
-        prob[~covered] = np.nan
-    return prob
 
 
 def reason_lists(table: pd.DataFrame) -> list[list[dict]]:

@@ -177,6 +177,20 @@ def holder_column(holder_name: str, holder_features: Sequence[str]) -> str:
     return f"holder:{holder_name} (all features)"
 
 
+def explained_probability(model, explanation: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(probability of default, holder coverage) per row from ``model``'s explanation: the
+    explanation sums to the score, so scoring with reasons costs one holder request. A
+    scorecard's points are turned back into log-odds; ``model.uncovered`` applies as in
+    ``predict_proba``."""
+    from .base import sigmoid, with_coverage
+
+    total = explained_score(explanation)
+    if explanation.attrs.get("units") == POINTS:  # points = offset - factor x log-odds
+        total = (float(model.offset) - total) / float(model.factor)
+    raw, covered = with_coverage(model, total, explanation.attrs["holder_covered"], True)
+    return sigmoid(raw), covered
+
+
 def top_reasons(explanation: pd.DataFrame, k: int = 3) -> pd.DataFrame:
     """Adverse-action reason codes: per enterprise, the ``k`` features pushing its score most
     towards default.
