@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import resource
 import subprocess
+import sys
 import threading
 import time
 
@@ -100,12 +101,19 @@ def test_a_full_disk_is_unavailable_not_serving_and_recovers(tmp_path, data, out
         assert any(e["event"].startswith("audit log cannot be written") for e in events)
 
 
+#: lowers RLIMIT_FSIZE, then execs the command: no Python runs in the forked child of this
+#: test process (a preexec_fn would, and gRPC's fork handlers of the tests before sometimes
+#: print a C-core line into the child's stderr there)
+_CAP_THEN_EXEC = ("import os, resource, sys; s = int(sys.argv[1]); "
+                  "resource.setrlimit(resource.RLIMIT_FSIZE, "
+                  "(s, resource.getrlimit(resource.RLIMIT_FSIZE)[1])); "
+                  "os.execvp(sys.argv[2], sys.argv[2:])")
+
+
 def _run_limited(args, size: int) -> subprocess.CompletedProcess:
-    def cap():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.getrlimit(
-            resource.RLIMIT_FSIZE)[1]))
-    return subprocess.run(fedcredit_cmd() + args, capture_output=True, text=True, timeout=120,
-                          preexec_fn=cap, stdin=subprocess.DEVNULL)
+    return subprocess.run([sys.executable, "-c", _CAP_THEN_EXEC, str(size), *fedcredit_cmd(),
+                           *args],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
 def test_operator_commands_on_a_full_disk_end_in_one_line(tmp_path, data):  # noqa: F811
