@@ -150,3 +150,27 @@ def test_quantize_rounds_and_clips():
     assert got[4] == lim and got[5] == 0.0
     assert quantize(np.array([0.3]), frac_bits=2).tolist() == [0.25]
     assert np.all(np.abs(quantize(np.linspace(-500, 500, 101))) <= lim)
+
+
+def test_a_few_rows_bin_value_by_value_exactly_as_a_table_does():
+    """Online scoring bins its one enterprise value by value (``SMALL_ROWS``); the codes must
+    be the table path's for every kind of value a caller can send."""
+    from fedcredit.binning.mapper import SMALL_ROWS
+    rng = np.random.default_rng(2)
+    train = pd.DataFrame({
+        "x": rng.normal(size=200), "k": rng.integers(0, 5, 200).astype("int8"),
+        "c": pd.Categorical(rng.choice(["a", "b", "c"], 200)),
+        "s": rng.choice(["u", "v", "w", "z"], 200).astype(object)})
+    m = BinMapper(max_bin=3).fit(train)  # "s" has an "other" bin
+    odd = pd.DataFrame({
+        "x": [np.nan, 0.25, None, "1.5", "n/a", True, -1e9, np.inf, 0.0, 3],
+        "k": [1, None, 4, 2.5, "3", pd.NA, 0, 9, -2, 1],
+        "c": ["a", "zz", None, "b", np.nan, "c", 3, "a", "b", "c"],
+        "s": ["u", "nope", None, "w", pd.NA, 1, "z", "v", "u", "w"]}, dtype=object)
+    assert len(odd) > SMALL_ROWS  # so the whole table takes the table path
+    table = m.transform(odd)
+    for i in range(len(odd)):
+        assert m.transform(odd.iloc[i:i + 1]).tolist() == [table[i].tolist()], odd.iloc[i]
+    few = train.iloc[:SMALL_ROWS]  # and typed columns, as a holder's table has them
+    assert np.array_equal(m.transform(few), m.transform(train)[:SMALL_ROWS])
+    assert m.transform(train.iloc[:0]).shape == (0, 4)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..errors import InvalidInput, PolicyViolation
 from ..metrics.grades import DEFAULT_CUTS, check_cuts, grade, points
-from ..models.explain import POINTS, explained_probability, explained_score, top_reasons
+from ..models.explain import POINTS, explained_probability, explained_score, reason_arrays
 
 #: models the decision service can answer with (probability-of-default classifiers)
 SCORING_FORMATS = ("secureboost", "hetero_lr", "scorecard")
@@ -120,21 +120,14 @@ class Scorer:
             prob, covered = explained_probability(m, ex)
             # a scorecard's own points; for other models, points from the probability
             pts = explained_score(ex) if ex.attrs.get("units") == POINTS else points(prob)
-            return prob, pts, covered, reason_lists(top_reasons(ex, self.reasons))
+            return prob, pts, covered, reason_lists(*reason_arrays(ex, self.reasons))
         proba, covered = m.predict_proba(X, holder=self.channel, return_coverage=True)
         prob = proba[:, 1]
         return prob, points(prob), np.asarray(covered, dtype=bool), None
 
 
-def reason_lists(table: pd.DataFrame) -> list[list[dict]]:
-    """:func:`~fedcredit.models.explain.top_reasons`' table as one list of reasons per row."""
-    k = sum(1 for c in table.columns if not str(c).endswith("_contribution"))
-    out = []
-    for row in table.itertuples(index=False):
-        items = []
-        for r in range(k):
-            name, value = row[2 * r], row[2 * r + 1]
-            if name:
-                items.append({"feature": str(name), "contribution": round(float(value), 6)})
-        out.append(items)
-    return out
+def reason_lists(names: np.ndarray, values: np.ndarray) -> list[list[dict]]:
+    """:func:`~fedcredit.models.explain.reason_arrays` as one list of reasons per row."""
+    return [[{"feature": str(f), "contribution": round(float(v), 6)}
+             for f, v in zip(row_names, row_values) if f]
+            for row_names, row_values in zip(names, values)]

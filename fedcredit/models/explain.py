@@ -136,10 +136,20 @@ def explanation_frame(contributions: np.ndarray, base: float, names: Sequence[st
 
 def explained_score(explanation: pd.DataFrame) -> np.ndarray:
     """Each row's contributions plus its base: the score the explanation decomposes."""
-    if BASE_COLUMN not in explanation.columns:
+    _, values, base = _parts(explanation)
+    return values.sum(axis=1) + base
+
+
+def _parts(explanation: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(feature names, rows x features contributions, base per row) of an explanation, in
+    one conversion of the frame (dropping a column costs more than one enterprise's
+    arithmetic)."""
+    is_base = np.asarray(explanation.columns == BASE_COLUMN)
+    if not is_base.any():
         raise InvalidInput(f"not an explanation: no {BASE_COLUMN!r} column")
-    parts = explanation.drop(columns=BASE_COLUMN).to_numpy(dtype=np.float64)
-    return parts.sum(axis=1) + explanation[BASE_COLUMN].to_numpy(dtype=np.float64)
+    table = explanation.to_numpy(dtype=np.float64)
+    names = np.asarray([str(c) for c in explanation.columns[~is_base]], dtype=object)
+    return names, table[:, ~is_base], table[:, np.flatnonzero(is_base)[0]]
 
 
 def grouped(contributions: np.ndarray, sources: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -212,27 +222,32 @@ def top_reasons(explanation: pd.DataFrame, k: int = 3) -> pd.DataFrame:
         An enterprise with fewer than ``k`` features pushing towards default gets empty names
         and NaN contributions for the rest.
     """
+    names, values = reason_arrays(explanation, k)
+    out = {}
+    for r in range(int(k)):
+        out[f"reason_{r + 1}"] = names[:, r]
+        out[f"reason_{r + 1}_contribution"] = values[:, r]
+    return pd.DataFrame(out, index=explanation.index)  # reason_1, its contribution, ...
+
+
+def reason_arrays(explanation: pd.DataFrame, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_reasons` as arrays, rows x ``k``: feature names ("" where fewer features
+    push towards default) and their contributions (NaN there)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidInput(f"k must be a whole number >= 1, got {k!r}")
-    if BASE_COLUMN not in explanation.columns:
-        raise InvalidInput(f"not an explanation: no {BASE_COLUMN!r} column")
     units = explanation.attrs.get("units", LOG_ODDS)
     if units not in _RISK_SIGN:
         raise InvalidInput(f"explanation units {units!r} are not one of {', '.join(_RISK_SIGN)}")
-    feats = explanation.drop(columns=BASE_COLUMN)
-    names = np.asarray([str(c) for c in feats.columns], dtype=object)
-    values = feats.to_numpy(dtype=np.float64)
+    feature_names, values, _ = _parts(explanation)
+    n, k = len(values), int(k)
+    names = np.full((n, k), "", dtype=object)
+    chosen = np.full((n, k), np.nan)
     risk = values * _RISK_SIGN[units]
     order = np.argsort(-risk, axis=1, kind="stable")
-    out = {}
-    rows = np.arange(len(feats))
-    for r in range(int(k)):
-        if r < values.shape[1]:
-            col = order[:, r]
-            hit = risk[rows, col] > 0
-            out[f"reason_{r + 1}"] = np.where(hit, names[col], "")
-            out[f"reason_{r + 1}_contribution"] = np.where(hit, values[rows, col], np.nan)
-        else:
-            out[f"reason_{r + 1}"] = np.full(len(feats), "", dtype=object)
-            out[f"reason_{r + 1}_contribution"] = np.full(len(feats), np.nan)
-    return pd.DataFrame(out, index=explanation.index)  # reason_1, its contribution, ...
+    rows = np.arange(n)
+    for r in range(min(k, values.shape[1])):
+        col = order[:, r]
+        hit = risk[rows, col] > 0
+        names[hit, r] = feature_names[col[hit]]
+        chosen[hit, r] = values[rows[hit], col[hit]]
+    return names, chosen

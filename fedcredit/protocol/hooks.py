@@ -16,6 +16,7 @@ import numpy as np
 
 from ..binning import BinMapper
 from ..errors import SessionNotFound
+from .leafpaths import LeafPaths, holder_paths
 
 
 class ConsentProvider(Protocol):
@@ -67,12 +68,24 @@ class StoredModel:
     #: reference of the characteristic stability index (empty for models stored before)
     bin_counts: list[list[int]] = field(default_factory=list)
     _binner: Any = field(default=None, init=False, repr=False, compare=False)
+    _paths: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def bin_mapper(self) -> BinMapper:
         """The holder's binning of a SecureBoost model, parsed once per loaded model."""
         if self._binner is None:
             self._binner = BinMapper.from_dict(self.mapper)
         return self._binner
+
+    def leaf_paths(self, trees: Sequence[int]) -> LeafPaths:
+        """The holder's compiled scoring paths of ``trees``, once per loaded model and tree
+        set (a few sets stay: scoring asks for all trees, training for one at a time)."""
+        key = tuple(int(t) for t in trees)
+        hit = self._paths.get(key)
+        if hit is None:
+            if len(self._paths) >= 8:
+                self._paths.clear()
+            hit = self._paths[key] = holder_paths(self.trees, self.splits, key)
+        return hit
 
     def to_json(self) -> str:
         return json.dumps({"model_id": self.model_id, "bank": self.bank, "purpose": self.purpose,

@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 
 from ...binning import BinMapper
-from ...errors import InvalidInput, PolicyViolation, ProtocolError
+from ...errors import InvalidInput, PolicyViolation
 from ...protocol.secureboost import bank as steps
 from ...protocol.secureboost.math import MAX_FRAC_BITS
 from ..base import FederatedClassifier, FederatedScorer, as_channel, check_xy
 from ..explain import LOG_ODDS, explanation_frame, saabas
 from .boosting import BANK_ONLY, LogisticLoss, Loss, fit_boosting
 from .private_scoring import MIN_PRIVATE_PATH_BITS, private_decision_function, private_path_bits
-from .tree import Tree
+from .tree import Tree, bank_paths, reached_leaves
 
 # as_channel and check_xy: the checks' old home
 __all__ = ["SecureBoostClassifier", "SecureBoostModel", "as_channel", "check_xy"]
@@ -224,9 +224,19 @@ class SecureBoostModel(FederatedScorer):
         bins = self.mapper_.transform(X)
         masks, covered = self._leaf_masks(X.index.tolist(), holder)
         raw = np.full(len(X), self.base_score_)
-        for tree, tid in zip(self.trees_, self.tree_ids_):
-            raw += _combine(tree, bins, self.mapper_.n_bins, masks.get(tid))
+        for tree, leaf in zip(self.trees_, self._reached(bins, masks)):
+            raw += tree.leaf_values()[leaf]
         return raw, covered
+
+    def _reached(self, bins, masks: dict) -> list[np.ndarray]:
+        """Per tree, each row's leaf given the holder's ``masks`` (by tree id); the trees'
+        paths are compiled once per fitted or loaded model."""
+        cached = getattr(self, "_paths_cache", None)
+        if cached is None or len(cached[0]) != len(self.trees_) or \
+                any(a is not b for a, b in zip(cached[0], self.trees_)):
+            cached = self._paths_cache = (list(self.trees_), bank_paths(self.trees_))
+        return reached_leaves(cached[1], bins, self.mapper_.n_bins,
+                              [masks.get(t) for t in self.tree_ids_])
 
     def _leaf_masks(self, ids: list, holder) -> tuple[dict, np.ndarray | None]:
         """The holder's leaf masks of the federated trees and its coverage (bank-only trees
@@ -272,8 +282,7 @@ class SecureBoostModel(FederatedScorer):
             masks, covered = self._leaf_masks(X.index.tolist(), holder)
         except PolicyViolation as e:
             raise type(e)(f"explain() needs the holder's plain leaf masks: {e}") from e
-        leaves = [tree.reached_leaves(bins, self.mapper_.n_bins, masks.get(tid))
-                  for tree, tid in zip(self.trees_, self.tree_ids_)]
+        leaves = self._reached(bins, masks)
         names = self.feature_names_
         contributions, roots = saabas(self.trees_, leaves, len(self.feature_names_bank_),
                                       len(names))
@@ -325,13 +334,7 @@ class SecureBoostModel(FederatedScorer):
 
 def _combine(tree: Tree, bank_bins, n_bins, holder_masks: np.ndarray | None) -> np.ndarray:
     """Leaf value per row; ``holder_masks`` None for a bank-only tree (no holder split)."""
-    reach = tree.bank_reachable(bank_bins, n_bins)
-    if holder_masks is not None:
-        reach &= holder_masks
-    hits = reach.sum(axis=1)
-    if not (hits == 1).all():
-        raise ProtocolError("bank and holder splits do not single out one leaf per row")
-    return tree.leaf_values()[np.argmax(reach, axis=1)]
+    return tree.leaf_values()[tree.reached_leaves(bank_bins, n_bins, holder_masks)]
 
 
 class SecureBoostClassifier(SecureBoostModel, FederatedClassifier):

@@ -6,13 +6,14 @@ bank's splits allow with the leaves the holder's splits allow; exactly one remai
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ...errors import ProtocolError
+from ...protocol.leafpaths import BLOCK_ROWS, BOTH_WAYS, LEAF, LeafPaths
 from ...protocol.secureboost import messages as m
-from ...protocol.secureboost.math import goes_left
 
 
 @dataclass
@@ -46,34 +47,13 @@ class Tree:
 
     def bank_reachable(self, bank_bins: np.ndarray, missing_bin: np.ndarray) -> np.ndarray:
         """ids x leaves: leaves reachable given only the bank's own splits."""
-        n = bank_bins.shape[0]
-        reach = {0: np.ones(n, dtype=bool)}
-        cols = []
-        for nd in self.nodes:
-            r = reach[nd.node_id]
-            if nd.owner == "leaf":
-                cols.append(r)
-            elif nd.owner == "holder":
-                reach[nd.left], reach[nd.right] = r, r
-            else:
-                go_left = goes_left(bank_bins[:, nd.feature], missing_bin[nd.feature], nd.bin,
-                                    nd.missing_left)
-                reach[nd.left], reach[nd.right] = r & go_left, r & ~go_left
-        return np.stack(cols, axis=1)
+        return bank_paths([self]).reach(bank_bins, missing_bin)
 
     def reached_leaves(self, bank_bins: np.ndarray, missing_bin: np.ndarray,
                        holder_masks: np.ndarray | None) -> np.ndarray:
         """Per row, the position in :attr:`leaves` of the one leaf both parties' splits allow
         (``holder_masks`` None for a bank-only tree)."""
-        reach = self.bank_reachable(bank_bins, missing_bin)
-        if holder_masks is not None:
-            if holder_masks.shape != reach.shape:
-                raise ProtocolError(f"leaf masks of shape {holder_masks.shape} for "
-                                    f"{reach.shape[0]} rows and {reach.shape[1]} leaves")
-            reach &= holder_masks
-        if not (reach.sum(axis=1) == 1).all():
-            raise ProtocolError("bank and holder splits do not single out one leaf per row")
-        return np.argmax(reach, axis=1)
+        return reached_leaves(bank_paths([self]), bank_bins, missing_bin, [holder_masks])[0]
 
     def leaf_values(self) -> np.ndarray:
         return np.array([n.value for n in self.leaves], dtype=np.float64)
@@ -84,3 +64,34 @@ class Tree:
     @classmethod
     def from_dict(cls, d: dict) -> Tree:
         return cls([Node(**n) for n in d["nodes"]])
+
+
+def bank_paths(trees: Sequence[Tree]) -> LeafPaths:
+    """The bank's compiled scoring paths of ``trees`` (holder splits go both ways)."""
+    def node(nd: Node) -> tuple:
+        split = LEAF if nd.owner == "leaf" else BOTH_WAYS if nd.owner == "holder" else \
+            (nd.feature, nd.bin, nd.missing_left)
+        return nd.node_id, nd.left, nd.right, split
+    return LeafPaths.compile([[node(nd) for nd in t.nodes] for t in trees])
+
+
+def reached_leaves(paths: LeafPaths, bank_bins: np.ndarray, missing_bin: np.ndarray,
+                   holder_masks: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+    """Per tree of ``paths``, each row's leaf (position in :attr:`Tree.leaves`): the one the
+    bank's splits and the holder's masks (ids x leaves; None for a bank-only tree) allow.
+    Rows go in blocks, so memory stays rows x one tree's leaves."""
+    n = len(bank_bins)
+    out = [np.empty(n, dtype=np.int64) for _ in paths.widths]
+    for lo in range(0, n, BLOCK_ROWS):
+        hi = min(n, lo + BLOCK_ROWS)
+        reach = paths.per_tree(paths.reach(bank_bins[lo:hi], missing_bin))
+        for k, (mine, theirs) in enumerate(zip(reach, holder_masks)):
+            if theirs is not None:
+                if theirs.shape != (n, mine.shape[1]):
+                    raise ProtocolError(f"leaf masks of shape {theirs.shape} for {n} rows "
+                                        f"and {mine.shape[1]} leaves")
+                mine = mine & theirs[lo:hi]
+            if not (mine.sum(axis=1) == 1).all():
+                raise ProtocolError("bank and holder splits do not single out one leaf per row")
+            out[k][lo:hi] = np.argmax(mine, axis=1)
+    return out

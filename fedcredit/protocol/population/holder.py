@@ -8,7 +8,7 @@ page after the bank's ``after`` (at most ``policy.max_predict_ids`` ids), record
 it listed in the session. ``PopulationScoreRequest``: the bank names listed ids; the holder
 re-checks consent (an enterprise that withdrew since the listing is answered as not
 covered), and answers exactly what scoring by id answers: leaf masks of every tree of a
-SecureBoost model (``reachable_leaves``) or the partial scores of a logistic regression
+SecureBoost model (``StoredModel.leaf_paths``) or the partial scores of a logistic regression
 (``partial_scores``). Both steps are audited with the ids; the scoring step is a scoring
 request (``SCORING_REQUESTS``), so the service counts it against ``max_scored_per_day``.
 
@@ -32,7 +32,6 @@ from ..logistic import messages as lr_messages
 from ..logistic.holder import KIND as LR_KIND
 from ..logistic.holder import partial_scores
 from ..secureboost import messages as sb_messages
-from ..secureboost.math import reachable_leaves
 from ..session import Session
 from ..wire import flags_to_bytes
 from . import messages as m
@@ -111,8 +110,7 @@ def score(core: HolderContext, caller: Caller, msg: m.PopulationScoreRequest,
             trees = sorted(model.trees)
             if not trees:
                 raise InvalidInput(f"model {model.model_id!r} has no tree at the holder")
-            answers = [reachable_leaves(model.trees[t], model.splits, bins, mapper.n_bins,
-                                        f"tree {t}") for t in trees]
+            answers = model.leaf_paths(trees).packed(bins, mapper.n_bins)
             covered = flags_to_bytes(served)
             out: list = [sb_messages.LeafMasks(tree=t, n_leaves=n, masks=b,
                                                covered=covered if k == 0 else b"")

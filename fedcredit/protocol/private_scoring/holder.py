@@ -24,8 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import numpy as np
-
 from ...crypto import PublicKey
 from ...errors import (
     InvalidInput,
@@ -35,7 +33,6 @@ from ...errors import (
 )
 from ..channel import Caller
 from ..context import HolderContext
-from ..secureboost.math import reachable_leaves
 from ..session import Session
 from ..wire import flags_to_bytes
 from . import messages as m
@@ -109,12 +106,7 @@ def private_predict(core: HolderContext, caller: Caller, msg: m.PrivateScoreRequ
         leaves = pk.from_bytes_batch(msg.leaf_values, count=n * total, what="leaf values")
         mapper = model.bin_mapper()
         bins = mapper.transform(rows)
-        cols = []
-        for t, top in zip(trees, topologies):
-            k, packed = reachable_leaves(top, model.splits, bins, mapper.n_bins, f"tree {t}")
-            bits = np.frombuffer(packed, dtype=np.uint8).reshape(n, -(-k // 8))
-            cols.append(np.unpackbits(bits, axis=1)[:, :k].astype(bool))
-        reach = np.concatenate(cols, axis=1) if cols else np.zeros((n, 0), dtype=bool)
+        reach = model.leaf_paths(trees).reach(bins, mapper.n_bins)
         out = pk.rerandomize(sum_reachable(pk, leaves, reach))
         core.audit(caller, s, "private_predict", int(served.sum()),
                    f"ids={n} trees={len(trees)} path_bits={st.bits:.1f}",

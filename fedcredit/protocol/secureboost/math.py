@@ -24,6 +24,7 @@ import numpy as np
 
 from ...crypto import CipherVector, PublicKey, SlotLayout, candidate_sums
 from ...errors import InvalidInput, PackingOverflow
+from ..leafpaths import holder_paths
 from ..timing import Stopwatch
 from ..wire import rows_to_bytes
 from . import messages as m
@@ -185,27 +186,8 @@ def check_topology(nodes: list[tuple], n_rows: int) -> None:
 def reachable_leaves(nodes: list[tuple], splits: dict, bins: np.ndarray, missing: np.ndarray,
                      what: str = "tree") -> tuple[int, bytes]:
     """(number of leaves, packed bits rows x leaves) of the leaves each row can reach given
-    one party's splits (``splits``: record -> (feature, bin, missing_left)); the other
-    party's splits let a row go both ways."""
-    n = len(bins)
-    reach = {0: np.ones(n, dtype=bool)}
-    leaves = []
-    for nid, left, right, owner, record in nodes:  # parents are listed before children
-        r = reach.get(nid)
-        if r is None:
-            raise InvalidInput(f"{what}: node {nid} is listed before its parent")
-        if owner == "leaf":
-            leaves.append(r)
-        elif owner == "holder":
-            if record not in splits:
-                raise InvalidInput(f"{what}: node {nid} names an unknown split record")
-            f, t, ml = splits[record]
-            go_left = goes_left(bins[:, f], missing[f], t, ml)
-            reach[left], reach[right] = r & go_left, r & ~go_left
-        else:
-            reach[left], reach[right] = r, r
-    mat = np.stack(leaves, axis=1) if leaves else np.zeros((n, 0), dtype=bool)
-    return len(leaves), np.packbits(mat, axis=1).tobytes()
+    the holder's splits, for one tree (:func:`holder_paths` compiles many at once)."""
+    return holder_paths({0: nodes}, splits, [0], [what]).packed(bins, missing)[0]
 
 
 def disclosable(n: int, left: np.ndarray, min_side: int, floor: int, n_sibling: int | None,
