@@ -28,6 +28,8 @@ from ..crypto import generate_keypair
 from ..errors import InvalidInput
 from ..protocol.alignment.bank import align
 from ..protocol.session import BankSession
+from .checks import check_xy  # noqa: F401  (its old home: re-exported)
+from .holders import fit_with_holders, named_channels
 from .scoring import (  # noqa: F401  (as_channel and the release are re-exported)
     CACHE_CREATE_LOCK,
     ScoringSessions,
@@ -39,58 +41,6 @@ from .scoring import (  # noqa: F401  (as_channel and the release are re-exporte
 from .weights import check_class_weight, check_sample_weight, row_weights  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
-
-
-def check_xy(X, y=None, id_column: str | None = None, *, target: str = "binary"):
-    """Check the bank's table (and labels) before anything leaves the bank.
-
-    Parameters
-    ----------
-    X : pandas.DataFrame
-        Indexed by enterprise id, or with the ids in column ``id_column``. It may hold no
-        feature column at all (ids and labels only: the models train on the holder's
-        features alone).
-    y : array-like, optional
-        One target per row of ``X``: 0/1 labels (1 = default) for ``target="binary"``,
-        finite numbers for ``target="continuous"`` (a regressor's amounts).
-    id_column : str, optional
-    target : {"binary", "continuous"}
-
-    Returns
-    -------
-    X : pandas.DataFrame
-        A copy indexed by the ids as strings.
-    y : numpy.ndarray (int64 labels, or float64 targets) or None
-    """
-    if not isinstance(X, pd.DataFrame):
-        raise InvalidInput("X must be a pandas DataFrame indexed by enterprise id")
-    if id_column is not None:
-        if id_column not in X.columns:
-            raise InvalidInput(f"id column {id_column!r} is not in X")
-        X = X.set_index(id_column)
-    X = X.copy()
-    X.index = X.index.astype(str)
-    if X.index.has_duplicates:
-        dup = X.index[X.index.duplicated()][0]
-        raise InvalidInput(f"X has duplicate ids, e.g. row {X.index.get_loc(dup)}")
-    if y is None:
-        return X, None
-    yv = y.to_numpy() if isinstance(y, (pd.Series, pd.DataFrame)) else np.asarray(y)
-    try:
-        yv = np.asarray(yv, dtype=np.float64).ravel()
-    except (TypeError, ValueError):
-        raise InvalidInput("y must hold numbers") from None
-    if len(yv) != len(X):
-        raise InvalidInput(f"y has {len(yv)} labels for {len(X)} rows of X")
-    bad = ~np.isfinite(yv)
-    if bad.any():
-        raise InvalidInput(f"y has {int(bad.sum())} NaN or infinite labels, first at row "
-                           f"{int(np.flatnonzero(bad)[0])}")
-    if target == "continuous":
-        return X, yv
-    if not np.isin(yv, (0.0, 1.0)).all():
-        raise InvalidInput("y must hold 0/1 labels (1 = default)")
-    return X, yv.astype(np.int64)
 
 
 def sigmoid(x):
@@ -153,7 +103,8 @@ class FederatedEstimator(BaseEstimator):
     #: whether k folds can train in one aligned session (``_train`` once per fold)
     _cv_one_session: ClassVar[bool] = True
 
-    def fit(self, X, y, holder, *, id_column: str | None = None, sample_weight=None):
+    def fit(self, X, y, holder=None, *, holders=None, id_column: str | None = None,
+            sample_weight=None):
         """Align with the holder (PSI), then train on the enterprises both parties have.
 
         Parameters
@@ -165,6 +116,8 @@ class FederatedEstimator(BaseEstimator):
             Labels, 1 = default.
         holder : Channel or PassiveParty
             The credit-data holder (:func:`fedcredit.connect`, ``InProcessChannel``).
+        holders : list or mapping of holder name to holder, optional
+            Several holders instead of one (estimators with ``_multi_holder``).
         id_column : str, optional
         sample_weight : array-like, optional
             One weight >= 0 per row of ``X`` (rows the holder lacks drop with their weight).
@@ -173,16 +126,23 @@ class FederatedEstimator(BaseEstimator):
         -------
         self
         """
-        return self._fit_federated(X, y, holder, id_column=id_column, sample_weight=sample_weight)
+        return self._fit_federated(X, y, holder, holders=holders, id_column=id_column,
+                                   sample_weight=sample_weight)
 
-    def _fit_federated(self, X, y, holder, *, id_column=None, keys=None, sample_weight=None,
-                       **fit_kw):
+    #: whether ``fit`` and scoring take several holders (``holders=``)
+    _multi_holder: ClassVar[bool] = False
+
+    def _fit_federated(self, X, y, holder, *, holders=None, id_column=None, keys=None,
+                       sample_weight=None, **fit_kw):
         """The prologue every fit shares; ``keys`` holds the key parameters (default self)."""
+        named = named_channels(holder, holders)
         self._start_fit()
         X, y = check_xy(X, y, id_column, target=self._target)
         w = check_sample_weight(sample_weight, len(X))
         self._check_bank_table(X)
-        channel = as_channel(holder)
+        if len(named) > 1:
+            return fit_with_holders(self, X, y, w, named, keys, fit_kw)
+        channel = as_channel(named[0][1])
         t0 = time.perf_counter()
         session = self._open_training_session(channel, keys)
         try:
@@ -341,16 +301,29 @@ class FederatedEstimator(BaseEstimator):
 class FederatedScorer(FederatedEstimator):
     """A federated estimator that scores enterprises (with the holder's coverage)."""
 
-    def decision_function(self, X, holder, *, id_column: str | None = None,
+    def decision_function(self, X, holder=None, *, holders=None, id_column: str | None = None,
                           return_coverage: bool = False):
         """The raw score per row (log-odds of default for a classifier).
 
         With ``return_coverage``, also per row whether the holder had the enterprise's data
-        and a current consent (what every scoring answer says). An uncovered enterprise is
-        scored with the holder's features missing (``uncovered="score"``, the default) or
-        gets NaN (``uncovered="refuse"``)."""
-        raw, covered = self._scores(X, holder, id_column)
+        and a current consent (what every scoring answer says; with several holders, every
+        holder). An uncovered enterprise is scored with the holder's features missing
+        (``uncovered="score"``, the default) or gets NaN (``uncovered="refuse"``).
+        ``holders=`` as in ``fit``, for a model trained with several."""
+        raw, covered = self._scores(X, self._holders_arg(holder, holders), id_column)
         return with_coverage(self, raw, covered, return_coverage)
+
+    def _holders_arg(self, holder, holders):
+        """``holder`` itself, or the ``(name, channel)`` list of ``holders=`` for an
+        estimator that scores with several holders."""
+        named = named_channels(holder, holders)
+        if holders is None:
+            return holder
+        if not self._multi_holder:
+            if len(named) != 1:
+                raise InvalidInput(f"{type(self).__name__} scores with one holder; pass holder=")
+            return named[0][1]
+        return named
 
     def _scores(self, X, holder, id_column):
         """(raw scores, holder coverage or None): what each estimator computes."""
@@ -360,7 +333,7 @@ class FederatedScorer(FederatedEstimator):
 class FederatedClassifier(FederatedScorer):
     """A federated estimator that scores: probabilities and labels from its log-odds."""
 
-    def predict_proba(self, X, holder, *, id_column: str | None = None,
+    def predict_proba(self, X, holder=None, *, holders=None, id_column: str | None = None,
                       return_coverage: bool = False):
         """Probabilities of [no default, default] per row.
 
@@ -370,6 +343,8 @@ class FederatedClassifier(FederatedScorer):
             Indexed by enterprise id (or ids in ``id_column``).
         holder : Channel or PassiveParty
             The holder that trained the model (it keeps its half under ``model_id_``).
+        holders : list or mapping of holder name to holder, optional
+            The holders of a model trained with several (a list in the training order).
         id_column : str, optional
         return_coverage : bool
             Also return, per row, whether the holder had the enterprise's data and a
@@ -379,20 +354,20 @@ class FederatedClassifier(FederatedScorer):
         -------
         numpy.ndarray of shape (n_rows, 2), and a bool array with ``return_coverage``
         """
-        out = self.decision_function(X, holder, id_column=id_column,
+        out = self.decision_function(X, holder, holders=holders, id_column=id_column,
                                      return_coverage=return_coverage)
         raw, covered = out if return_coverage else (out, None)
         p = sigmoid(raw)
         proba = np.column_stack([1 - p, p])
         return (proba, covered) if return_coverage else proba
 
-    def predict(self, X, holder, *, threshold: float = 0.5,
+    def predict(self, X, holder=None, *, holders=None, threshold: float = 0.5,
                 id_column: str | None = None) -> np.ndarray:
         """1 (default) where the probability of default reaches ``threshold``, else 0.
 
         Parameters
         ----------
-        X, holder, id_column
+        X, holder, holders, id_column
             As for :meth:`predict_proba`.
         threshold : float
 
@@ -400,7 +375,8 @@ class FederatedClassifier(FederatedScorer):
         -------
         numpy.ndarray of int
         """
-        return (self.predict_proba(X, holder, id_column=id_column)[:, 1] >= threshold).astype(int)
+        proba = self.predict_proba(X, holder, holders=holders, id_column=id_column)
+        return (proba[:, 1] >= threshold).astype(int)
 
 
 def _params_to_json(est: BaseEstimator) -> dict:

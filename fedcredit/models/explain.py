@@ -63,21 +63,26 @@ def node_values(tree) -> dict[int, float]:
     return values
 
 
-def leaf_contributions(tree, n_bank: int, n_features: int) -> tuple[float, np.ndarray]:
+def leaf_contributions(tree, n_bank: int, n_features: int,
+                       holder_columns: Sequence[int] | None = None) -> tuple[float, np.ndarray]:
     """(root value, leaves x features): per leaf (in ``tree.leaves`` order), what each
-    feature contributes along the path to it; a holder feature k is column ``n_bank + k``.
+    feature contributes along the path to it; feature k of holder h is column
+    ``holder_columns[h] + k`` (default: one holder, from column ``n_bank``).
 
     Kept on the tree once computed (a fitted tree does not change), so explaining one
     enterprise per call does not walk every path again."""
+    first = tuple(holder_columns) if holder_columns is not None else (n_bank,)
+    key = (n_bank, n_features, first)
     cached = getattr(tree, "_contributions", None)
-    if cached is not None and cached[0] == (n_bank, n_features):
+    if cached is not None and cached[0] == key:
         return cached[1]
-    result = _leaf_contributions(tree, n_bank, n_features)
-    tree._contributions = ((n_bank, n_features), result)
+    result = _leaf_contributions(tree, n_bank, n_features, first)
+    tree._contributions = (key, result)
     return result
 
 
-def _leaf_contributions(tree, n_bank: int, n_features: int) -> tuple[float, np.ndarray]:
+def _leaf_contributions(tree, n_bank: int, n_features: int,
+                        first: tuple[int, ...]) -> tuple[float, np.ndarray]:
     values = node_values(tree)
     parent = {}
     for nd in tree.nodes:
@@ -89,7 +94,11 @@ def _leaf_contributions(tree, n_bank: int, n_features: int) -> tuple[float, np.n
         child = leaf.node_id
         while child in parent:
             nd = parent[child]
-            column = nd.feature if nd.owner == "bank" else n_bank + nd.feature
+            holder = int(getattr(nd, "holder", 0))
+            if nd.owner != "bank" and not 0 <= holder < len(first):
+                raise InvalidInput(f"a tree splits on holder {holder}, which the model does "
+                                   "not name: the model file is damaged")
+            column = nd.feature if nd.owner == "bank" else first[holder] + nd.feature
             if not 0 <= column < n_features:
                 raise InvalidInput(f"a tree splits on feature {column}, which the model does "
                                    f"not name ({n_features} features): the model file is damaged")
@@ -100,16 +109,18 @@ def _leaf_contributions(tree, n_bank: int, n_features: int) -> tuple[float, np.n
 
 
 def saabas(trees: Sequence, leaf_positions: Sequence[np.ndarray], n_bank: int,
-           n_features: int) -> tuple[np.ndarray, float]:
+           n_features: int, holder_columns: Sequence[int] | None = None
+           ) -> tuple[np.ndarray, float]:
     """(rows x features contributions, sum of root values) over ``trees``, each row's leaf
-    per tree given as its position in ``tree.leaves``."""
+    per tree given as its position in ``tree.leaves`` (``holder_columns`` as for
+    :func:`leaf_contributions`)."""
     if len(trees) != len(leaf_positions):
         raise InvalidInput(f"{len(leaf_positions)} leaf sets for {len(trees)} trees")
     n = len(leaf_positions[0]) if len(leaf_positions) else 0
     contributions = np.zeros((n, n_features))
     roots = 0.0
     for tree, positions in zip(trees, leaf_positions):
-        root, per_leaf = leaf_contributions(tree, n_bank, n_features)
+        root, per_leaf = leaf_contributions(tree, n_bank, n_features, holder_columns)
         contributions += per_leaf[np.asarray(positions, dtype=np.int64)]
         roots += root
     return contributions, roots

@@ -153,7 +153,8 @@ class Scorecard(FederatedClassifier):
         if self.lr is not None and not isinstance(self.lr, HeteroLogisticRegression):
             raise InvalidInput("lr must be a HeteroLogisticRegression or None")
 
-    def fit(self, X, y, holder, *, id_column: str | None = None, sample_weight=None):
+    def fit(self, X, y, holder=None, *, holders=None, id_column: str | None = None,
+            sample_weight=None):
         """Fit the binning unless given fitted, then the WOE regression; build the points.
 
         Parameters
@@ -171,7 +172,7 @@ class Scorecard(FederatedClassifier):
         self.close_scoring()  # the sessions of the previous model
         self._validate_params()
         X, y = check_xy(X, y, id_column)
-        channel = as_channel(holder)
+        channel = as_channel(self._holders_arg(holder, holders))
         lr = HeteroLogisticRegression() if self.lr is None else self.lr
         lr._validate_params()
         if self.woe is None:

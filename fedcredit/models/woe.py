@@ -216,7 +216,8 @@ class HeteroWOE(FederatedEstimator):
         return optbinning_merge(events, counts, min_count, self.monotonic_trend,
                                 int(self.max_n_bins))
 
-    def fit(self, X, y, holder, *, id_column: str | None = None, sample_weight=None):
+    def fit(self, X, y, holder=None, *, holders=None, id_column: str | None = None,
+            sample_weight=None):
         """Align with the holder (PSI), then WOE/IV of both parties' features.
 
         Parameters

@@ -22,8 +22,9 @@ from ...binning import BinMapper
 from ...errors import InvalidInput
 from ...protocol.secureboost import bank as steps
 from ..base import check_xy, progress_bar, sigmoid
-from .federated import FederatedHolder
-from .grower import TreeGrower
+from ..holders import HolderPart, HolderSessions
+from .federated import FederatedHolder, SharedGradients
+from .grower import TreeGrower, each
 from .splitting import SplitParams
 
 #: ``tree_ids_`` entry of a bank-only tree: the holder has no tree for it
@@ -110,14 +111,16 @@ def tree_gradients(g: np.ndarray, h: np.ndarray, frac_bits: int, params: SplitPa
     return g_int, h_int, replace(params, scale=2.0 ** fg, h_scale=2.0 ** fh)
 
 
-def resolve_monotone(constraints, mapper: BinMapper, holder_names: list[str]
-                     ) -> tuple[np.ndarray, dict[str, int]]:
-    """(direction per bank feature, holder feature name -> direction) of
-    ``monotone_constraints``: keys name bank columns, or holder features as published
-    (``holder:`` prefix optional; a plain name is the bank's when it has that column)."""
+def resolve_monotone(constraints, mapper: BinMapper, holders: list[tuple[str, list[str]]]
+                     ) -> tuple[np.ndarray, list[dict[str, int]]]:
+    """(direction per bank feature, per holder: its feature name -> direction) of
+    ``monotone_constraints``. ``holders``: (name, published features) per holder. Keys name
+    bank columns, or holder features: ``<holder name>:<feature>``, or with one holder
+    ``holder:<feature>``, or the plain name where no bank column and only one holder has
+    it."""
     bank_names = mapper.feature_names
     bank: dict[str, int] = {}
-    holder: dict[str, int] = {}
+    per_holder: list[dict[str, int]] = [{} for _ in holders]
     for key, d in dict(constraints or {}).items():
         name = str(key)
         if int(d) == 0:
@@ -125,26 +128,37 @@ def resolve_monotone(constraints, mapper: BinMapper, holder_names: list[str]
         if name in bank_names:
             bank[name] = int(d)
             continue
-        plain = name[len("holder:"):] if name.startswith("holder:") else name
-        if plain not in holder_names:
-            raise InvalidInput(f"monotone_constraints names {name!r}, which is neither a bank "
-                               f"feature ({', '.join(bank_names) or 'none'}) nor one the holder "
-                               f"publishes ({', '.join(holder_names[:8])} ...)")
-        holder[plain] = int(d)
+        hits = [(k, name[len(h) + 1:]) for k, (h, feats) in enumerate(holders)
+                if name.startswith(f"{h}:") and name[len(h) + 1:] in feats]
+        plain = name[len("holder:"):] if name.startswith("holder:") and len(holders) == 1 \
+            else name
+        hits = hits or [(k, plain) for k, (_, feats) in enumerate(holders) if plain in feats]
+        if len(hits) != 1:
+            known = [f for _, feats in holders for f in feats]
+            why = "more than one holder publishes it: name it <holder>:<feature>" if hits \
+                else (f"it is neither a bank feature ({', '.join(bank_names) or 'none'}) nor "
+                      f"one the holder publishes ({', '.join(known[:8])} ...)")
+            raise InvalidInput(f"monotone_constraints names {name!r}: {why}")
+        k, feature = hits[0]
+        per_holder[k][feature] = int(d)
     try:
         per_bank = mapper.monotone_directions(list(bank), list(bank.values()))
     except InvalidInput as e:
         raise InvalidInput(f"monotone_constraints: {e}") from None
-    return per_bank, holder
+    return per_bank, per_holder
 
 
 def fit_boosting(est, session, Xa, ya, weights, rows, *, eval_set=None,
                  early_stopping_rounds=None, eval_id_column=None) -> dict[str, float]:
-    """Boost ``est`` (a SecureBoost estimator) on ``rows`` of an open, aligned session.
+    """Boost ``est`` (a SecureBoost estimator) on ``rows`` of an open, aligned session (or
+    of the sessions of several holders, :class:`~fedcredit.models.holders.HolderSessions`).
 
     All row arrays live in the session's position space (size ``rows.max() + 1``; rows not
-    trained on stay zero), so the grower's node rows are the positions the holder knows.
+    trained on stay zero), so the grower's node rows are the positions the holder knows
+    (each holder's, through its ``local`` map).
     """
+    group = session if isinstance(session, HolderSessions) else HolderSessions([session], [None])
+    sessions = group.sessions
     loss = est._loss
     pos = np.asarray(rows, dtype=np.int64)
     n_space = int(pos.max()) + 1
@@ -158,15 +172,23 @@ def fit_boosting(est, session, Xa, ya, weights, rows, *, eval_set=None,
         w = np.zeros(n_space)
         w[pos] = weights
     est.feature_names_bank_ = list(mapper.feature_names)
-    est.holder_feature_names_ = list(session.feature_names)
-    bank_mono, holder_mono = resolve_monotone(est.monotone_constraints, mapper,
-                                              est.holder_feature_names_)
+    published = [(s.holder_name, list(s.feature_names)) for s in sessions]
+    est.holder_feature_names_ = [f for _, feats in published for f in feats]
+    est.holders_ = [HolderPart(name, "", feats) for name, feats in published]
+    bank_mono, holder_mono = resolve_monotone(est.monotone_constraints, mapper, published)
     params = SplitParams(est.reg_lambda, est.gamma, est.min_child_samples,
                          est.min_child_weight)
-    steps.boost_start(session, pos, est.max_bin, est.min_child_samples, est.frac_bits,
-                      holder_mono)
-    grower = TreeGrower(bins, mapper.n_bins, params, est.max_depth, FederatedHolder(session),
-                        bank_mono)
+
+    def own_rows(k: int) -> np.ndarray:
+        m = group.local[k]
+        return pos if m is None else m[pos]
+
+    each(list(range(len(sessions))), lambda k: steps.boost_start(
+        sessions[k], own_rows(k), est.max_bin, est.min_child_samples, est.frac_bits,
+        holder_mono[k]))
+    shared = SharedGradients(len(sessions)) if len(sessions) > 1 else None
+    federated = [FederatedHolder(s, k, group.local[k], shared) for k, s in enumerate(sessions)]
+    grower = TreeGrower(bins, mapper.n_bins, params, est.max_depth, federated, bank_mono)
     local = TreeGrower(bins, mapper.n_bins, params, est.max_depth, None, bank_mono)
     n_local = min(int(est.bank_only_trees), int(est.n_estimators) - 1)
     if n_local and not len(mapper.features_):
@@ -206,10 +228,10 @@ def fit_boosting(est, session, Xa, ya, weights, rows, *, eval_set=None,
                 for leaf, r in leaf_rows.items():
                     raw[r] += next(nd.value for nd in tree.nodes if nd.node_id == leaf)
             else:
-                raw[pos] += est._tree_scores(session, tree, est.tree_ids_[-1], bins[pos],
+                raw[pos] += est._tree_scores(group, tree, est.tree_ids_[-1], bins[pos],
                                              Xa.index.tolist())
             if val is not None:
-                val["raw"] += est._tree_scores(session, tree, est.tree_ids_[-1], val["bins"],
+                val["raw"] += est._tree_scores(group, tree, est.tree_ids_[-1], val["bins"],
                                                val["ids"])
                 history.append(loss.loss(val["raw"], val["y"]))
                 if history[-1] < best - 1e-12:
@@ -226,7 +248,10 @@ def fit_boosting(est, session, Xa, ya, weights, rows, *, eval_set=None,
         est.trees_, est.tree_ids_ = est.trees_[:keep], est.tree_ids_[:keep]
         est.best_iteration_ = best_iter
     est.eval_history_ = history
-    est.model_id_ = steps.finish_model(session)
+    ids = each(sessions, steps.finish_model)
+    for part, model_id in zip(est.holders_, ids):
+        part.model_id = model_id
+    est.model_id_ = "+".join(ids)  # one holder: its id; several: each holder's, in order
     return {"bank_split_finding": round(grower.split_seconds + local.split_seconds, 4)}
 
 

@@ -20,7 +20,10 @@ from ...protocol.secureboost import bank as steps
 from ...protocol.secureboost.math import MAX_FRAC_BITS
 from ..base import FederatedClassifier, FederatedScorer, as_channel, check_xy
 from ..explain import LOG_ODDS, explanation_frame, saabas
+from ..holders import HolderPart
+from . import parts
 from .boosting import BANK_ONLY, LogisticLoss, Loss, fit_boosting
+from .parts import holder_parts
 from .private_scoring import MIN_PRIVATE_PATH_BITS, private_decision_function, private_path_bits
 from .tree import Tree, bank_paths, reached_leaves
 
@@ -100,6 +103,7 @@ class SecureBoostModel(FederatedScorer):
     _format = FORMAT
     _task = "train"
     _loss: type[Loss] = LogisticLoss
+    _multi_holder = True
 
     def __init__(self, n_estimators: int = 100, max_depth: int = 3, learning_rate: float = 0.1,
                  max_bin: int = 32, min_child_samples: int = 20, reg_lambda: float = 1.0,
@@ -162,23 +166,34 @@ class SecureBoostModel(FederatedScorer):
                                f"got {self.scoring!r}")
 
     def _private(self, n_rows: int) -> bool:
-        """Whether this call scores privately (see the ``scoring`` parameter)."""
+        """Whether this call scores privately (see the ``scoring`` parameter); a model of
+        several holders scores plainly (private scoring is written for one)."""
         self._check_scoring()
+        several = len(holder_parts(self)) > 1
         if self.scoring != "auto":
+            if self.scoring == "private" and several:
+                raise InvalidInput("scoring='private' works with one holder; this model has "
+                                   f"{len(holder_parts(self))}: set scoring='plain'")
             return self.scoring == "private"
-        return n_rows <= PRIVATE_ROWS and private_path_bits(self) >= MIN_PRIVATE_PATH_BITS
+        return n_rows <= PRIVATE_ROWS and not several and \
+            private_path_bits(self) >= MIN_PRIVATE_PATH_BITS
 
     def _min_aligned(self) -> int:
         return 2 * int(self.min_child_samples)
 
     # -- training ---------------------------------------------------------------------------------
-    def fit(self, X, y, holder, *, id_column: str | None = None, sample_weight=None,
-            eval_set=None, early_stopping_rounds: int | None = None):
+    def fit(self, X, y, holder=None, *, holders=None, id_column: str | None = None,
+            sample_weight=None, eval_set=None, early_stopping_rounds: int | None = None):
         """Align with the holder (PSI), then boost on the enterprises both parties have.
+
+        With ``holders=`` (several holders): PSI with each, training on the enterprises
+        every holder serves; each node takes the best split of the bank and every holder
+        (the bank on exact ties, then the holders in order), each holder's policy applying
+        to its own candidates; holder features are named ``<holder name>:<feature>``.
 
         Parameters
         ----------
-        X, y, holder, id_column, sample_weight
+        X, y, holder, holders, id_column, sample_weight
             As for :meth:`FederatedEstimator.fit` (``X`` may hold ids and labels only).
             Weights multiply each row's gradient and hessian before encryption
             (``min_child_weight`` bounds weighted hessian sums; ``min_child_samples``
@@ -193,7 +208,7 @@ class SecureBoostModel(FederatedScorer):
         -------
         self
         """
-        return self._fit_federated(X, y, holder, id_column=id_column,
+        return self._fit_federated(X, y, holder, holders=holders, id_column=id_column,
                                    sample_weight=sample_weight, eval_set=eval_set,
                                    early_stopping_rounds=early_stopping_rounds,
                                    eval_id_column=id_column)
@@ -205,9 +220,12 @@ class SecureBoostModel(FederatedScorer):
                             early_stopping_rounds=early_stopping_rounds,
                             eval_id_column=eval_id_column)
 
-    def _tree_scores(self, session, tree: Tree, tree_id: int, bins, ids) -> np.ndarray:
-        holder = None if tree_id == BANK_ONLY else steps.leaf_masks(session, ids,
-                                                                    [tree_id])[tree_id]
+    def _tree_scores(self, group, tree: Tree, tree_id: int, bins, ids) -> np.ndarray:
+        """One tree's scores of ``ids`` during training (``group``: the fit's sessions)."""
+        holder = None
+        for s in ([] if tree_id == BANK_ONLY else group.sessions):
+            mat = steps.leaf_masks(s, ids, [tree_id])[tree_id]
+            holder = mat if holder is None else holder & mat
         return _combine(tree, bins, self.mapper_.n_bins, holder)
 
     # -- prediction -------------------------------------------------------------------------------
@@ -244,9 +262,10 @@ class SecureBoostModel(FederatedScorer):
         federated = [t for t in self.tree_ids_ if t != BANK_ONLY]
         if not federated:
             return {}, None
-        return self._score_with(holder, lambda s: steps.leaf_masks_covered(s, ids, federated))
+        return parts.leaf_masks(self, ids, holder, federated)
 
-    def explain(self, X, holder, *, id_column: str | None = None) -> pd.DataFrame:
+    def explain(self, X, holder=None, *, holders=None,
+                id_column: str | None = None) -> pd.DataFrame:
         """Reason codes: each feature's contribution to each row's log-odds of default.
 
         Saabas' decomposition along each enterprise's path (see :mod:`fedcredit.models.explain`):
@@ -255,7 +274,7 @@ class SecureBoostModel(FederatedScorer):
 
         Parameters
         ----------
-        X, holder, id_column
+        X, holder, holders, id_column
             As for :meth:`decision_function`.
 
         Returns
@@ -278,6 +297,7 @@ class SecureBoostModel(FederatedScorer):
                                "'plain' (set_params) to explain")
         X, _ = check_xy(X, None, id_column)
         bins = self.mapper_.transform(X)
+        holder = self._holders_arg(holder, holders)
         try:
             masks, covered = self._leaf_masks(X.index.tolist(), holder)
         except PolicyViolation as e:
@@ -285,26 +305,33 @@ class SecureBoostModel(FederatedScorer):
         leaves = self._reached(bins, masks)
         names = self.feature_names_
         contributions, roots = saabas(self.trees_, leaves, len(self.feature_names_bank_),
-                                      len(names))
+                                      len(names), parts.feature_columns(self))
         out = explanation_frame(contributions, self.base_score_ + roots, names, X.index,
                                 LOG_ODDS)
         out.attrs["holder_covered"] = covered  # per row: the holder had data and consent
         return out
 
     # -- introspection ----------------------------------------------------------------------------
+    @property
+    def feature_names_(self) -> list[str]:
+        """The bank's features, then each holder's (``holder:<feature>`` with one holder,
+        ``<holder name>:<feature>`` with several)."""
+        self._check_fitted()
+        return list(self.feature_names_bank_) + parts.holder_feature_names(self)
+
     def feature_importance(self, importance_type: str = "gain") -> pd.Series:
         """Split count ("split") or total gain ("gain") per feature, holder features named as
         the holder publishes them (prefixed ``holder:``)."""
         if importance_type not in ("gain", "split"):
             raise InvalidInput("importance_type must be 'gain' or 'split'")
         names = self.feature_names_
-        nb = len(self.feature_names_bank_)
+        first = parts.feature_columns(self)
         out = np.zeros(len(names))
         for tree in self.trees_:
             for nd in tree.nodes:
                 if nd.owner == "leaf":
                     continue
-                j = nd.feature if nd.owner == "bank" else nb + nd.feature
+                j = nd.feature if nd.owner == "bank" else first[nd.holder] + nd.feature
                 out[j] += nd.gain if importance_type == "gain" else 1
         return pd.Series(out, index=names, name=importance_type).sort_values(ascending=False)
 
@@ -319,7 +346,8 @@ class SecureBoostModel(FederatedScorer):
         return {"base_score": self.base_score_, "mapper": self.mapper_.to_dict(),
                 "trees": [t.to_dict() for t in self.trees_], "tree_ids": self.tree_ids_,
                 "model_id": self.model_id_, "holder_name": self.holder_name_,
-                "holder_features": self.holder_feature_names_}
+                "holder_features": self.holder_feature_names_,
+                "holders": [p.to_dict() for p in parts.holder_parts(self)]}
 
     def _restore(self, d: dict, fmt: str) -> None:
         self.base_score_ = float(d["base_score"])
@@ -330,6 +358,8 @@ class SecureBoostModel(FederatedScorer):
         self.holder_name_ = d["holder_name"]
         self.holder_feature_names_ = list(d["holder_features"])
         self.model_id_ = d["model_id"]
+        self.holders_ = [HolderPart.from_dict(h) for h in d.get("holders", [])] or \
+            parts.holder_parts(self)  # files before several holders: the one holder
 
 
 def _combine(tree: Tree, bank_bins, n_bins, holder_masks: np.ndarray | None) -> np.ndarray:

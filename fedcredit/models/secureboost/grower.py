@@ -26,8 +26,10 @@ children of such a split then grow on the bank's features alone.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -42,6 +44,9 @@ from ...protocol.secureboost.math import (
 from ...protocol.wire import rows_to_bytes
 from .splitting import SplitParams, child_bounds, constrained_gains, int_histograms
 from .tree import Node, Tree
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -65,13 +70,22 @@ class HolderSource(Protocol):
     def finish_tree(self, tree: int, result: Tree) -> None: ...
 
 
+def each(items: Sequence[T], call: Callable[[T], R]) -> list[R]:
+    """``call`` on every item, side by side when there are several (each holder computes
+    its own histograms; the bank waits for the slowest, not the sum)."""
+    if len(items) <= 1:
+        return [call(x) for x in items]
+    with ThreadPoolExecutor(len(items), thread_name_prefix="fedcredit-holder") as pool:
+        return list(pool.map(call, items))
+
+
 class TreeGrower:
     #: never send a node whose sibling is below the holder's floor (off only in the attack
     #: tests, to show what the holder derives without it)
     hide_small_siblings = True
 
     def __init__(self, bank_bins: np.ndarray, n_bins: np.ndarray, params: SplitParams,
-                 max_depth: int, holder: HolderSource | None,
+                 max_depth: int, holder: HolderSource | Sequence[HolderSource] | None,
                  monotone: np.ndarray | None = None):
         self.bins = bank_bins
         self.missing = np.asarray(n_bins, dtype=np.int64)
@@ -86,7 +100,9 @@ class TreeGrower:
             if len(f) else np.zeros(0, dtype=np.int64)
         self.params = params
         self.max_depth = int(max_depth)
-        self.holder = holder
+        #: the holders, in the model's order (the first wins exact ties after the bank)
+        self.holders: list[HolderSource] = [] if holder is None else \
+            list(holder) if isinstance(holder, (list, tuple)) else [holder]  # type: ignore
         self.split_seconds = 0.0  # the bank's split finding, for the time budget
 
     # -- bank side --------------------------------------------------------------------------
@@ -133,41 +149,54 @@ class TreeGrower:
         """Grow a tree on ``rows``; returns it and, per leaf id, the rows that reached it.
         ``params`` (default the grower's) carries this tree's fixed-point scales."""
         p = self.params if params is None else params
-        holder = self.holder
+        holders = self.holders
         bounds: dict[int, tuple[float, float]] = {0: (-np.inf, np.inf)}
-        if holder is not None:
-            holder.start_tree(tree_index, rows, g_int[rows], h_int[rows])
+        each(holders, lambda src: src.start_tree(tree_index, rows, g_int[rows], h_int[rows]))
         nodes: dict[int, Node] = {0: Node(0, 0, count=len(rows))}
         order = [0]
         node_rows = {0: rows}
         parent_of: dict[int, int] = {}
         sibling_of: dict[int, int] = {}
-        holder_prev: set[int] = set()
+        holder_prev: list[set[int]] = [set() for _ in holders]
         open_ids = [0]
         next_id = 1
         for depth in range(self.max_depth):
             splittable = [i for i in open_ids if len(node_rows[i]) >= 2 * p.min_child_samples]
             if not splittable:
                 break
-            stats = {}
-            if holder is not None:
-                tasks = self._holder_tasks(splittable, node_rows, parent_of, sibling_of,
-                                           holder_prev)
-                holder_prev = {t.node_id for t in tasks}
+            asks: list[tuple[int, HolderSource, list[m.NodeTask]]] = []
+            for k, src in enumerate(holders):
+                tasks = self._holder_tasks(src, splittable, node_rows, parent_of, sibling_of,
+                                           holder_prev[k])
+                holder_prev[k] = {t.node_id for t in tasks}
                 if tasks:
-                    stats = holder.layer(tree_index, depth, tasks)
-            choices, bank_splits = [], {}
+                    asks.append((k, src, tasks))
+
+            def ask_layer(a: tuple[int, HolderSource, list[m.NodeTask]], d: int = depth) -> dict:
+                return a[1].layer(tree_index, d, a[2])
+            stats: list[dict] = [{} for _ in holders]
+            for (k, _, _), got in zip(asks, each(asks, ask_layer)):
+                stats[k] = got
+            choices: list[list[m.SplitChoice]] = [[] for _ in holders]
+            winner: dict[int, int] = {}
+            bank_splits = {}
             for i in splittable:
                 r = node_rows[i]
                 G, H = int(g_int[r].sum()), int(h_int[r].sum())
                 t_split = time.perf_counter()
                 bgain, bk, *b_out = self._bank_best(r, g_int, h_int, G, H, p, bounds[i])
-                hgain, ties, *h_out = self._holder_best(stats.get(i), G, H, p, bounds[i])
+                best, pick = bgain, None  # the bank wins exact ties, then the first holder
+                for k in range(len(holders)):
+                    hgain, ties, *h_out = self._holder_best(stats[k].get(i), G, H, p, bounds[i])
+                    if hgain > best and hgain > 0:
+                        best, pick = hgain, (k, ties, h_out)
                 self.split_seconds += time.perf_counter() - t_split
-                if hgain > bgain and hgain > 0:
-                    choices.append(m.SplitChoice(node_id=i, positions=rows_to_bytes(ties),
-                                                 left_id=next_id, right_id=next_id + 1))
-                    nodes[i].gain, out = hgain, h_out
+                if pick is not None:
+                    k, ties, out = pick
+                    choices[k].append(m.SplitChoice(node_id=i, positions=rows_to_bytes(ties),
+                                                    left_id=next_id, right_id=next_id + 1))
+                    winner[i] = k
+                    nodes[i].gain = best
                 elif bgain > 0:
                     bank_splits[i] = bk
                     nodes[i].gain, out = bgain, b_out
@@ -176,8 +205,10 @@ class TreeGrower:
                 nodes[i].left, nodes[i].right = next_id, next_id + 1
                 bounds[next_id], bounds[next_id + 1] = child_bounds(*bounds[i], *out)
                 next_id += 2
-            holder_splits = (holder.split(tree_index, choices, node_rows)
-                             if choices and holder is not None else {})
+            asked = [(src, choices[k]) for k, src in enumerate(holders) if choices[k]]
+            holder_splits: dict[int, HolderSplit] = {}
+            for got in each(asked, lambda a: a[0].split(tree_index, a[1], node_rows)):
+                holder_splits.update(got)
             new_open = []
             for i in splittable:
                 nd = nodes[i]
@@ -194,6 +225,7 @@ class TreeGrower:
                     hs = holder_splits[i]
                     left = hs.left
                     nd.owner, nd.feature, nd.record_id = "holder", hs.feature, hs.record_id
+                    nd.holder = winner[i]
                 for child, mask in ((nd.left, left), (nd.right, ~left)):
                     node_rows[child] = r[mask]
                     nodes[child] = Node(child, depth + 1, count=int(mask.sum()))
@@ -215,12 +247,13 @@ class TreeGrower:
                                  * learning_rate)
                 leaf_rows[i] = r
         tree = Tree([nodes[i] for i in order])
-        if holder is not None:
-            holder.finish_tree(tree_index, tree)
+        each(holders, lambda src: src.finish_tree(tree_index, tree))
         return tree, leaf_rows
 
-    def _holder_tasks(self, splittable, node_rows, parent_of, sibling_of, holder_prev):
-        floor = self.holder.min_node_samples
+    def _holder_tasks(self, holder: HolderSource, splittable, node_rows, parent_of, sibling_of,
+                      holder_prev):
+        """One holder's nodes of a layer, by its own floor (``min_node_samples``)."""
+        floor = holder.min_node_samples
 
         def sibling_ok(i: int) -> bool:  # else the holder derives it as parent - node
             sib = sibling_of.get(i)
@@ -228,7 +261,8 @@ class TreeGrower:
 
         eligible = [i for i in splittable if len(node_rows[i]) >= floor and sibling_ok(i)]
         chosen = set(eligible)
-        tasks, done = [], set()
+        tasks: list[m.NodeTask] = []
+        done: set[int] = set()
         for i in eligible:
             if i in done:
                 continue

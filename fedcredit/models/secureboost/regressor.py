@@ -43,7 +43,8 @@ class SecureBoostRegressor(SecureBoostModel):
                          key_bits, insecure_key, he_scheme, frac_bits, verbose, bank_only_trees,
                          scoring, monotone_constraints, class_weight=None, uncovered=uncovered)
 
-    def predict(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
+    def predict(self, X, holder=None, *, holders=None,
+                id_column: str | None = None) -> np.ndarray:
         """The predicted amount per row.
 
         Parameters
@@ -52,18 +53,21 @@ class SecureBoostRegressor(SecureBoostModel):
             Indexed by enterprise id (or ids in ``id_column``).
         holder : Channel or PassiveParty
             The holder that trained the model.
+        holders : list or mapping of holder name to holder, optional
+            The holders of a model trained with several.
         id_column : str, optional
 
         Returns
         -------
         numpy.ndarray of float
         """
-        return self.decision_function(X, holder, id_column=id_column)
+        return self.decision_function(X, holder, holders=holders, id_column=id_column)
 
-    def explain(self, X, holder, *, id_column: str | None = None) -> pd.DataFrame:
+    def explain(self, X, holder=None, *, holders=None,
+                id_column: str | None = None) -> pd.DataFrame:
         """Each feature's contribution to each row's prediction (Saabas, as the classifier's
         :meth:`SecureBoostModel.explain`); ``attrs["units"]`` is ``"prediction"``, which has
         no adverse direction, so :func:`~fedcredit.models.explain.top_reasons` refuses it."""
-        out = super().explain(X, holder, id_column=id_column)
+        out = super().explain(X, holder, holders=holders, id_column=id_column)
         out.attrs["units"] = "prediction"
         return out

@@ -30,6 +30,7 @@ class Node:
     gain: float = 0.0
     value: float = 0.0  # leaves: already multiplied by the learning rate
     count: int = 0
+    holder: int = 0  # holder splits: which of the model's holders (0 with one holder)
 
 
 @dataclass
@@ -40,10 +41,15 @@ class Tree:
     def leaves(self) -> list[Node]:
         return [n for n in self.nodes if n.owner == "leaf"]
 
-    def topology(self) -> list[m.TreeNode]:
-        """What the holder stores: the tree's shape and its own record ids, no bank splits."""
-        return [m.TreeNode(node_id=n.node_id, left=n.left, right=n.right, owner=n.owner,
-                           record_id=n.record_id) for n in self.nodes]
+    def topology(self, holder: int = 0) -> list[m.TreeNode]:
+        """What holder ``holder`` stores: the tree's shape and its own record ids; the bank's
+        splits and other holders' are "bank" to it (a row passes them both ways)."""
+        def owner(n: Node) -> tuple[str, int]:
+            if n.owner == "holder" and n.holder == holder:
+                return "holder", n.record_id
+            return ("leaf" if n.owner == "leaf" else "bank"), -1
+        return [m.TreeNode(node_id=n.node_id, left=n.left, right=n.right, owner=o, record_id=r)
+                for n in self.nodes for o, r in [owner(n)]]
 
     def bank_reachable(self, bank_bins: np.ndarray, missing_bin: np.ndarray) -> np.ndarray:
         """ids x leaves: leaves reachable given only the bank's own splits."""

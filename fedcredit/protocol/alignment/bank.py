@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,9 +39,20 @@ def align(session: BankSession, ids: Sequence[str]) -> Alignment:
     numbered in the order of their ids, so the order of the bank's table (sorted
     by outcome, say) does not reach the holder.
     """
+    ids = _unique(ids)
+    return _confirm(session, ids, *_psi(session, ids))
+
+
+def _unique(ids: Sequence[str]) -> list[str]:
     ids = [str(i) for i in ids]
     if len(set(ids)) != len(ids):
         raise InvalidInput("the bank's ids repeat; alignment needs unique ids")
+    return ids
+
+
+def _psi(session: BankSession, ids: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """PSI: (the bank's rows in the intersection, the holder's slots of them, both sorted
+    by id; the size of the holder's consented set)."""
     psi = PsiBank(session.id.encode())
     points = psi.blind(ids)
     parts = list(split_points(points)) or [b""]
@@ -57,6 +69,13 @@ def align(session: BankSession, ids: Sequence[str]) -> Alignment:
             raise ProtocolError(f"unexpected {type(r).__name__} during PSI")
     res = psi.intersect(b"".join(doubled), b"".join(holder_set))
     bank_pos, holder_pos = aligned_order(res.bank_positions, res.holder_positions, ids)
+    return bank_pos, holder_pos, int(offered)
+
+
+def _confirm(session: BankSession, ids: list[str], bank_pos: np.ndarray,
+             holder_pos: np.ndarray, offered: int) -> Alignment:
+    """Align the session on ``holder_pos`` (the bank's rows ``bank_pos``); the holder may
+    withdraw enterprises whose consent ended since PSI."""
     ack = session.call(m.PsiAlign(session_id=session.id, positions=rows_to_bytes(holder_pos)),
                        Ack)
     bank_pos = _drop_withdrawn(bank_pos, ack.withdrawn)
@@ -76,3 +95,38 @@ def _drop_withdrawn(bank_pos: np.ndarray, withdrawn: bytes) -> np.ndarray:
     keep = np.ones(len(bank_pos), dtype=bool)
     keep[gone] = False
     return bank_pos[keep]
+
+
+def align_many(sessions: Sequence[BankSession], ids: Sequence[str]
+               ) -> tuple[Alignment, list[np.ndarray | None]]:
+    """PSI with every holder, then alignment on the enterprises all of them serve.
+
+    Returns the common alignment (the bank's rows, sorted by id, as with one holder) and,
+    per holder, its session position of each common row, or None where that is the row's
+    own index (a holder aligns exactly the common rows unless a consent ended at it, or at
+    another holder, between PSI and alignment).
+
+    **Privacy**: each holder learns what one-holder alignment shows it (the bank's id count
+    and, at the end, the common rows: the enterprises it will answer for). It does not learn
+    which of its own consented enterprises another holder lacks beyond that they are not
+    aligned. The bank learns each holder's consented set within its ids, as with one.
+    """
+    ids = _unique(ids)
+    with ThreadPoolExecutor(max(1, len(sessions))) as pool:  # the holders work side by side
+        found = list(pool.map(lambda s: _psi(s, ids), sessions))
+    common = found[0][0]
+    for bank_pos, _, _ in found[1:]:
+        common = common[np.isin(common, bank_pos)]
+    aligned = [_confirm(s, ids, bank_pos[np.isin(bank_pos, common)],
+                        holder_pos[np.isin(bank_pos, common)], offered)
+               for s, (bank_pos, holder_pos, offered) in zip(sessions, found)]
+    final = aligned[0].bank_positions
+    for al in aligned[1:]:
+        final = final[np.isin(final, al.bank_positions)]
+    local: list[np.ndarray | None] = []
+    for al in aligned:
+        at = np.flatnonzero(np.isin(al.bank_positions, final))  # sorted by id in both
+        local.append(None if len(at) == len(al.bank_positions) else at.astype(np.int64))
+    # holder_offered: the smallest consented set (each session.alignment keeps its own)
+    return Alignment(final, [ids[i] for i in final.tolist()],
+                     min(al.holder_offered for al in aligned)), local

@@ -5,7 +5,7 @@ grower in :mod:`fedcredit.models.secureboost` is written against these functions
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,9 +64,20 @@ def boost_start(session: BankSession, rows: np.ndarray, max_bin: int,
     return int(r.n_candidates)
 
 
+def encrypt_gradients(session: BankSession, layout: GradientLayout, g_int: np.ndarray,
+                      h_int: np.ndarray, chunk: int | None = None) -> Iterator[bytes]:
+    """The ciphertexts of ``g * 2**w_h + h`` per row, chunk by chunk, as they are made."""
+    _, sk = session.key
+    return sk.encrypt_bytes_iter(layout.pack_rows(g_int, h_int), chunk=chunk or GRADIENT_CHUNK,
+                                 workers=session.workers)
+
+
 def send_gradients(session: BankSession, tree: int, rows: np.ndarray, layout: GradientLayout,
-                   g_int: np.ndarray, h_int: np.ndarray, chunk: int | None = None) -> int:
+                   g_int: np.ndarray, h_int: np.ndarray, chunk: int | None = None,
+                   ciphertexts: Iterable[bytes] | None = None) -> int:
     """Encrypt ``g * 2**w_h + h`` per row and stream it; encryption overlaps sending.
+    ``ciphertexts`` (chunks of :func:`encrypt_gradients` under this session's key) sends
+    gradients encrypted once for several holders.
 
     **Privacy**: the holder receives one ciphertext per row of the tree, and the tree's index.
     The first ``bank_only_trees`` trees (estimator knob, default 1) never come here: tree 0's
@@ -75,15 +86,15 @@ def send_gradients(session: BankSession, tree: int, rows: np.ndarray, layout: Gr
     TreeStart, gradient, node or shape for them (it can tell only that the first federated
     tree's index is k).
     """
-    pk, sk = session.key
-    plain = layout.pack_rows(g_int, h_int)
-    chunk = chunk or GRADIENT_CHUNK
+    pk, _ = session.key
+    chunks = encrypt_gradients(session, layout, g_int, h_int, chunk) if ciphertexts is None \
+        else ciphertexts
 
     def requests() -> Iterator:
         yield m.TreeStart(session_id=session.id, tree=tree, slot_bits=layout.slot_bits,
                           rows=rows_to_bytes(rows), key_fingerprint=pk.fingerprint)
         offset = 0
-        for data in sk.encrypt_bytes_iter(plain, chunk=chunk, workers=session.workers):
+        for data in chunks:
             yield m.GradientChunk(offset=offset, ciphertexts=data)
             offset += len(data) // pk.ciphertext_bytes
 

@@ -1,0 +1,153 @@
+"""Several data holders in one model (the platforms' "1+N"): which channels a call names,
+and the sessions of one fit.
+
+A bank passes ``holder=`` (one channel) or ``holders=`` (a list of channels, or a mapping
+of holder name to channel). Each holder is an unchanged holder service with its own
+consents, audit log and policy; it sees only its own session. The bank aligns with each
+by PSI and trains on the enterprises every holder serves.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InvalidInput
+from ..protocol.session import BankSession
+from .scoring import as_channel
+
+
+def named_channels(holder=None, holders=None) -> list[tuple[str | None, object]]:
+    """``[(name or None, channel), ...]`` of a call's ``holder=`` / ``holders=``: exactly one
+    of them; a mapping gives each channel the name the model knows its holder by."""
+    if (holder is None) == (holders is None):
+        raise InvalidInput("pass holder= (one holder) or holders= (a list of holders, or a "
+                           "mapping of holder name to holder), not both and not neither")
+    if holders is None:
+        return [(None, holder)]
+    items: list[tuple[str | None, object]]
+    if isinstance(holders, Mapping):
+        items = [(str(k), v) for k, v in holders.items()]
+    elif isinstance(holders, Sequence) and not isinstance(holders, (str, bytes)):
+        items = [(None, v) for v in holders]
+    else:
+        raise InvalidInput("holders= must be a list of holders or a mapping of holder name "
+                           f"to holder, got {type(holders).__name__}")
+    if not items:
+        raise InvalidInput("holders= names no holder")
+    for k, (_, ch) in enumerate(items):
+        try:
+            as_channel(ch)
+        except InvalidInput:
+            raise InvalidInput(f"holders[{k}] is not a channel or a PassiveParty") from None
+    return items
+
+
+@dataclass
+class HolderPart:
+    """What the bank's model records of one holder: its name, the id under which it keeps
+    its half of the model, and the features it published."""
+
+    name: str
+    model_id: str
+    features: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "model_id": self.model_id, "features": list(self.features)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HolderPart:
+        return cls(str(d["name"]), str(d["model_id"]), [str(f) for f in d["features"]])
+
+
+@dataclass
+class HolderSessions:
+    """The open training sessions of one fit, one per holder, aligned on the same rows.
+
+    ``local[k]`` maps a training row (a position in the bank's aligned order) to holder
+    ``k``'s position for it, or is None where the two orders are the same (every holder
+    aligned exactly the common enterprises; they differ only when a consent ended between
+    PSI and alignment at another holder)."""
+
+    sessions: list[BankSession]
+    local: list[np.ndarray | None]
+    watch: _Watches = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.watch = _Watches(self.sessions)
+        names = [s.holder_name for s in self.sessions]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise InvalidInput(f"two holders call themselves {dup!r}: a model names each "
+                               "holder's features by its holder's name")
+
+    @property
+    def names(self) -> list[str]:
+        return [s.holder_name for s in self.sessions]
+
+    @property
+    def holder_name(self) -> str:
+        return "+".join(self.names)
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    def close(self) -> None:
+        for s in self.sessions:
+            s.close()
+
+
+class _Watches:
+    """The sessions' time budgets summed by phase (the holders work side by side, so a sum
+    over them is work, not wall time)."""
+
+    def __init__(self, sessions: list[BankSession]):
+        self.sessions = sessions
+
+    def as_dict(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for s in self.sessions:
+            for k, v in s.watch.as_dict().items():
+                out[k] = round(out.get(k, 0.0) + v, 4)
+        return out
+
+
+def fit_with_holders(est, X, y, w, named: list[tuple[str | None, object]], keys, fit_kw):
+    """:meth:`FederatedEstimator.fit` with several holders: one key, one session per holder,
+    PSI with each, training on the enterprises every holder serves."""
+    import time
+
+    from ..crypto import generate_keypair
+    from ..protocol.alignment.bank import align_many
+    from .scoring import open_session
+
+    if not getattr(est, "_multi_holder", False):
+        raise InvalidInput(f"{type(est).__name__} trains with one holder; pass holder=")
+    keys = est if keys is None else keys
+    _, sk = generate_keypair(keys.he_scheme, bits=keys.key_bits, insecure=keys.insecure_key)
+    sk.warm_up(keys.n_jobs)
+    t0 = time.perf_counter()
+    sessions: list[BankSession] = []
+    try:
+        for name, holder in named:  # one key for all: the bank encrypts each gradient once
+            def opener(h=holder) -> BankSession:
+                return BankSession(as_channel(h), est._task, sk, workers=keys.n_jobs)
+            s = open_session(opener)
+            sessions.append(s)
+            if name is not None and s.holder_name != name:
+                raise InvalidInput(f"holders[{name!r}] is the holder {s.holder_name!r}")
+        al, local = align_many(sessions, X.index.tolist())
+        group = HolderSessions(sessions, local)
+        if len(al) < est._min_aligned():
+            raise InvalidInput(f"only {len(al)} enterprises are served by all {len(named)} "
+                               "holders; too few to train")
+        Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
+        wa = None if w is None else w[al.bank_positions]
+        est._check_training_target(ya, wa, "the aligned rows")
+        est.alignment_seconds_ = time.perf_counter() - t0
+        est._train(group, Xa, ya, wa, np.arange(len(Xa)), **fit_kw)
+    finally:
+        for s in sessions:
+            s.close()
+    return est
