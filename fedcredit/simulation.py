@@ -1,10 +1,12 @@
-"""Two-party simulations on one machine: the harness behind ``fedcredit simulate``, ``fedcredit
-demo`` and ``benchmarks/``.
+"""Simulations on one machine: the harness behind ``fedcredit simulate``, ``fedcredit demo``
+and ``benchmarks/``.
 
-The bank side reads only the bank CSV; the holder runs as a separate gRPC process with mutual
+The bank side reads only the bank CSV; each holder runs as a separate gRPC process with mutual
 TLS (:class:`EphemeralHolder`, the process ``python -m fedcredit.holder.ephemeral``) and reads
-only the holder CSV. For the baselines the simulator itself reads both (it is a research tool):
-the bank's features alone and the joined table, with the same hyper-parameters.
+only its own CSV (several holder CSVs: one process each, named after its file, and a
+SecureBoost model trained with all of them). For the baselines the simulator itself reads
+every table (it is a research tool): the bank's features alone and the joined table, with the
+same hyper-parameters.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from .holder.devca import make_dev_certs
 from .metrics import auc, ks
 from .models import HeteroLogisticRegression, HeteroWOE, SecureBoostClassifier
 from .protocol import BankSession, align
+from .protocol.alignment.bank import align_many
 from .transport import connect
 
 MODELS = ("secureboost", "lr", "woe")
@@ -34,7 +38,7 @@ MODELS = ("secureboost", "lr", "woe")
 @dataclass
 class SimulationConfig:
     bank_csv: str
-    holder_csv: str
+    holder_csv: str | list[str]  # one holder's CSV, or one per holder
     id_column: str
     label_column: str
     test_size: float = 0.3
@@ -56,6 +60,19 @@ class SimulationConfig:
     holder_stats: bool = False  # collect the holder's time budget and peak memory
     bank_only_trees: int | None = None  # SecureBoost's first trees on bank features; None: default
 
+    @property
+    def holder_csvs(self) -> list[str]:
+        return [self.holder_csv] if isinstance(self.holder_csv, str) else list(self.holder_csv)
+
+
+def holder_names(csvs: list[str]) -> list[str]:
+    """One name per holder CSV: the file's stem (``holder_a.csv`` -> ``holder_a``), numbered
+    where two stems are the same; a single holder keeps the simulator's usual name."""
+    if len(csvs) == 1:
+        return ["simulated-holder"]
+    stems = [Path(c).stem or "holder" for c in csvs]
+    return [s if stems.count(s) == 1 else f"{s}-{k + 1}" for k, s in enumerate(stems)]
+
 
 class EphemeralHolder:
     """Start a throwaway holder process serving one CSV; a context manager giving its address.
@@ -66,10 +83,10 @@ class EphemeralHolder:
 
     def __init__(self, csv, id_column: str, tls_dir, *, allow_insecure_keys: bool = False,
                  min_node_samples: int = 20, startup_timeout: float = 120.0,
-                 stats_out=None):
+                 stats_out=None, name: str = "simulated-holder"):
         self.args = [sys.executable, "-m", "fedcredit.holder.ephemeral", "--csv", str(csv),
                      "--id-column", id_column, "--tls-dir", str(tls_dir),
-                     "--min-node-samples", str(min_node_samples)]
+                     "--min-node-samples", str(min_node_samples), "--name", name]
         if allow_insecure_keys:
             self.args.append("--allow-insecure-keys")
         if stats_out:
@@ -122,27 +139,42 @@ def run(cfg: SimulationConfig) -> dict:
     summary: dict = {"model": cfg.model, "he_scheme": cfg.he_scheme, "key_bits": cfg.key_bits,
                      "trees": cfg.trees, "depth": cfg.depth, "bins": cfg.bins,
                      "learning_rate": cfg.learning_rate}
+    csvs = cfg.holder_csvs
+    if not csvs:
+        raise InvalidInput("--holder-csv: at least one holder table is needed")
+    if len(csvs) > 1 and cfg.model != "secureboost":
+        raise InvalidInput(f"--model {cfg.model} trains with one holder; several --holder-csv "
+                           "train --model secureboost")
+    names = holder_names(csvs)
     with tempfile.TemporaryDirectory(prefix="fedcredit-sim-") as tmp:
         tls_dir = Path(tmp) / "tls"
         make_dev_certs(tls_dir)
         stats_path = Path(tmp) / "holder_stats.json"
-        with EphemeralHolder(cfg.holder_csv, cfg.id_column, tls_dir,
-                             allow_insecure_keys=cfg.insecure_key,
-                             stats_out=stats_path if cfg.holder_stats else None) as holder:
-            channel = connect(holder.address, tls_dir=tls_dir)
+        with ExitStack() as stack:  # the holders stop (and write their stats) first
+            holders = [stack.enter_context(EphemeralHolder(
+                csv, cfg.id_column, tls_dir, allow_insecure_keys=cfg.insecure_key, name=name,
+                stats_out=stats_path if cfg.holder_stats and k == 0 else None))
+                for k, (csv, name) in enumerate(zip(csvs, names))]
+            channels = [connect(h.address, tls_dir=tls_dir) for h in holders]
+            for ch in channels:
+                stack.callback(ch.close)
+            t0 = time.perf_counter()
+            sessions = [BankSession(ch, "align") for ch in channels]
             try:
-                t0 = time.perf_counter()
-                session = BankSession(channel, "align")
-                aligned = align(session, bank.index.tolist())
-                session.close()
-                summary["align_seconds"] = time.perf_counter() - t0
-                summary["rows_bank"] = len(bank)
-                summary["rows_aligned"] = len(aligned)
-                Xa, ya = bank.iloc[aligned.bank_positions], y[aligned.bank_positions]
-                tr, te = _split(len(Xa), ya, cfg)
-                p_fed = _FIT[cfg.model](cfg, summary, Xa, ya, tr, te, channel)
+                aligned = align_many(sessions, bank.index.tolist())[0] if len(sessions) > 1 \
+                    else align(sessions[0], bank.index.tolist())
             finally:
-                channel.close()
+                for session in sessions:
+                    session.close()
+            summary["align_seconds"] = time.perf_counter() - t0
+            summary["rows_bank"] = len(bank)
+            summary["rows_aligned"] = len(aligned)
+            if len(csvs) > 1:
+                summary["holders"] = names
+            Xa, ya = bank.iloc[aligned.bank_positions], y[aligned.bank_positions]
+            tr, te = _split(len(Xa), ya, cfg)
+            target = channels[0] if len(channels) == 1 else channels
+            p_fed = _FIT[cfg.model](cfg, summary, Xa, ya, tr, te, target)
         if cfg.holder_stats and stats_path.exists():
             summary.update(json.loads(stats_path.read_text()))
     if cfg.model == "secureboost":
@@ -209,7 +241,7 @@ def _fit_secureboost(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, chann
     if cfg.bank_only_trees is not None:
         model.set_params(bank_only_trees=cfg.bank_only_trees)
     summary["bank_only_trees"] = int(model.bank_only_trees)
-    model.fit(Xa.iloc[tr], ya[tr], holder=channel)
+    model.fit(Xa.iloc[tr], ya[tr], **_holder_kw(channel))
     summary["fit_seconds"] = model.fit_seconds_
     summary["time_budget_bank"] = model.time_budget_
     summary["rows_train"] = int(len(tr))
@@ -246,11 +278,16 @@ def _fit_woe(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channel):
     return None
 
 
+def _holder_kw(channel) -> dict:
+    """``holder=`` for one channel, ``holders=`` for a list (in the simulation's order)."""
+    return {"holders": channel} if isinstance(channel, list) else {"holder": channel}
+
+
 def _predict(model, summary: dict, X_te, channel):
     if not len(X_te):
         return None
     t1 = time.perf_counter()
-    p = model.predict_proba(X_te, holder=channel)[:, 1]
+    p = model.predict_proba(X_te, **_holder_kw(channel))[:, 1]
     summary["predict_seconds"] = time.perf_counter() - t1
     return p
 
@@ -300,8 +337,10 @@ _BASELINE = {"secureboost": _lgbm, "lr": _sklearn_lr}
 def _compare(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, p_fed) -> None:
     """AUC/KS of the federated scores against the bank-only and centralized baselines."""
     y_te = ya[te]
-    holder_df = load_csv_table(cfg.holder_csv, cfg.id_column)
-    joined = Xa.join(holder_df.add_prefix("holder_"), how="left")
+    joined = Xa
+    for k, csv in enumerate(cfg.holder_csvs):
+        prefix = "holder_" if len(cfg.holder_csvs) == 1 else f"holder{k + 1}_"
+        joined = joined.join(load_csv_table(csv, cfg.id_column).add_prefix(prefix), how="left")
     baseline = _BASELINE[cfg.model]
     if Xa.shape[1]:
         p_bank = baseline(Xa.iloc[tr], ya[tr], Xa.iloc[te], cfg)

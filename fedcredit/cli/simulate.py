@@ -8,9 +8,11 @@ from __future__ import annotations
 
 def register(sub) -> None:
     p = sub.add_parser("simulate",
-                       help="both parties on this machine; the holder as a gRPC process")
+                       help="both parties on this machine; each holder as a gRPC process")
     p.add_argument("--bank-csv", required=True)
-    p.add_argument("--holder-csv", required=True)
+    p.add_argument("--holder-csv", required=True, action="append",
+                   help="a holder's table; repeat for several holders (one process each, "
+                        "named after its file; --model secureboost)")
     p.add_argument("--id-column", required=True)
     p.add_argument("--label-column", required=True)
     p.add_argument("--test-size", type=float, default=0.3)
@@ -42,7 +44,9 @@ def _cmd_simulate(a) -> int:
     from ..simulation import SimulationConfig, format_table, run
 
     cfg = SimulationConfig(
-        bank_csv=a.bank_csv, holder_csv=a.holder_csv, id_column=a.id_column,
+        bank_csv=a.bank_csv,
+        holder_csv=a.holder_csv[0] if len(a.holder_csv) == 1 else a.holder_csv,
+        id_column=a.id_column,
         label_column=a.label_column, test_size=a.test_size, random_state=a.random_state,
         model=a.model, trees=a.trees, depth=a.depth, bins=a.bins, learning_rate=a.learning_rate,
         key_bits=a.key_bits, insecure_key=a.insecure_key, he_scheme=a.he_scheme,
