@@ -98,6 +98,25 @@ class HolderSessions:
             s.close()
 
 
+def holder_names(channels: list) -> list[str]:
+    """Each holder's name, as it answers a ping (told to every other holder when sessions
+    open, so each audits beside whom its data was used); two holders of one name are
+    refused."""
+    from ..protocol import messages as pm
+
+    names = []
+    for k, ch in enumerate(channels):
+        pong = ch.call(pm.Ping())
+        if not isinstance(pong, pm.Pong):
+            raise InvalidInput(f"holders[{k}] did not answer a ping")
+        names.append(str(pong.holder_name))
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise InvalidInput(f"two holders call themselves {dup!r}: a model names each "
+                           "holder's features by its holder's name")
+    return names
+
+
 class _Watches:
     """The sessions' time budgets summed by phase (the holders work side by side, so a sum
     over them is work, not wall time)."""
@@ -125,18 +144,21 @@ def fit_with_holders(est, X, y, w, named: list[tuple[str | None, object]], keys,
     if not getattr(est, "_multi_holder", False):
         raise InvalidInput(f"{type(est).__name__} trains with one holder; pass holder=")
     keys = est if keys is None else keys
+    channels = [as_channel(h) for _, h in named]
+    names = holder_names(channels)
+    for (given, _), name in zip(named, names):
+        if given is not None and given != name:
+            raise InvalidInput(f"holders[{given!r}] is the holder {name!r}")
     _, sk = generate_keypair(keys.he_scheme, bits=keys.key_bits, insecure=keys.insecure_key)
     sk.warm_up(keys.n_jobs)
     t0 = time.perf_counter()
     sessions: list[BankSession] = []
     try:
-        for name, holder in named:  # one key for all: the bank encrypts each gradient once
-            def opener(h=holder) -> BankSession:
-                return BankSession(as_channel(h), est._task, sk, workers=keys.n_jobs)
-            s = open_session(opener)
-            sessions.append(s)
-            if name is not None and s.holder_name != name:
-                raise InvalidInput(f"holders[{name!r}] is the holder {s.holder_name!r}")
+        for k, channel in enumerate(channels):  # one key: each gradient is encrypted once
+            def opener(ch=channel, k=k) -> BankSession:
+                return BankSession(ch, est._task, sk, workers=keys.n_jobs,
+                                   parties=names[:k] + names[k + 1:])
+            sessions.append(open_session(opener))
         al, local = align_many(sessions, X.index.tolist())
         group = HolderSessions(sessions, local)
         if len(al) < est._min_aligned():

@@ -119,14 +119,16 @@ class ScoringSessions:
         with _registry_lock:
             _live_caches.add(self)
 
-    def run(self, holder, model_id: str, request: Callable[[BankSession], T]) -> T:
-        """``request(session)`` on the cached scoring session of ``holder`` and ``model_id``."""
-        session = self._session(holder, model_id)
+    def run(self, holder, model_id: str, request: Callable[[BankSession], T],
+            parties: tuple[str, ...] = ()) -> T:
+        """``request(session)`` on the cached scoring session of ``holder`` and ``model_id``
+        (``parties``: the model's other holders, named when a session opens)."""
+        session = self._session(holder, model_id, parties)
         try:
             return request(session)
         except SessionNotFound:
             self._forget(holder, model_id, session)
-        return request(self._session(holder, model_id))
+        return request(self._session(holder, model_id, parties))
 
     def close(self) -> int:
         """Close every cached session (best effort); returns how many there were."""
@@ -137,7 +139,7 @@ class ScoringSessions:
             session.close()
         return len(entries)
 
-    def _session(self, holder, model_id: str) -> BankSession:
+    def _session(self, holder, model_id: str, parties: tuple[str, ...] = ()) -> BankSession:
         key = (id(holder), model_id)
         with self._lock:
             hit = self._open.get(key)
@@ -145,7 +147,8 @@ class ScoringSessions:
                 self._open.move_to_end(key)
                 return hit[1]
         channel = as_channel(holder)
-        session = open_session(lambda: BankSession(channel, "score", model_id=model_id))
+        session = open_session(lambda: BankSession(channel, "score", model_id=model_id,
+                                                   parties=parties))
         surplus = []
         with self._lock:
             hit = self._open.get(key)

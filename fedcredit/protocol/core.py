@@ -247,6 +247,24 @@ PassiveParty = HolderCore  # the literature's name for the holder (SecureBoost, 
 
 
 # -- the generic steps ------------------------------------------------------------------------
+#: other holders a session may name, and the longest name
+MAX_PARTIES, MAX_PARTY_NAME = 16, 64
+
+
+def check_parties(parties: Sequence[str]) -> list[str]:
+    """The other holders a bank names when it opens a session with several (they go into
+    the audit record, so a name is printable, without spaces or commas, and short)."""
+    names = [str(p) for p in parties]
+    if len(names) > MAX_PARTIES:
+        raise InvalidInput(f"a session names {len(names)} other holders; at most {MAX_PARTIES}")
+    for p in names:
+        if not 0 < len(p) <= MAX_PARTY_NAME or not p.isprintable() or any(
+                c in p for c in " ,="):
+            raise InvalidInput(f"other holder name {p[:80]!r}: 1-{MAX_PARTY_NAME} printable "
+                               "characters without spaces, commas or '='")
+    return names
+
+
 def _ping(core: HolderCore, caller: Caller, msg: m.Ping, rest) -> Iterator:
     yield m.Pong(holder_name=core.name, library_version=__version__)
 
@@ -271,11 +289,13 @@ def _open_session(core: HolderCore, caller: Caller, msg: m.OpenSession, rest) ->
     if not columns and msg.task in KEYED_TASKS:
         raise PolicyViolation(f"the holder's column policy allows bank {caller.bank!r} no "
                               f"columns for purpose {msg.purpose!r}")
+    parties = check_parties(msg.parties)
     s = Session(secrets.token_hex(16), caller.bank, msg.purpose, msg.task, key,
                 model_id=msg.model_id, columns=columns)
     core._add_session(s)
     core.audit(caller, s, f"open_session:{msg.task}", 0,
-               f"scheme={msg.scheme} key_bits={key.bits if key else 0}")
+               f"scheme={msg.scheme} key_bits={key.bits if key else 0}"
+               + (f" parties={','.join(parties)}" if parties else ""))
     yield m.SessionOpened(session_id=s.id, holder_name=core.name,
                           feature_names=list(columns),
                           min_node_samples=pol.min_node_samples,

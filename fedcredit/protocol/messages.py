@@ -47,6 +47,8 @@ class OpenSession:
     scheme: str = ""
     public_key: bytes = b""
     model_id: str = ""  # scoring sessions name the model they score with
+    #: the other holders of a model trained or scored with several, by name (audited)
+    parties: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -82,13 +82,17 @@ class BankSession:
         Processes for encryption and decryption (None: all cores).
     purpose : str, optional
         Purpose of use; defaults to the channel's.
+    parties : list of str
+        The other holders of a model trained or scored with several (the holder audits
+        them).
 
     **Privacy**: the holder learns the bank's identity (its certificate), the task, the
-    purpose and the public key.
+    purpose and the public key; with ``parties``, the names of the other holders.
     """
 
     def __init__(self, channel: Channel, task: str, private_key: PrivateKey | None = None,
-                 model_id: str = "", workers: int | None = None, purpose: str | None = None):
+                 model_id: str = "", workers: int | None = None, purpose: str | None = None,
+                 parties: Iterable[str] = ()):
         self.channel = channel
         self.sk = private_key
         self.pk = private_key.public_key if private_key is not None else None
@@ -96,7 +100,8 @@ class BankSession:
         opened = channel.call(m.OpenSession(
             purpose=str(purpose or getattr(channel, "purpose", "credit")), task=task,
             scheme=self.pk.scheme if self.pk else "",
-            public_key=self.pk.to_bytes() if self.pk else b"", model_id=model_id))
+            public_key=self.pk.to_bytes() if self.pk else b"", model_id=model_id,
+            parties=[str(p) for p in parties]))
         if not isinstance(opened, m.SessionOpened):
             raise ProtocolError(f"expected SessionOpened, got {type(opened).__name__}")
         self.id = opened.session_id

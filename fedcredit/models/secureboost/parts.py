@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import InvalidInput
+from ...errors import InvalidInput, SessionNotFound
+from ...protocol import messages as pm
 from ...protocol.secureboost import bank as steps
 from ..holders import HolderPart
+from ..scoring import as_channel
 
 
 def holder_parts(est) -> list[HolderPart]:
@@ -63,6 +65,12 @@ def scoring_channels(est, holder) -> list[tuple[HolderPart, object]]:
     return [(p, ch) for p, (_, ch) in zip(parts, holder)]
 
 
+def _wrong_holder(found: str, expected: str) -> InvalidInput:
+    return InvalidInput(f"the holder at this channel is {found!r}; the model expects "
+                        f"{expected!r} here (holders= lists a model's holders in training "
+                        "order, or maps their names)")
+
+
 def leaf_masks(est, ids: list, holder, trees: list[int]) -> tuple[dict, np.ndarray | None]:
     """Per tree, the leaves every holder's splits allow (ids x leaves), and per id whether
     every holder had its data and a current consent."""
@@ -72,10 +80,17 @@ def leaf_masks(est, ids: list, holder, trees: list[int]) -> tuple[dict, np.ndarr
     for part, channel in pairs:
         def request(s, part=part):
             if len(pairs) > 1 and s.holder_name != part.name:
-                raise InvalidInput(f"the holder at this channel is {s.holder_name!r}; the "
-                                   f"model expects {part.name!r} here")
+                raise _wrong_holder(s.holder_name, part.name)
             return steps.leaf_masks_covered(s, ids, trees)
-        got, cov = est._scoring().run(channel, part.model_id, request)
+        others = tuple(p.name for p, _ in pairs if p is not part)
+        try:
+            got, cov = est._scoring().run(channel, part.model_id, request, others)
+        except SessionNotFound:
+            if len(pairs) > 1:  # the model's holders given in another order?
+                name = str(as_channel(channel).call(pm.Ping()).holder_name)
+                if name != part.name:
+                    raise _wrong_holder(name, part.name) from None
+            raise
         for t, mat in got.items():
             masks[t] = mat if t not in masks else masks[t] & mat
         covers.append(cov)
