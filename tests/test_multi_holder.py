@@ -270,3 +270,43 @@ def test_training_when_one_holder_withdrew_an_enterprise_the_other_aligned(small
     for t1, t2 in zip(model.trees_, clean.trees_):
         assert [(n.node_id, n.owner, n.holder, n.feature, n.count, n.value) for n in t1.nodes] \
             == [(n.node_id, n.owner, n.holder, n.feature, n.count, n.value) for n in t2.nodes]
+
+
+@pytest.mark.grpc
+def test_bank_train_and_score_with_two_holders_from_the_cli(small_credit, tls_dir, tmp_path,
+                                                            capsys):
+    from conftest import GrpcHolder
+
+    from fedcredit.cli import main as cli
+
+    bank, y, holder = small_credit
+    table = bank.iloc[:1500].assign(label=y[:1500]).reset_index()
+    table.to_csv(tmp_path / "bank.csv", index=False)
+    table.drop(columns="label").iloc[:200].to_csv(tmp_path / "new.csv", index=False)
+    a, b = _parties(holder)
+    servers = [GrpcHolder(a, tls_dir), GrpcHolder(b, tls_dir)]
+    try:
+        holders = [x for s in servers for x in ("--holder", s.server.address)]
+        common = ["--tls-dir", str(tls_dir), "--id-column", "uscc"]
+        assert cli(["bank", "train", *holders, *common, "--csv", str(tmp_path / "bank.csv"),
+                    "--label-column", "label", "--model-out", str(tmp_path / "m.json"),
+                    "--trees", "2", "--depth", "2", "--key-bits", str(TEST_KEY_BITS),
+                    "--insecure-key", "--quiet", "--workers", "1"]) == 0
+        assert "holders 'platform', 'utility'" in capsys.readouterr().out
+        assert cli(["bank", "score", *holders, *common, "--csv", str(tmp_path / "new.csv"),
+                    "--model", str(tmp_path / "m.json"), "--out", str(tmp_path / "s.csv")]) == 0
+        assert "not covered by every holder" in capsys.readouterr().out
+        assert cli(["bank", "align", *holders, *common, "--csv", str(tmp_path / "new.csv"),
+                    "--out", str(tmp_path / "a.csv")]) != 0
+        assert "bank align takes one --holder, got 2" in capsys.readouterr().err
+    finally:
+        for s in servers:
+            s.stop()
+    import pandas as pd
+
+    scores = pd.read_csv(tmp_path / "s.csv", dtype={"uscc": str})
+    model = SecureBoostClassifier.load(tmp_path / "m.json")
+    new = pd.read_csv(tmp_path / "new.csv", dtype={"uscc": str}).set_index("uscc")
+    expected = model.predict_proba(new, holders=[a, b])[:, 1]
+    assert np.allclose(scores["score"].to_numpy(), expected, atol=1e-12)
+    assert scores["reason_1"].notna().any()

@@ -6,6 +6,9 @@
     fedcredit bank score --holder ADDR --tls-dir T --model model.json --csv NEW.csv \\
         --id-column uscc --out scores.csv
 
+``train`` and ``score`` take ``--holder`` once per holder for a model of several (the order of
+training is the order of scoring).
+
 The bank's table never leaves this process: alignment is ECDH-PSI, training sends only
 encrypted gradients, scoring sends the ids to score. ``T`` holds ``ca.pem`` and this bank's
 client certificate (``bank.pem``/``bank.key``, or ``<NAME>.pem``/``.key`` with
@@ -80,7 +83,9 @@ def register(sub) -> None:
 
 
 def _common(s) -> None:
-    s.add_argument("--holder", required=True, help="holder address host:port")
+    s.add_argument("--holder", required=True, action="append",
+                   help="holder address host:port (bank train and score: repeat for a model "
+                        "of several holders, in the same order for both)")
     s.add_argument("--tls-dir", required=True, help="ca.pem and this bank's certificate")
     s.add_argument("--bank-name", help="pick <NAME>.pem/.key in --tls-dir (default bank.pem)")
     s.add_argument("--csv", required=True, help="the bank's table")
@@ -98,10 +103,39 @@ def _table(a):
 
 
 def _connect(a):
+    """The one holder's channel (commands that take one ``--holder``)."""
+    from ..errors import InvalidInput
+
+    addresses = _addresses(a)
+    if len(addresses) != 1:
+        command = getattr(a, "bank_command", "") or "this command"
+        raise InvalidInput(f"bank {command} takes one --holder, got {len(addresses)}")
+    return _connect_all(a)[0]
+
+
+def _addresses(a) -> list[str]:
+    return [a.holder] if isinstance(a.holder, str) else list(a.holder)
+
+
+def _connect_all(a) -> list:
+    """A channel per ``--holder``, in the order given (closed again if one fails)."""
     from ..transport import connect
 
-    return connect(a.holder, tls_dir=a.tls_dir, bank_name=a.bank_name, purpose=a.purpose,
-                   timeout=a.timeout)
+    channels: list = []
+    try:
+        for address in _addresses(a):
+            channels.append(connect(address, tls_dir=a.tls_dir, bank_name=a.bank_name,
+                                    purpose=a.purpose, timeout=a.timeout))
+    except BaseException:
+        for ch in channels:
+            ch.close()
+        raise
+    return channels
+
+
+def _holders(channels: list) -> dict:
+    """``holder=`` for one channel, ``holders=`` for several."""
+    return {"holder": channels[0]} if len(channels) == 1 else {"holders": channels}
 
 
 def _atomic_csv(df, path, index: bool) -> None:
@@ -157,19 +191,25 @@ def _train(a) -> int:
               verbose=not a.quiet, monotone_constraints=_monotone(a.monotone) or None)
     model = SecureBoostRegressor(**kw) if regression else SecureBoostClassifier(
         **kw, class_weight=_class_weight(a.class_weight))
-    channel = _connect(a)
+    channels = _connect_all(a)
     try:
         if a.cv:
-            _cross_validate(model, bank, y, channel, a.cv, weights)
-        model.fit(bank, y, holder=channel, sample_weight=weights)
+            if len(channels) > 1:
+                raise InvalidInput("--cv takes one --holder (cross-validation of a model of "
+                                   "several holders is not built yet)")
+            _cross_validate(model, bank, y, channels[0], a.cv, weights)
+        model.fit(bank, y, **_holders(channels), sample_weight=weights)
     finally:
-        channel.close()
+        for ch in channels:
+            ch.close()
     out = Path(a.model_out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
     top = model.feature_importance("gain").head(5)
+    who = f"holder {model.holder_name_!r}" if len(channels) == 1 else \
+        "holders " + ", ".join(repr(h.name) for h in model.holders_)
     print(f"trained {len(model.trees_)} trees on {model.n_aligned_} aligned enterprises with "
-          f"holder {model.holder_name_!r} in {model.fit_seconds_:.1f} s; model "
+          f"{who} in {model.fit_seconds_:.1f} s; model "
           f"{model.model_id_} saved to {out}")
     print("top features by gain: " + ", ".join(f"{k} ({v:.1f})" for k, v in top.items()))
     return 0
@@ -224,28 +264,30 @@ def _score(a) -> int:
     model = load_model(a.model)
     model.set_params(uncovered=a.uncovered)
     X = _table(a)
-    channel = _connect(a)
+    channels = _connect_all(a)
     try:
         t0 = time.perf_counter()
-        p, covered, reasons = _scores_and_reasons(model, X, channel, a.reasons)
+        p, covered, reasons = _scores_and_reasons(model, X, _holders(channels), a.reasons)
         seconds = time.perf_counter() - t0
     finally:
-        channel.close()
+        for ch in channels:
+            ch.close()
     out = pd.DataFrame({a.id_column: X.index, "score": p, "grade": grade(p),
                         "holder_covered": covered})
     if reasons is not None:
         out = pd.concat([out, reasons.reset_index(drop=True)], axis=1)
     _atomic_csv(out, a.out, index=False)
+    who = "the holder" if len(channels) == 1 else "every holder"
     print(f"scored {len(out)} enterprises in {seconds:.1f} s ({int((~covered).sum())} not "
-          f"covered by the holder: no data or no current consent); wrote {a.out}")
+          f"covered by {who}: no data or no current consent); wrote {a.out}")
     return 0
 
 
-def _scores_and_reasons(model, X, channel, k: int):
+def _scores_and_reasons(model, X, holders: dict, k: int):
     """Probabilities of default, the holder's coverage and, from a model that can explain,
     its top ``k`` reasons per enterprise (one holder request for all: the score is the
     explanation's sum). No reasons where the model or the holder keeps each enterprise's
-    path from the bank."""
+    path from the bank. ``holders``: ``{"holder": channel}`` or ``{"holders": [...]}``."""
     import sys
 
     import numpy as np
@@ -259,11 +301,11 @@ def _scores_and_reasons(model, X, channel, k: int):
                   "which keeps each enterprise's path from the bank", file=sys.stderr)
         else:
             try:
-                explanation = model.explain(X, holder=channel)
+                explanation = model.explain(X, **holders)
             except PolicyViolation as e:
                 print(f"note: no reason codes: {e}", file=sys.stderr)
             else:
                 return (*explained_probability(model, explanation),
                         top_reasons(explanation, k))
-    p, covered = model.predict_proba(X, holder=channel, return_coverage=True)
+    p, covered = model.predict_proba(X, **holders, return_coverage=True)
     return p[:, 1], np.asarray(covered, dtype=bool), None

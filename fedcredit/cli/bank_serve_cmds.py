@@ -13,7 +13,9 @@ def register(bs) -> None:
                     "running requests finish.")
     s.add_argument("--model", required=True, help="a model file written by `bank train` or "
                                                   "an estimator's save()")
-    s.add_argument("--holder", required=True, help="holder address host:port")
+    s.add_argument("--holder", required=True, action="append",
+                   help="holder address host:port (repeat for a model of several holders, in "
+                        "training order)")
     s.add_argument("--tls-dir", required=True, help="ca.pem and this bank's certificate")
     s.add_argument("--bank-name", help="use <NAME>.pem/.key from --tls-dir")
     s.add_argument("--purpose", default="credit")
@@ -32,7 +34,8 @@ def register(bs) -> None:
 def _serve(a) -> int:
     from ..decision.serve import run
 
-    return run(a.model, a.holder, a.tls_dir, a.listen, bank_name=a.bank_name,
+    holder = a.holder[0] if len(a.holder) == 1 else a.holder
+    return run(a.model, holder, a.tls_dir, a.listen, bank_name=a.bank_name,
                purpose=a.purpose, reasons=a.reasons, max_batch=a.max_batch,
                decision_log=a.decision_log, timeout=a.timeout,
                model_params={k: v for k, v in (("scoring", a.scoring), ("key_bits", a.key_bits))

@@ -3,7 +3,10 @@
 Makes a bank table and a holder table, starts a real holder gRPC server process with mutual
 TLS on localhost, aligns ids by PSI, trains SecureBoost with a fresh 2048-bit Paillier key,
 scores held-out enterprises, and compares with the bank alone and with a centralized model.
-The run itself is :func:`fedcredit.simulation.run`; this module only narrates it.
+With ``--holders 2`` the holder's table is split by source: the platform keeps registration,
+tax, social insurance, penalties and court records, a utility company holds the water,
+power and gas payments; each is its own holder process. The run itself is
+:func:`fedcredit.simulation.run`; this module only narrates it.
 """
 from __future__ import annotations
 
@@ -19,17 +22,38 @@ def register(sub) -> None:
     p.add_argument("--trees", type=int, default=10)
     p.add_argument("--key-bits", type=int, default=2048)
     p.add_argument("--insecure-key", action="store_true")
+    p.add_argument("--holders", type=int, choices=(1, 2), default=1,
+                   help="2: the platform and a utility company, each its own holder process")
     p.add_argument("--out", default=None, help="keep the data, scores and summary here")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(a) -> int:
     return run_demo(rows=a.rows, trees=a.trees, key_bits=a.key_bits,
-                    insecure_key=a.insecure_key, out=a.out)
+                    insecure_key=a.insecure_key, out=a.out, holders=a.holders)
+
+
+#: the utility company's columns in ``--holders 2`` (the rest stay with the platform)
+UTILITY_PREFIXES = ("water_", "electricity_", "gas_", "utility_")
+
+
+def split_by_source(holder_csv: Path, base: Path) -> list[str]:
+    """The holder table as two holders' tables: ``platform.csv`` and ``utility.csv``."""
+    import pandas as pd
+
+    table = pd.read_csv(holder_csv, dtype={"uscc": str})
+    utility = [c for c in table.columns if c.startswith(UTILITY_PREFIXES)]
+    platform = [c for c in table.columns if c != "uscc" and c not in utility]
+    paths = []
+    for name, cols in (("platform", platform), ("utility", utility)):
+        path = base / f"{name}.csv"
+        table[["uscc", *cols]].to_csv(path, index=False)
+        paths.append(str(path))
+    return paths
 
 
 def run_demo(rows: int = 10_000, trees: int = 10, key_bits: int = 2048,
-             insecure_key: bool = False, out: str | None = None) -> int:
+             insecure_key: bool = False, out: str | None = None, holders: int = 1) -> int:
     from ..datasets import write_credit_data
     from ..simulation import SimulationConfig, format_table, run
 
@@ -39,11 +63,18 @@ def run_demo(rows: int = 10_000, trees: int = 10, key_bits: int = 2048,
         base.mkdir(parents=True, exist_ok=True)
         print(f"[1/4] synthetic data: {rows} enterprises per party, 80 % overlap -> {base}")
         write_credit_data(base, rows=rows, seed=7, overlap=0.8)
-        print("[2/4] starting the holder: a gRPC server process with mutual TLS on 127.0.0.1")
+        tables: str | list[str] = str(base / "holder.csv")
+        if holders == 2:
+            tables = split_by_source(base / "holder.csv", base)
+            print("[2/4] starting two holders, each a gRPC server process with mutual TLS on "
+                  "127.0.0.1: the platform and a utility company (water, power, gas)")
+        else:
+            print("[2/4] starting the holder: a gRPC server process with mutual TLS on "
+                  "127.0.0.1")
         print(f"[3/4] aligning ids (ECDH-PSI) and training SecureBoost: {trees} trees, depth 3, "
               f"{key_bits}-bit Paillier")
         cfg = SimulationConfig(
-            bank_csv=str(base / "bank.csv"), holder_csv=str(base / "holder.csv"),
+            bank_csv=str(base / "bank.csv"), holder_csv=tables,
             id_column="uscc", label_column="label", test_size=0.3, trees=trees, depth=3,
             bins=32, learning_rate=0.3, key_bits=key_bits, insecure_key=insecure_key,
             predictions_out=str(base / "scores.csv"), json_out=str(base / "summary.json"))

@@ -2,7 +2,7 @@
 
     POST /v1/score    {"enterprises": [{"uscc": "...", "features": {...}}, ...]}
     GET  /v1/health   the process is up
-    GET  /v1/ready    the holder answers (503 while it is away)
+    GET  /v1/ready    the holder answers (every holder of the model; 503 while one is away)
     GET  /docs        the OpenAPI page
 
 Bounded: at most ``max_batch`` enterprises and ``max_body_bytes`` per request (413). A
@@ -79,7 +79,8 @@ def create_app(scorer: Scorer, log: DecisionLog, *, max_batch: int = 1000,
     @app.get("/v1/ready")
     def ready() -> Any:
         try:
-            scorer.channel.call(pm.Ping())
+            for channel in scorer.channels:
+                channel.call(pm.Ping())
         except FedCreditError as e:
             return JSONResponse({"status": "holder unavailable", "detail": str(e)[:200]},
                                 status_code=503)

@@ -45,8 +45,9 @@ class Scorer:
     Parameters
     ----------
     model : a fitted classifier of :mod:`fedcredit.models`
-    channel : Channel
-        Kept open for the scorer's life (the gRPC channel reconnects by itself).
+    channel : Channel, or a list of them
+        Kept open for the scorer's life (the gRPC channel reconnects by itself); a model
+        trained with several holders takes one per holder, in training order.
     reasons : int
         Top reasons per enterprise (features pushing towards default), 0 for none.
     cuts : sequence of float
@@ -56,7 +57,9 @@ class Scorer:
     def __init__(self, model, channel, *, reasons: int = 3,
                  cuts: Sequence[float] = DEFAULT_CUTS):
         self.model = model
-        self.channel = channel
+        self.channels = list(channel) if isinstance(channel, (list, tuple)) else [channel]
+        self.holders = {"holder": self.channels[0]} if len(self.channels) == 1 else \
+            {"holders": self.channels}
         self.reasons = int(reasons)
         self.cuts = check_cuts(cuts)
         self.features = [str(c) for c in model.feature_names_bank_]
@@ -111,7 +114,7 @@ class Scorer:
         if self.reasons and hasattr(m, "explain") and getattr(m, "scoring", "") != "private" \
                 and not self.plain_refused:
             try:
-                ex = m.explain(X, holder=self.channel)
+                ex = m.explain(X, **self.holders)
             except PolicyViolation as e:
                 if "plain leaf masks" not in str(e):
                     raise
@@ -121,7 +124,7 @@ class Scorer:
             # a scorecard's own points; for other models, points from the probability
             pts = explained_score(ex) if ex.attrs.get("units") == POINTS else points(prob)
             return prob, pts, covered, reason_lists(*reason_arrays(ex, self.reasons))
-        proba, covered = m.predict_proba(X, holder=self.channel, return_coverage=True)
+        proba, covered = m.predict_proba(X, **self.holders, return_coverage=True)
         prob = proba[:, 1]
         return prob, points(prob), np.asarray(covered, dtype=bool), None
 

@@ -23,7 +23,7 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def run(model_path, holder: str, tls_dir, listen: str, *, bank_name=None,
+def run(model_path, holder: str | list[str], tls_dir, listen: str, *, bank_name=None,
         purpose: str = "credit", reasons: int = 3, max_batch: int = 1000,
         decision_log=None, timeout: float = 30.0, model_params: dict | None = None) -> int:
     import uvicorn
@@ -42,11 +42,13 @@ def run(model_path, holder: str, tls_dir, listen: str, *, bank_name=None,
         if unknown:
             raise InvalidInput(f"a {type(model).__name__} has no {unknown[0]!r} setting")
         model.set_params(**model_params)
-    channel = connect(holder, tls_dir=tls_dir, bank_name=bank_name, purpose=purpose,
-                      timeout=timeout, wait=None)
+    addresses = [holder] if isinstance(holder, str) else list(holder)
+    channels = [connect(h, tls_dir=tls_dir, bank_name=bank_name, purpose=purpose,
+                        timeout=timeout, wait=None) for h in addresses]
     dlog = DecisionLog(decision_log)
     try:
-        app = create_app(Scorer(model, channel, reasons=reasons), dlog, max_batch=max_batch)
+        app = create_app(Scorer(model, channels[0] if len(channels) == 1 else channels,
+                                reasons=reasons), dlog, max_batch=max_batch)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                                 access_log=False, timeout_graceful_shutdown=10)
         log.info("decision service listening", extra={"fields": {
@@ -63,6 +65,7 @@ def run(model_path, holder: str, tls_dir, listen: str, *, bank_name=None,
                 signal.signal(sig, handler)
         log.info("decision service stopped", extra={"fields": {"signals": received}})
     finally:
-        channel.close()
+        for channel in channels:
+            channel.close()
         dlog.close()
     return 0
