@@ -149,11 +149,11 @@ def run(cfg: SimulationConfig) -> dict:
     with tempfile.TemporaryDirectory(prefix="fedcredit-sim-") as tmp:
         tls_dir = Path(tmp) / "tls"
         make_dev_certs(tls_dir)
-        stats_path = Path(tmp) / "holder_stats.json"
+        stats_paths = [Path(tmp) / f"holder_stats_{k}.json" for k in range(len(csvs))]
         with ExitStack() as stack:  # the holders stop (and write their stats) first
             holders = [stack.enter_context(EphemeralHolder(
                 csv, cfg.id_column, tls_dir, allow_insecure_keys=cfg.insecure_key, name=name,
-                stats_out=stats_path if cfg.holder_stats and k == 0 else None))
+                stats_out=stats_paths[k] if cfg.holder_stats else None))
                 for k, (csv, name) in enumerate(zip(csvs, names))]
             channels = [connect(h.address, tls_dir=tls_dir) for h in holders]
             for ch in channels:
@@ -175,8 +175,12 @@ def run(cfg: SimulationConfig) -> dict:
             tr, te = _split(len(Xa), ya, cfg)
             target = channels[0] if len(channels) == 1 else channels
             p_fed = _FIT[cfg.model](cfg, summary, Xa, ya, tr, te, target)
-        if cfg.holder_stats and stats_path.exists():
-            summary.update(json.loads(stats_path.read_text()))
+        if cfg.holder_stats:  # one holder: its stats; several: a list, in order
+            stats = [json.loads(p.read_text()) for p in stats_paths if p.exists()]
+            if len(csvs) == 1 and stats:
+                summary.update(stats[0])
+            elif stats:
+                summary["holders_stats"] = stats
     if cfg.model == "secureboost":
         import resource
 

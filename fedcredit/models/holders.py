@@ -173,3 +173,11 @@ def fit_with_holders(est, X, y, w, named: list[tuple[str | None, object]], keys,
         for s in sessions:
             s.close()
     return est
+
+
+def require_one_holder(model, what: str) -> None:
+    """Refuse ``what`` (a service written for one holder) for a model of several."""
+    parts = model.__dict__.get("holders_") or []
+    if len(parts) > 1:
+        raise InvalidInput(f"{what} works with a model of one holder; this one has "
+                           f"{len(parts)} ({', '.join(p.name for p in parts)})")

@@ -42,6 +42,7 @@ from ..metrics.grades import DEFAULT_CUTS, GRADES, check_cuts, grade, notch
 from ..protocol.drift.bank import FeatureDrift, feature_drift
 from ..protocol.session import BankSession
 from .base import as_channel, check_xy, open_session
+from .holders import require_one_holder
 from .population import POPULATION_MODELS
 from .secureboost import SecureBoostClassifier
 
@@ -225,6 +226,7 @@ class Monitor:
             names = ", ".join(k.__name__ for k in POPULATION_MODELS)
             raise InvalidInput(f"a monitor takes a fitted {names}, not {type(model).__name__}")
         model._check_fitted()
+        require_one_holder(model, "post-loan monitoring")
         self.cuts = check_cuts(cuts)
         if threshold is not None and not (isinstance(threshold, (int, float))
                                           and 0 < float(threshold) < 1):

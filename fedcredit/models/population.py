@@ -28,6 +28,7 @@ from ..protocol.population.math import DEFAULT_PAGE, PRE_CREDIT
 from ..protocol.session import BankSession
 from .base import as_channel, open_session, sigmoid
 from .explain import LOG_ODDS, explanation_frame, holder_column, saabas, top_reasons
+from .holders import require_one_holder
 from .logistic import HeteroLogisticRegression
 from .secureboost import SecureBoostClassifier
 from .secureboost.estimator import BANK_ONLY
@@ -58,6 +59,7 @@ def _check_model(model) -> str:
         raise InvalidInput(f"population scoring takes a fitted {names}, not "
                            f"{type(model).__name__}")
     model._check_fitted()
+    require_one_holder(model, "population scoring")
     if len(model.feature_names_bank_):
         raise InvalidInput(
             f"the model uses {len(model.feature_names_bank_)} bank feature(s) "
