@@ -22,6 +22,7 @@ from gmpy2 import mpz
 from ..errors import InsecureParameters, InvalidCiphertext, InvalidInput, UnsafeReply
 from .fixedbase import batch_invert
 from .histogram import EncryptedHistogram
+from .multiexp import multi_exp
 from .parallel import split_evenly, thread_map
 
 if TYPE_CHECKING:
@@ -311,6 +312,25 @@ class PublicKey(ABC):
         vals += self.trivial([0] * (groups * slots - len(vals)))
         columns = [self._wrap(vals[j::slots]) for j in range(slots)]
         return self.rerandomize(self.pack(columns, slot_bits))
+
+    def weighted_sums(self, a: CipherVector, weights: np.ndarray) -> CipherVector:
+        """``out[j] = Enc(sum_i weights[i, j] * x_i)`` for integer weights (|w| < 2**62):
+        one Pippenger multi-exponentiation per column and sign, negatives through one
+        inverse. The result is derived, so it must be re-randomised before it leaves."""
+        self._check(a)
+        w = np.asarray(weights)
+        if w.ndim != 2 or w.shape[0] != len(a) or w.dtype.kind not in "iu":
+            raise InvalidInput(f"weights must be an integer matrix of {len(a)} rows")
+        if w.size and int(np.abs(w).max()) >= 1 << 62:
+            raise InvalidInput("weights must lie below 2**62 in magnitude")
+        N, bases = self.cipher_modulus, a.values
+        w = w.astype(np.int64)
+
+        def column(j: int):
+            pos = multi_exp(bases, np.maximum(w[:, j], 0), N)
+            neg = multi_exp(bases, np.maximum(-w[:, j], 0), N)
+            return pos if neg == 1 else pos * batch_invert([neg], N)[0] % N
+        return self._wrap(thread_map(column, list(range(w.shape[1]))))
 
     # -- bytes -----------------------------------------------------------------------------
     def to_bytes_batch(self, a: CipherVector) -> bytes:

@@ -18,6 +18,8 @@ from typing import Any
 from . import messages as core_messages
 from .alignment import holder as alignment_holder
 from .alignment import messages as alignment_messages
+from .correlation import holder as correlation_holder
+from .correlation import messages as correlation_messages
 from .drift import holder as drift_holder
 from .drift import messages as drift_messages
 from .loans import holder as loans_holder
@@ -68,6 +70,8 @@ PROTOCOLS: tuple[Protocol, ...] = (
              population_holder.HANDLERS, population_holder.OPERATIONS),
     Protocol("drift", (), False, drift_messages.MESSAGE_TYPES,
              drift_holder.HANDLERS, drift_holder.OPERATIONS),
+    Protocol("correlation", ("correlation",), True, correlation_messages.MESSAGE_TYPES,
+             correlation_holder.HANDLERS, correlation_holder.OPERATIONS),
 )
 
 #: sessions that score with a stored model (any protocol's): the core's own task
