@@ -456,3 +456,20 @@ def test_parallel_decryption_names_the_refused_ciphertext(keys):
     bad = pk._wrap(c.values[:100] + [pk.trivial([2**pk.plaintext_bits])[0]] + c.values[:10])
     with pytest.raises(InvalidCiphertext, match=r"ciphertext 100 decrypts outside"):
         sk.decrypt(bad, workers=2)
+
+
+def test_weighted_sums_are_signed_dot_products_of_the_plaintexts():
+    import numpy as np
+
+    from fedcredit.crypto import generate_keypair
+    from fedcredit.errors import InvalidInput
+
+    pk, sk = generate_keypair("paillier", bits=1024, insecure=True)
+    x = [3, -7, 11, 0, 5, 1 << 70]
+    w = np.array([[1, -2, 0], [4, 0, 0], [-3, 5, 0], [9, 9, 0], [2**40, -1, 0], [-1, 1, 0]])
+    got = sk.decrypt(pk.weighted_sums(pk.encrypt(x), w))
+    assert got == [sum(a * int(b) for a, b in zip(x, w[:, j])) for j in range(3)]
+    with pytest.raises(InvalidInput, match="integer matrix"):
+        pk.weighted_sums(pk.encrypt(x), w[:3])
+    with pytest.raises(InvalidInput, match="2\\*\\*62"):
+        pk.weighted_sums(pk.encrypt(x[:1]), np.array([[1 << 62]]))
