@@ -142,9 +142,9 @@ def run(cfg: SimulationConfig) -> dict:
     csvs = cfg.holder_csvs
     if not csvs:
         raise InvalidInput("--holder-csv: at least one holder table is needed")
-    if len(csvs) > 1 and cfg.model != "secureboost":
-        raise InvalidInput(f"--model {cfg.model} trains with one holder; several --holder-csv "
-                           "train --model secureboost")
+    if len(csvs) > 1 and cfg.model == "lr":
+        raise InvalidInput("--model lr trains with one holder; several --holder-csv train "
+                           "--model secureboost or woe")
     names = holder_names(csvs)
     with tempfile.TemporaryDirectory(prefix="fedcredit-sim-") as tmp:
         tls_dir = Path(tmp) / "tls"
@@ -272,11 +272,11 @@ def _fit_woe(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channel):
     t0 = time.perf_counter()
     woe = HeteroWOE(max_bin=cfg.bins, key_bits=cfg.key_bits, insecure_key=cfg.insecure_key,
                     he_scheme=cfg.he_scheme, n_jobs=cfg.n_jobs, random_state=cfg.random_state)
-    woe.fit(Xa.iloc[tr], ya[tr], holder=channel)
+    woe.fit(Xa.iloc[tr], ya[tr], **_holder_kw(channel))
     summary["fit_seconds"] = time.perf_counter() - t0
     summary["rows_train"] = int(len(tr))
     summary["iv"] = {"bank": {k: v for k, v in woe.iv_.items() if woe.party_[k] == "bank"},
-                     "holder": {k[len("holder:"):]: v for k, v in woe.iv_.items()
+                     "holder": {k.removeprefix("holder:"): v for k, v in woe.iv_.items()
                                 if woe.party_[k] == "holder"}}
     summary["selected"] = woe.selected_
     return None

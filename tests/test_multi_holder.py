@@ -310,3 +310,25 @@ def test_bank_train_and_score_with_two_holders_from_the_cli(small_credit, tls_di
     expected = model.predict_proba(new, holders=[a, b])[:, 1]
     assert np.allclose(scores["score"].to_numpy(), expected, atol=1e-12)
     assert scores["reason_1"].notna().any()
+
+
+def test_woe_with_two_holders_is_woe_with_the_union(small_credit):
+    from fedcredit.models import HeteroWOE, Scorecard
+
+    bank, y, holder = small_credit
+    bank, y = bank.iloc[:2000], y[:2000]
+    union = PassiveParty(_union(holder), name="union", policy=test_policy())
+    a, b = _parties(holder)
+    kw = dict(key_bits=TEST_KEY_BITS, insecure_key=True, max_bin=16)
+    one = HeteroWOE(**kw).fit(bank, y, holder=union)
+    two = HeteroWOE(**kw).fit(bank, y, holders=[a, b])
+    cols_a, cols_b = _columns(holder)
+    renamed = {f"holder:{c}": f"{'platform' if c in cols_a else 'utility'}:{c}"
+               for c in cols_a + cols_b}
+    assert set(two.tables_) == {renamed.get(k, k) for k in one.tables_}
+    for k, t in one.tables_.items():
+        assert t.equals(two.tables_[renamed.get(k, k)]), k
+    assert two.party_[f"utility:{cols_b[0]}"] == "holder"
+    assert [h.name for h in two.holders_] == ["platform", "utility"]
+    with pytest.raises(InvalidInput, match="a scorecard works with a model of one holder"):
+        Scorecard(woe=two).fit(bank, y, holder=a)

@@ -12,7 +12,7 @@ def register(sub) -> None:
     p.add_argument("--bank-csv", required=True)
     p.add_argument("--holder-csv", required=True, action="append",
                    help="a holder's table; repeat for several holders (one process each, "
-                        "named after its file; --model secureboost)")
+                        "named after its file; --model secureboost or woe)")
     p.add_argument("--id-column", required=True)
     p.add_argument("--label-column", required=True)
     p.add_argument("--test-size", type=float, default=0.3)

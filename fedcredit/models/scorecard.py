@@ -49,6 +49,7 @@ from ..protocol.logistic import bank as lr_steps
 from ..protocol.logistic import math as lc
 from .base import FederatedClassifier, as_channel, check_xy, row_weights
 from .explain import POINTS, explanation_frame, holder_column
+from .holders import require_one_holder
 from .logistic import HeteroLogisticRegression
 from .woe import HeteroWOE
 
@@ -183,6 +184,7 @@ class Scorecard(FederatedClassifier):
             woe = self.woe
         else:
             woe = clone(self.woe).fit(X, y, channel, sample_weight=sample_weight)
+        require_one_holder(woe, "a scorecard")
         feats = list(self.features or woe.selected_)
         unknown = [f for f in feats if f not in woe.tables_]
         if unknown or not feats:

@@ -34,6 +34,7 @@ from ..errors import InvalidInput
 from ..protocol.woe import bank as woe_steps
 from ..protocol.woe.math import floor_map
 from .base import FederatedEstimator
+from .holders import HolderPart, HolderSessions
 
 FORMAT = "fedcredit.woe/1"
 TRENDS = ("auto", "ascending", "descending", "none")
@@ -182,6 +183,7 @@ class HeteroWOE(FederatedEstimator):
 
     _format = FORMAT
     _task = "woe"
+    _multi_holder = True
 
     def __init__(self, max_bin: int = 20, optimal: bool = True, monotonic_trend: str = "auto",
                  min_bin_size: float = 0.05, max_n_bins: int = 10, solver: str = "dp",
@@ -236,40 +238,32 @@ class HeteroWOE(FederatedEstimator):
         if sample_weight is not None and self.solver != "dp":
             raise InvalidInput("sample_weight needs solver='dp' (optbinning's minimum bin "
                                "size would count weight, not rows)")
-        return self._fit_federated(X, y, holder, id_column=id_column, sample_weight=sample_weight)
+        return self._fit_federated(X, y, holder, holders=holders, id_column=id_column,
+                                   sample_weight=sample_weight)
 
     def _fit_aligned(self, session, Xa: pd.DataFrame, ya: np.ndarray, *, weights=None,
                      rows=None) -> None:
+        """WOE/IV on ``rows`` of an aligned session, or of several holders' sessions
+        (:class:`~fedcredit.models.holders.HolderSessions`): each holder bins and sums its
+        own features, named ``<holder name>:<feature>`` when there are several."""
         n = len(ya)
         rows = np.arange(n) if rows is None else rows
-        floor = max(int(session.min_node_samples), 1)
-        if weights is None:
-            stats = woe_steps.woe_stats(session, rows, ya, self.max_bin)
-            all_totals = None
-        else:
-            stats = woe_steps.woe_stats(session, rows, ya, self.max_bin, weights=weights)
-            all_totals = stats.totals
-        tables, party, holder_maps = {}, {}, {}
-        at = 0
-        self.holder_feature_names_ = list(stats.feature_names)
-        self.holder_bins_ = {}
-        for f, (name, size) in enumerate(zip(stats.feature_names, stats.n_bins)):
-            ev, cnt = stats.events[at:at + size], stats.counts[at:at + size]
-            tot = None if all_totals is None else all_totals[at:at + size]
-            at += size
-            mp = self._merge(ev, cnt, n, tot) if self.optimal else np.arange(size)
-            if self.optimal:
-                holder_maps[f] = mp
-            fe = np.bincount(mp, weights=ev, minlength=mp.max() + 1)
-            fc = np.bincount(mp, weights=cnt, minlength=mp.max() + 1)
-            ft = None if tot is None else np.bincount(mp, weights=tot, minlength=mp.max() + 1)
-            labels = [f"bin {k}" for k in range(len(fc) - 1)] + ["missing"]
-            key = f"holder:{name}"
-            tables[key] = woe_table(fe, fc, labels, ft)
-            party[key] = "holder"
-            self.holder_bins_[f] = len(fc)
-        if holder_maps:
-            woe_steps.woe_merge(session, stats.binning_id, holder_maps)
+        group = session if isinstance(session, HolderSessions) else \
+            HolderSessions([session], [None])
+        floor = max([int(s.min_node_samples) for s in group.sessions] + [1])
+        tables: dict[str, pd.DataFrame] = {}
+        party: dict[str, str] = {}
+        self.holder_feature_names_: list[str] = []
+        self.holder_bins_: dict[int, int] = {}
+        self.holders_: list[HolderPart] = []
+        for s, local in zip(group.sessions, group.local):
+            prefix = "holder:" if len(group) == 1 else f"{s.holder_name}:"
+            own = rows if local is None else local[rows]
+            stats = woe_steps.woe_stats(s, own, ya, self.max_bin,
+                                        **({} if weights is None else {"weights": weights}))
+            self._holder_tables(s, stats, n, prefix, tables, party)
+            self.holders_.append(HolderPart(s.holder_name, stats.binning_id,
+                                            list(stats.feature_names)))
         # the bank's own features: the same procedure in the clear
         self.mapper_ = BinMapper(self.max_bin, self.random_state).fit(Xa)
         self.feature_names_bank_ = list(self.mapper_.feature_names)
@@ -297,7 +291,33 @@ class HeteroWOE(FederatedEstimator):
         self.iv_ = pd.Series({k: float(t["IV"].sum()) for k, t in tables.items()},
                              name="iv").sort_values(ascending=False)
         self.party_ = pd.Series(party, name="party")
-        self.model_id_ = stats.binning_id  # the holder keeps its bins under this id
+        # the holder keeps its bins under this id (several holders: each its own, in order)
+        self.model_id_ = "+".join(h.model_id for h in self.holders_)
+
+    def _holder_tables(self, session, stats, n: int, prefix: str, tables: dict,
+                       party: dict) -> None:
+        """One holder's WOE tables from its per-bin sums (merged as the bank's optimal
+        binning says, the merge maps sent back)."""
+        all_totals = stats.totals  # None unweighted
+        holder_maps, at = {}, 0
+        for f, (name, size) in enumerate(zip(stats.feature_names, stats.n_bins)):
+            ev, cnt = stats.events[at:at + size], stats.counts[at:at + size]
+            tot = None if all_totals is None else all_totals[at:at + size]
+            at += size
+            mp = self._merge(ev, cnt, n, tot) if self.optimal else np.arange(size)
+            if self.optimal:
+                holder_maps[f] = mp
+            fe = np.bincount(mp, weights=ev, minlength=mp.max() + 1)
+            fc = np.bincount(mp, weights=cnt, minlength=mp.max() + 1)
+            ft = None if tot is None else np.bincount(mp, weights=tot, minlength=mp.max() + 1)
+            labels = [f"bin {k}" for k in range(len(fc) - 1)] + ["missing"]
+            key = f"{prefix}{name}"
+            tables[key] = woe_table(fe, fc, labels, ft)
+            party[key] = "holder"
+            self.holder_bins_[len(self.holder_feature_names_)] = len(fc)
+            self.holder_feature_names_.append(name if prefix == "holder:" else key)
+        if holder_maps:
+            woe_steps.woe_merge(session, stats.binning_id, holder_maps)
 
     def _bank_labels(self, f: int, full: np.ndarray, n_final: int) -> list[str]:
         fb = self.mapper_.features_[f]
@@ -355,9 +375,12 @@ class HeteroWOE(FederatedEstimator):
                 "mapper": self.mapper_.to_dict(),
                 "bank_maps": {k: v.tolist() for k, v in self.bank_maps_.items()},
                 "tables": {k: t.to_dict(orient="list") for k, t in self.tables_.items()},
-                "iv": [[k, v] for k, v in self.iv_.items()], "party": self.party_.to_dict()}
+                "iv": [[k, v] for k, v in self.iv_.items()], "party": self.party_.to_dict(),
+                "holders": [h.to_dict() for h in self.holders_]}
 
     def _restore(self, d: dict, fmt: str) -> None:
+        self.holders_ = [HolderPart.from_dict(h) for h in d.get("holders", [])] or [
+            HolderPart(d["holder_name"], d["model_id"], list(d["holder_features"]))]
         self.holder_name_ = d["holder_name"]
         self.holder_feature_names_ = list(d["holder_features"])
         self.holder_bins_ = dict(enumerate(int(b) for b in d["holder_bins"]))
