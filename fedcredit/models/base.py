@@ -169,10 +169,13 @@ class FederatedEstimator(BaseEstimator):
 
     def _align_training_rows(self, session, X, y, w):
         """PSI on the session; the bank's rows (targets, weights) in the session's order."""
-        al = align(session, X.index.tolist())
+        return self._aligned_rows(align(session, X.index.tolist()), X, y, w,
+                                  "shared with the holder")
+
+    def _aligned_rows(self, al, X, y, w, shared: str):
+        """The bank's rows (targets, weights) of alignment ``al``, checked for training."""
         if len(al) < self._min_aligned():
-            raise InvalidInput(f"only {len(al)} enterprises are shared with the holder; "
-                               "too few to train")
+            raise InvalidInput(f"only {len(al)} enterprises are {shared}; too few to train")
         Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
         wa = None if w is None else w[al.bank_positions]
         self._check_training_target(ya, wa, "the aligned rows")

@@ -161,12 +161,7 @@ def fit_with_holders(est, X, y, w, named: list[tuple[str | None, object]], keys,
             sessions.append(open_session(opener))
         al, local = align_many(sessions, X.index.tolist())
         group = HolderSessions(sessions, local)
-        if len(al) < est._min_aligned():
-            raise InvalidInput(f"only {len(al)} enterprises are served by all {len(named)} "
-                               "holders; too few to train")
-        Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
-        wa = None if w is None else w[al.bank_positions]
-        est._check_training_target(ya, wa, "the aligned rows")
+        Xa, ya, wa = est._aligned_rows(al, X, y, w, f"served by all {len(named)} holders")
         est.alignment_seconds_ = time.perf_counter() - t0
         est._train(group, Xa, ya, wa, np.arange(len(Xa)), **fit_kw)
     finally:
