@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import TEST_KEY_BITS, test_policy
 from reference_boost import grow_reference
@@ -332,3 +333,28 @@ def test_woe_with_two_holders_is_woe_with_the_union(small_credit):
     assert [h.name for h in two.holders_] == ["platform", "utility"]
     with pytest.raises(InvalidInput, match="a scorecard works with a model of one holder"):
         Scorecard(woe=two).fit(bank, y, holder=a)
+
+
+def test_regressor_and_decision_scorer_with_two_holders(small_credit):
+    from fedcredit.decision.scorer import Scorer
+    from fedcredit.models import SecureBoostRegressor
+
+    bank, y, holder = small_credit
+    union = PassiveParty(_union(holder), name="union", policy=test_policy())
+    a, b = _parties(holder)
+    amount = bank["deposit_balance"].fillna(0).to_numpy()[:2000] * 0.5 + 1e4
+    kw = dict(n_estimators=2, max_depth=3, key_bits=TEST_KEY_BITS, insecure_key=True,
+              verbose=False)
+    one = SecureBoostRegressor(**kw).fit(bank.iloc[:2000], amount, holder=union)
+    two = SecureBoostRegressor(**kw).fit(bank.iloc[:2000], amount, holders=[a, b])
+    X = bank.iloc[2000:2100]
+    assert np.array_equal(one.predict(X, holder=union), two.predict(X, holders=[a, b]))
+    model = _model(n_estimators=3).fit(bank.iloc[:2000], y[:2000], holders=[a, b])
+    scorer = Scorer(model, [a, b], reasons=2)
+    rows = [{"uscc": u, "features": {k: (None if pd.isna(v) else v) for k, v in r.items()
+                                     if not isinstance(v, str)}}
+            for u, r in X.iloc[:5].select_dtypes("number").iterrows()]
+    decisions = scorer.score(rows)
+    expected = model.predict_proba(scorer.frame(rows), holders=[a, b])[:, 1]
+    assert [d["probability"] for d in decisions] == pytest.approx(expected, abs=1e-12)
+    assert [d["holder_covered"] for d in decisions] == [r["uscc"] in holder.index for r in rows]
