@@ -358,3 +358,27 @@ def test_regressor_and_decision_scorer_with_two_holders(small_credit):
     expected = model.predict_proba(scorer.frame(rows), holders=[a, b])[:, 1]
     assert [d["probability"] for d in decisions] == pytest.approx(expected, abs=1e-12)
     assert [d["holder_covered"] for d in decisions] == [r["uscc"] in holder.index for r in rows]
+
+
+def test_three_holders_grow_the_trees_of_one_holder_with_their_union(small_credit):
+    bank, y, holder = small_credit
+    bank, y = bank.iloc[:2500], y[:2500]
+    cols = list(holder.columns)
+    groups = [cols[:2] + cols[6:8], cols[2:4] + cols[8:10], cols[4:6] + cols[10:]]
+    parties = [PassiveParty(holder[g], name=n, policy=test_policy())
+               for g, n in zip(groups, ("platform", "social", "utility"))]
+    union = PassiveParty(holder[[c for g in groups for c in g]], name="union",
+                         policy=test_policy())
+    one = _model().fit(bank, y, holder=union)
+    three = _model().fit(bank, y, holders=parties)
+    first = np.cumsum([0] + [len(g) for g in groups])
+    assert len({nd.holder for t in three.trees_ for nd in t.nodes if nd.owner == "holder"}) >= 2
+    for t1, t3 in zip(one.trees_, three.trees_):
+        assert [(n.node_id, n.owner, n.count, n.value) for n in t1.nodes] == \
+            [(n.node_id, n.owner, n.count, n.value) for n in t3.nodes]
+        for n1, n3 in zip(t1.nodes, t3.nodes):
+            if n1.owner == "holder":
+                assert n1.feature == first[n3.holder] + n3.feature
+    X = bank.iloc[:200]
+    assert np.array_equal(one.predict_proba(X, holder=union),
+                          three.predict_proba(X, holders=parties))
