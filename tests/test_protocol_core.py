@@ -102,7 +102,7 @@ def test_every_message_is_served_or_answered_once_and_tasks_derive_from_the_regi
     assert set(handled) == {t for p in registry.PROTOCOLS for t in p.handlers}
     assert registry.TASKS[:5] == ("align", "train", "lr", "woe", "loans")
     assert registry.TASKS[-1] == "score"
-    assert registry.KEYED_TASKS == {"train", "lr", "woe"}
+    assert registry.KEYED_TASKS == {"train", "lr", "woe", "correlation"}
 
 
 def test_audited_operations_all_belong_to_a_protocol(small_credit):
