@@ -28,6 +28,7 @@ from .errors import InvalidInput
 from .holder.devca import make_dev_certs
 from .metrics import auc, ks
 from .models import HeteroLogisticRegression, HeteroWOE, SecureBoostClassifier
+from .models.holders import holder_kwargs
 from .protocol import BankSession, align
 from .protocol.alignment.bank import align_many
 from .transport import connect
@@ -173,8 +174,7 @@ def run(cfg: SimulationConfig) -> dict:
                 summary["holders"] = names
             Xa, ya = bank.iloc[aligned.bank_positions], y[aligned.bank_positions]
             tr, te = _split(len(Xa), ya, cfg)
-            target = channels[0] if len(channels) == 1 else channels
-            p_fed = _FIT[cfg.model](cfg, summary, Xa, ya, tr, te, target)
+            p_fed = _FIT[cfg.model](cfg, summary, Xa, ya, tr, te, channels)
         if cfg.holder_stats:  # one holder: its stats; several: a list, in order
             stats = [json.loads(p.read_text()) for p in stats_paths if p.exists()]
             if len(csvs) == 1 and stats:
@@ -235,7 +235,7 @@ def _split(n: int, y: np.ndarray, cfg: SimulationConfig) -> tuple[np.ndarray, np
 
 # -- federated models: fit on the training rows, score the test rows (None: nothing to score) -
 
-def _fit_secureboost(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channel):
+def _fit_secureboost(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels):
     model = SecureBoostClassifier(
         n_estimators=cfg.trees, max_depth=cfg.depth, learning_rate=cfg.learning_rate,
         max_bin=cfg.bins, min_child_samples=cfg.min_child_samples,
@@ -245,34 +245,34 @@ def _fit_secureboost(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, chann
     if cfg.bank_only_trees is not None:
         model.set_params(bank_only_trees=cfg.bank_only_trees)
     summary["bank_only_trees"] = int(model.bank_only_trees)
-    model.fit(Xa.iloc[tr], ya[tr], **_holder_kw(channel))
+    model.fit(Xa.iloc[tr], ya[tr], **holder_kwargs(channels))
     summary["fit_seconds"] = model.fit_seconds_
     summary["time_budget_bank"] = model.time_budget_
     summary["rows_train"] = int(len(tr))
     summary["rows_test"] = int(len(te))
     summary["feature_importance"] = model.feature_importance("gain").round(6).to_dict()
-    return _predict(model, summary, Xa.iloc[te], channel)
+    return _predict(model, summary, Xa.iloc[te], channels)
 
 
-def _fit_lr(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channel):
+def _fit_lr(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels):
     model = HeteroLogisticRegression(key_bits=cfg.key_bits, insecure_key=cfg.insecure_key,
                                      he_scheme=cfg.he_scheme, n_jobs=cfg.n_jobs,
                                      random_state=cfg.random_state, verbose=cfg.verbose)
-    model.fit(Xa.iloc[tr], ya[tr], holder=channel)
+    model.fit(Xa.iloc[tr], ya[tr], **holder_kwargs(channels))
     summary["fit_seconds"] = model.fit_seconds_
     summary["time_budget_bank"] = model.time_budget_
     summary["rows_train"], summary["rows_test"] = int(len(tr)), int(len(te))
     summary["epochs"] = model.n_iter_
     summary["coefficients"] = model.coefficients().round(6).to_dict()
-    return _predict(model, summary, Xa.iloc[te], channel)
+    return _predict(model, summary, Xa.iloc[te], channels)
 
 
-def _fit_woe(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channel):
+def _fit_woe(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels):
     """WOE/IV of every feature of both parties on the training rows (nothing to score)."""
     t0 = time.perf_counter()
     woe = HeteroWOE(max_bin=cfg.bins, key_bits=cfg.key_bits, insecure_key=cfg.insecure_key,
                     he_scheme=cfg.he_scheme, n_jobs=cfg.n_jobs, random_state=cfg.random_state)
-    woe.fit(Xa.iloc[tr], ya[tr], **_holder_kw(channel))
+    woe.fit(Xa.iloc[tr], ya[tr], **holder_kwargs(channels))
     summary["fit_seconds"] = time.perf_counter() - t0
     summary["rows_train"] = int(len(tr))
     summary["iv"] = {"bank": {k: v for k, v in woe.iv_.items() if woe.party_[k] == "bank"},
@@ -282,16 +282,11 @@ def _fit_woe(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channel):
     return None
 
 
-def _holder_kw(channel) -> dict:
-    """``holder=`` for one channel, ``holders=`` for a list (in the simulation's order)."""
-    return {"holders": channel} if isinstance(channel, list) else {"holder": channel}
-
-
-def _predict(model, summary: dict, X_te, channel):
+def _predict(model, summary: dict, X_te, channels):
     if not len(X_te):
         return None
     t1 = time.perf_counter()
-    p = model.predict_proba(X_te, **_holder_kw(channel))[:, 1]
+    p = model.predict_proba(X_te, **holder_kwargs(channels))[:, 1]
     summary["predict_seconds"] = time.perf_counter() - t1
     return p
 

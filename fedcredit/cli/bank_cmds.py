@@ -133,11 +133,6 @@ def _connect_all(a) -> list:
     return channels
 
 
-def _holders(channels: list) -> dict:
-    """``holder=`` for one channel, ``holders=`` for several."""
-    return {"holder": channels[0]} if len(channels) == 1 else {"holders": channels}
-
-
 def _atomic_csv(df, path, index: bool) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,6 +167,7 @@ def _align(a) -> int:
 def _train(a) -> int:
     from ..errors import InvalidInput
     from ..models import SecureBoostClassifier, SecureBoostRegressor
+    from ..models.holders import holder_kwargs
 
     bank = _table(a)
     if a.label_column not in bank.columns:
@@ -198,7 +194,7 @@ def _train(a) -> int:
                 raise InvalidInput("--cv takes one --holder (cross-validation of a model of "
                                    "several holders is not built yet)")
             _cross_validate(model, bank, y, channels[0], a.cv, weights)
-        model.fit(bank, y, **_holders(channels), sample_weight=weights)
+        model.fit(bank, y, **holder_kwargs(channels), sample_weight=weights)
     finally:
         for ch in channels:
             ch.close()
@@ -258,6 +254,7 @@ def _score(a) -> int:
     from ..decision import load_model
     from ..errors import InvalidInput
     from ..metrics.grades import grade
+    from ..models.holders import holder_kwargs
 
     if a.reasons < 0:
         raise InvalidInput(f"--reasons must be >= 0, got {a.reasons}")
@@ -267,7 +264,7 @@ def _score(a) -> int:
     channels = _connect_all(a)
     try:
         t0 = time.perf_counter()
-        p, covered, reasons = _scores_and_reasons(model, X, _holders(channels), a.reasons)
+        p, covered, reasons = _scores_and_reasons(model, X, holder_kwargs(channels), a.reasons)
         seconds = time.perf_counter() - t0
     finally:
         for ch in channels:

@@ -16,14 +16,13 @@ import pandas as pd
 
 from ..crypto import generate_keypair
 from ..errors import InvalidInput
-from ..protocol import messages as pm
 from ..protocol.alignment.bank import align, align_many
 from ..protocol.correlation import bank as steps
 from ..protocol.correlation.math import FRAC_BITS, standardized, variance_inflation
 from ..protocol.session import BankSession
 from .checks import check_xy
-from .holders import named_channels
-from .scoring import as_channel, open_session
+from .holders import holder_names, named_channels, open_sessions
+from .scoring import as_channel
 
 #: the session task of correlation analysis
 TASK = "correlation"
@@ -58,15 +57,11 @@ def pearson(X, holder=None, *, holders=None, id_column: str | None = None,
     X, _ = check_xy(X, None, id_column)
     named = named_channels(holder, holders)
     channels = [as_channel(h) for _, h in named]
-    names = [str(ch.call(pm.Ping()).holder_name) for ch in channels]
+    names = holder_names(channels)
     _, sk = generate_keypair(he_scheme, bits=key_bits, insecure=insecure_key)
     sessions: list[BankSession] = []
     try:
-        for k, ch in enumerate(channels):
-            def opener(ch=ch, k=k) -> BankSession:
-                return BankSession(ch, TASK, sk, workers=n_jobs,
-                                   parties=names[:k] + names[k + 1:])
-            sessions.append(open_session(opener))
+        open_sessions(channels, names, TASK, sk, n_jobs, sessions)
         local: list[np.ndarray | None] = [None]
         if len(sessions) == 1:
             al = align(sessions[0], X.index.tolist())

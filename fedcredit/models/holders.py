@@ -76,11 +76,6 @@ class HolderSessions:
 
     def __post_init__(self) -> None:
         self.watch = _Watches(self.sessions)
-        names = [s.holder_name for s in self.sessions]
-        dup = next((n for n in names if names.count(n) > 1), None)
-        if dup is not None:
-            raise InvalidInput(f"two holders call themselves {dup!r}: a model names each "
-                               "holder's features by its holder's name")
 
     @property
     def names(self) -> list[str]:
@@ -92,10 +87,6 @@ class HolderSessions:
 
     def __len__(self) -> int:
         return len(self.sessions)
-
-    def close(self) -> None:
-        for s in self.sessions:
-            s.close()
 
 
 def holder_names(channels: list) -> list[str]:
@@ -139,7 +130,6 @@ def fit_with_holders(est, X, y, w, named: list[tuple[str | None, object]], keys,
 
     from ..crypto import generate_keypair
     from ..protocol.alignment.bank import align_many
-    from .scoring import open_session
 
     if not getattr(est, "_multi_holder", False):
         raise InvalidInput(f"{type(est).__name__} trains with one holder; pass holder=")
@@ -153,12 +143,8 @@ def fit_with_holders(est, X, y, w, named: list[tuple[str | None, object]], keys,
     sk.warm_up(keys.n_jobs)
     t0 = time.perf_counter()
     sessions: list[BankSession] = []
-    try:
-        for k, channel in enumerate(channels):  # one key: each gradient is encrypted once
-            def opener(ch=channel, k=k) -> BankSession:
-                return BankSession(ch, est._task, sk, workers=keys.n_jobs,
-                                   parties=names[:k] + names[k + 1:])
-            sessions.append(open_session(opener))
+    try:  # one key: each gradient is encrypted once
+        open_sessions(channels, names, est._task, sk, keys.n_jobs, sessions)
         al, local = align_many(sessions, X.index.tolist())
         group = HolderSessions(sessions, local)
         Xa, ya, wa = est._aligned_rows(al, X, y, w, f"served by all {len(named)} holders")
@@ -168,6 +154,24 @@ def fit_with_holders(est, X, y, w, named: list[tuple[str | None, object]], keys,
         for s in sessions:
             s.close()
     return est
+
+
+def open_sessions(channels: list, names: list[str], task: str, key, workers,
+                  into: list[BankSession]) -> list[BankSession]:
+    """A ``task`` session under ``key`` with each holder, each told the others' names;
+    appended to ``into`` as they open, so the caller closes those that did."""
+    from .scoring import open_session
+
+    for k, channel in enumerate(channels):
+        def opener(ch=channel, k=k) -> BankSession:
+            return BankSession(ch, task, key, workers=workers, parties=names[:k] + names[k + 1:])
+        into.append(open_session(opener))
+    return into
+
+
+def holder_kwargs(channels: list) -> dict:
+    """``holder=`` for one channel, ``holders=`` for several (in training order)."""
+    return {"holder": channels[0]} if len(channels) == 1 else {"holders": list(channels)}
 
 
 def require_one_holder(model, what: str) -> None:

@@ -224,8 +224,9 @@ class HeteroWOE(FederatedEstimator):
 
         Parameters
         ----------
-        X, y, holder, id_column
-            As for :meth:`FederatedEstimator.fit`.
+        X, y, holder, holders, id_column
+            As for :meth:`FederatedEstimator.fit` (several holders: each bins and sums its
+            own features, named ``<holder name>:<feature>``).
         sample_weight : array-like, optional
             Weighted WOE and IV: events and non-events are weighted sums (the holder's sums
             over its bins too), while counts, the holder's floor and ``min_bin_size`` stay
