@@ -60,6 +60,7 @@ class SimulationConfig:
     n_jobs: int | None = None
     holder_stats: bool = False  # collect the holder's time budget and peak memory
     bank_only_trees: int | None = None  # SecureBoost's first trees on bank features; None: default
+    align: str = "all"  # several holders: train on the enterprises all serve, or "any" one
 
     @property
     def holder_csvs(self) -> list[str]:
@@ -146,6 +147,10 @@ def run(cfg: SimulationConfig) -> dict:
     if len(csvs) > 1 and cfg.model == "lr":
         raise InvalidInput("--model lr trains with one holder; several --holder-csv train "
                            "--model secureboost or woe")
+    if cfg.align not in ("all", "any"):
+        raise InvalidInput(f"--align must be 'all' or 'any', got {cfg.align!r}")
+    if cfg.align == "any" and cfg.model != "secureboost":
+        raise InvalidInput("--align any trains --model secureboost")
     names = holder_names(csvs)
     with tempfile.TemporaryDirectory(prefix="fedcredit-sim-") as tmp:
         tls_dir = Path(tmp) / "tls"
@@ -162,8 +167,8 @@ def run(cfg: SimulationConfig) -> dict:
             t0 = time.perf_counter()
             sessions = [BankSession(ch, "align") for ch in channels]
             try:
-                aligned = align_many(sessions, bank.index.tolist())[0] if len(sessions) > 1 \
-                    else align(sessions[0], bank.index.tolist())
+                aligned = align_many(sessions, bank.index.tolist(), cfg.align == "any")[0] \
+                    if len(sessions) > 1 else align(sessions[0], bank.index.tolist())
             finally:
                 for session in sessions:
                     session.close()
@@ -245,7 +250,8 @@ def _fit_secureboost(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, chann
     if cfg.bank_only_trees is not None:
         model.set_params(bank_only_trees=cfg.bank_only_trees)
     summary["bank_only_trees"] = int(model.bank_only_trees)
-    model.fit(Xa.iloc[tr], ya[tr], **holder_kwargs(channels))
+    model.fit(Xa.iloc[tr], ya[tr], **holder_kwargs(channels),
+              align=cfg.align if len(channels) > 1 else "all")
     summary["fit_seconds"] = model.fit_seconds_
     summary["time_budget_bank"] = model.time_budget_
     summary["rows_train"] = int(len(tr))

@@ -69,8 +69,25 @@ def split_bounds(lo, hi, direction, wl, wr):
 def grow_reference(bank_bins, bank_nb, holder_bins, holder_nb, holder_has_missing, g, h,
                    g_int, h_int, *, max_depth, min_child_samples, min_child_weight, reg_lambda,
                    gamma, floor, scale, learning_rate, rows, bank_only=False,
-                   min_bin=0, h_scale=None, bank_mono=None, holder_mono=None):
-    """Returns a list of nodes: dict(id, owner, feature, bin, ml, left, right, value, count)."""
+                   min_bin=0, h_scale=None, bank_mono=None, holder_mono=None,
+                   holder_of=None, served=None):
+    """Returns a list of nodes: dict(id, owner, feature, bin, ml, left, right, value, count).
+
+    Several holders that serve different rows (``align="any"``): ``holder_of[f]`` is holder
+    feature f's holder, ``served[k]`` a bool per row, whether holder k serves it; its
+    features read as missing (bin ``holder_nb[f]``) on the rows it does not serve, and every
+    count a holder's rules take (floors, sides, siblings, whether a node is asked) is over
+    its served rows only. Sums are over every row. The minimum bin mass is not mirrored."""
+    if served is not None and min_bin:
+        raise NotImplementedError("the reference mirrors min_bin for holders that serve "
+                                  "every row")
+    k_of = np.zeros(len(holder_nb), dtype=int) if holder_of is None else np.asarray(holder_of)
+    srv = [np.ones(len(g_int), dtype=bool)] if served is None else [np.asarray(v, dtype=bool)
+                                                                      for v in served]
+
+    def own(k, rows):  # the rows holder k serves
+        return rows[srv[k][rows]]
+
     hs = scale if h_scale is None else h_scale
     bmono = np.zeros(len(bank_nb), dtype=int) if bank_mono is None else np.asarray(bank_mono)
     hmono = np.zeros(len(holder_nb), dtype=int) if holder_mono is None else \
@@ -116,7 +133,9 @@ def grow_reference(bank_bins, bank_nb, holder_bins, holder_nb, holder_has_missin
                 sib = np.setdiff1d(prow, r, assume_unique=True)
             # the bank never sends a node whose sibling is below the floor (the holder would
             # derive the sibling as parent - node); bank-only trees have no holder candidates
-            if len(r) >= floor and (sib is None or len(sib) >= floor) and not bank_only:
+            asked = {k for k in range(len(srv)) if len(own(k, r)) >= max(floor, 1) and
+                     (sib is None or len(own(k, sib)) >= floor)}
+            if asked and not bank_only:
                 hbest, hchoice = -np.inf, None
                 kept = None
                 if min_bin:
@@ -127,15 +146,17 @@ def grow_reference(bank_bins, bank_nb, holder_bins, holder_nb, holder_has_missin
                                                          bank_only)))
                     kept = known_now[i]
                 for (f, t, ml) in hc:
-                    if kept is not None and (f, t, ml) not in kept:
+                    if kept is not None and (f, t, ml) not in kept or k_of[f] not in asked:
                         continue
                     left = goes_left(holder_bins[r, f], holder_nb[f], t, ml)
-                    cl = int(left.sum())
-                    if cl < side or len(r) - cl < side:
+                    rs = own(k_of[f], r)
+                    cl = int(goes_left(holder_bins[rs, f], holder_nb[f], t, ml).sum())
+                    if cl < side or len(rs) - cl < side:
                         continue
                     if sib is not None:
-                        sl = int(goes_left(holder_bins[sib, f], holder_nb[f], t, ml).sum())
-                        if sl < floor or len(sib) - sl < floor:
+                        ss = own(k_of[f], sib)
+                        sl = int(goes_left(holder_bins[ss, f], holder_nb[f], t, ml).sum())
+                        if sl < floor or len(ss) - sl < floor:
                             continue
                     GL, HL = int(g_int[r][left].sum()), int(h_int[r][left].sum())
                     if HL / hs < min_child_weight or (H - HL) / hs < min_child_weight:

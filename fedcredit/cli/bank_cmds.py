@@ -57,6 +57,10 @@ def register(sub) -> None:
     s.add_argument("--cv", type=int, default=0, metavar="K",
                    help="first cross-validate over K folds with one alignment (AUC and KS, "
                         "or R2, per fold), then train on every row")
+    s.add_argument("--align", choices=("all", "any"), default="all",
+                   help="several --holder: train on the enterprises every holder serves "
+                        "(all), or on those at least one serves (any: a holder's features "
+                        "missing where it has none)")
     s.set_defaults(func=_train)
 
     s = bs.add_parser("score", help="score enterprises with a saved model and the holder")
@@ -194,7 +198,8 @@ def _train(a) -> int:
                 raise InvalidInput("--cv takes one --holder (cross-validation of a model of "
                                    "several holders is not built yet)")
             _cross_validate(model, bank, y, channels[0], a.cv, weights)
-        model.fit(bank, y, **holder_kwargs(channels), sample_weight=weights)
+        model.fit(bank, y, **holder_kwargs(channels), sample_weight=weights,
+                  align=a.align if len(channels) > 1 else "all")
     finally:
         for ch in channels:
             ch.close()

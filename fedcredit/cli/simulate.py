@@ -38,6 +38,9 @@ def _add_model_flags(p) -> None:
     p.add_argument("--bank-only-trees", type=int, default=None,
                    help="SecureBoost: first k trees on the bank's features alone, never sent "
                         "to the holder (default: the model's, 1)")
+    p.add_argument("--align", choices=("all", "any"), default="all",
+                   help="several holders: train on the enterprises every holder serves "
+                        "(all) or at least one serves (any; --model secureboost)")
 
 
 def _cmd_simulate(a) -> int:
@@ -51,7 +54,7 @@ def _cmd_simulate(a) -> int:
         model=a.model, trees=a.trees, depth=a.depth, bins=a.bins, learning_rate=a.learning_rate,
         key_bits=a.key_bits, insecure_key=a.insecure_key, he_scheme=a.he_scheme,
         predictions_out=a.predictions_out, json_out=a.json, verbose=not a.quiet,
-        n_jobs=a.workers, bank_only_trees=a.bank_only_trees)
+        n_jobs=a.workers, bank_only_trees=a.bank_only_trees, align=a.align)
     summary = run(cfg)
     print(format_table(summary))
     print(f"aligned {summary['rows_aligned']} rows; federated fit {summary['fit_seconds']:.1f} s")

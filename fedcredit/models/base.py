@@ -132,16 +132,25 @@ class FederatedEstimator(BaseEstimator):
     #: whether ``fit`` and scoring take several holders (``holders=``)
     _multi_holder: ClassVar[bool] = False
 
+    #: whether ``fit`` takes ``align="any"`` (train on enterprises any one holder serves)
+    _align_any: ClassVar[bool] = False
+
     def _fit_federated(self, X, y, holder, *, holders=None, id_column=None, keys=None,
-                       sample_weight=None, **fit_kw):
+                       sample_weight=None, align: str = "all", **fit_kw):
         """The prologue every fit shares; ``keys`` holds the key parameters (default self)."""
         named = named_channels(holder, holders)
+        if align not in ("all", "any"):
+            raise InvalidInput(f"align must be 'all' (the enterprises every holder serves) or "
+                               f"'any' (those at least one serves), got {align!r}")
+        if align == "any" and not self._align_any:
+            raise InvalidInput(f"{type(self).__name__} trains on the enterprises every holder "
+                               "serves: align='any' is for SecureBoost")
         self._start_fit()
         X, y = check_xy(X, y, id_column, target=self._target)
         w = check_sample_weight(sample_weight, len(X))
         self._check_bank_table(X)
         if len(named) > 1:
-            return fit_with_holders(self, X, y, w, named, keys, fit_kw)
+            return fit_with_holders(self, X, y, w, named, keys, fit_kw, any_holder=align == "any")
         channel = as_channel(named[0][1])
         t0 = time.perf_counter()
         session = self._open_training_session(channel, keys)

@@ -66,9 +66,8 @@ class HolderSessions:
     """The open training sessions of one fit, one per holder, aligned on the same rows.
 
     ``local[k]`` maps a training row (a position in the bank's aligned order) to holder
-    ``k``'s position for it, or is None where the two orders are the same (every holder
-    aligned exactly the common enterprises; they differ only when a consent ended between
-    PSI and alignment at another holder)."""
+    ``k``'s position for it (-1: holder ``k`` does not serve it, ``align="any"``), or is None
+    where the two orders are the same (every holder aligned exactly the training rows)."""
 
     sessions: list[BankSession]
     local: list[np.ndarray | None]
@@ -123,9 +122,11 @@ class _Watches:
         return out
 
 
-def fit_with_holders(est, X, y, w, named: list[tuple[str | None, object]], keys, fit_kw):
+def fit_with_holders(est, X, y, w, named: list[tuple[str | None, object]], keys, fit_kw,
+                     any_holder: bool = False):
     """:meth:`FederatedEstimator.fit` with several holders: one key, one session per holder,
-    PSI with each, training on the enterprises every holder serves."""
+    PSI with each, training on the enterprises every holder serves (``any_holder``: at
+    least one)."""
     import time
 
     from ..crypto import generate_keypair
@@ -145,9 +146,10 @@ def fit_with_holders(est, X, y, w, named: list[tuple[str | None, object]], keys,
     sessions: list[BankSession] = []
     try:  # one key: each gradient is encrypted once
         open_sessions(channels, names, est._task, sk, keys.n_jobs, sessions)
-        al, local = align_many(sessions, X.index.tolist())
+        al, local = align_many(sessions, X.index.tolist(), any_holder)
         group = HolderSessions(sessions, local)
-        Xa, ya, wa = est._aligned_rows(al, X, y, w, f"served by all {len(named)} holders")
+        served = f"served by {'any' if any_holder else 'all'} of the {len(named)} holders"
+        Xa, ya, wa = est._aligned_rows(al, X, y, w, served)
         est.alignment_seconds_ = time.perf_counter() - t0
         est._train(group, Xa, ya, wa, np.arange(len(Xa)), **fit_kw)
     finally:

@@ -179,9 +179,9 @@ def fit_boosting(est, session, Xa, ya, weights, rows, *, eval_set=None,
     params = SplitParams(est.reg_lambda, est.gamma, est.min_child_samples,
                          est.min_child_weight)
 
-    def own_rows(k: int) -> np.ndarray:
+    def own_rows(k: int) -> np.ndarray:  # the training rows holder k serves, as it numbers them
         m = group.local[k]
-        return pos if m is None else m[pos]
+        return pos if m is None else m[pos][m[pos] >= 0]
 
     each(list(range(len(sessions))), lambda k: steps.boost_start(
         sessions[k], own_rows(k), est.max_bin, est.min_child_samples, est.frac_bits,

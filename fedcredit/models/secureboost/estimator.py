@@ -104,6 +104,7 @@ class SecureBoostModel(FederatedScorer):
     _task = "train"
     _loss: type[Loss] = LogisticLoss
     _multi_holder = True
+    _align_any = True
 
     def __init__(self, n_estimators: int = 100, max_depth: int = 3, learning_rate: float = 0.1,
                  max_bin: int = 32, min_child_samples: int = 20, reg_lambda: float = 1.0,
@@ -183,7 +184,8 @@ class SecureBoostModel(FederatedScorer):
 
     # -- training ---------------------------------------------------------------------------------
     def fit(self, X, y, holder=None, *, holders=None, id_column: str | None = None,
-            sample_weight=None, eval_set=None, early_stopping_rounds: int | None = None):
+            sample_weight=None, eval_set=None, early_stopping_rounds: int | None = None,
+            align: str = "all"):
         """Align with the holder (PSI), then boost on the enterprises both parties have.
 
         With ``holders=`` (several holders): PSI with each, training on the enterprises
@@ -203,6 +205,12 @@ class SecureBoostModel(FederatedScorer):
         early_stopping_rounds : int, optional
             Keep the trees up to the best validation loss once it has not improved for
             this many trees (needs ``eval_set``).
+        align : {"all", "any"}
+            With several holders: train on the enterprises every holder serves ("all"), or
+            on those at least one serves ("any"): a holder's features are then missing for
+            the enterprises it does not serve, and nothing of them reaches it but one
+            encrypted (g, h) sum per node, which it adds to its missing bins; its splits send
+            them where they send missing values, as scoring does.
 
         Returns
         -------
@@ -211,7 +219,7 @@ class SecureBoostModel(FederatedScorer):
         return self._fit_federated(X, y, holder, holders=holders, id_column=id_column,
                                    sample_weight=sample_weight, eval_set=eval_set,
                                    early_stopping_rounds=early_stopping_rounds,
-                                   eval_id_column=id_column)
+                                   eval_id_column=id_column, align=align)
 
     def _fit_aligned(self, session, Xa, ya, *, weights=None, rows=None, eval_set=None,
                      early_stopping_rounds=None, eval_id_column=None):

@@ -37,7 +37,12 @@ class FederatedHolder:
 
     With several holders: ``index`` is this holder's place in the model (its splits are
     ``Node.holder == index``), ``local`` maps training rows to its session positions (None:
-    the same), and ``shared`` encrypts each tree's gradients once for all of them.
+    the same; -1 where it does not serve the row, ``align="any"``), and ``shared`` encrypts
+    each tree's gradients once for all of them.
+
+    Rows a holder does not serve never reach it: it gets the gradients of its own rows, and
+    per node one encrypted (g, h) sum of the others, which it adds to its missing bins;
+    its splits send them where they send missing values (``SplitOutcome.unserved_left``).
     """
 
     def __init__(self, session: BankSession, index: int = 0, local: np.ndarray | None = None,
@@ -47,20 +52,39 @@ class FederatedHolder:
         self.local = local
         self.shared = shared
         self.min_node_samples = session.min_node_samples
+        #: per training row, whether this holder serves it (None: every row)
+        self.served = None if local is None or (local >= 0).all() else local >= 0
         self.layout: GradientLayout | None = None
         self._prev: dict[int, NodeStats] = {}
+        self._tree_rows = np.zeros(0, dtype=np.int64)
+        self._gh = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
     def _rows(self, rows: np.ndarray) -> np.ndarray:
-        return rows if self.local is None else self.local[rows]
+        """Training rows as this holder numbers them (those it serves)."""
+        if self.local is None:
+            return rows
+        at = self.local[rows]
+        return at[at >= 0]
+
+    def count(self, rows: np.ndarray) -> int:
+        """How many of ``rows`` this holder serves (its floors count only those)."""
+        return len(rows) if self.served is None else int(np.count_nonzero(self.served[rows]))
 
     def start_tree(self, tree: int, rows, g_int, h_int) -> None:
         pk, _ = self.session.key
         layout = self.layout = GradientLayout.for_rows(g_int, h_int, pk.plaintext_bits)
+        mine = None if self.served is None else self.served[rows]
+        self._tree_rows, self._gh = np.asarray(rows), (np.asarray(g_int), np.asarray(h_int))
         chunks = None if self.shared is None else self.shared.chunks(
             tree, lambda: steps.encrypt_gradients(self.session, layout, g_int, h_int))
+        if mine is not None:  # only the rows it serves
+            chunks = _served_chunks(chunks, mine, pk.ciphertext_bytes) if chunks is not None \
+                else None
+            g_int, h_int = g_int[mine], h_int[mine]
         try:
             steps.send_gradients(self.session, tree, self._rows(rows), layout, g_int, h_int,
-                                 ciphertexts=chunks)
+                                 ciphertexts=chunks,
+                                 rows_total=0 if mine is None else len(rows))
         except BaseException:
             if self.shared is not None:
                 self.shared.abort()  # the other holders' uploads end instead of waiting
@@ -70,9 +94,8 @@ class FederatedHolder:
     def layer(self, tree: int, depth: int, tasks: list[m.NodeTask]) -> dict[int, NodeStats]:
         if self.layout is None:
             raise ProtocolError("a layer before the tree's gradients")
-        if self.local is not None:  # name the rows as this holder numbers them
-            tasks = [replace(t, rows=rows_to_bytes(self._rows(rows_from_bytes(t.rows))))
-                     if t.rows else t for t in tasks]
+        if self.local is not None:
+            tasks = self._own_tasks(tasks)
         got = steps.layer(self.session, tree, depth, tasks, self.layout)
         out: dict[int, NodeStats] = {}
         for task in tasks:
@@ -95,23 +118,78 @@ class FederatedHolder:
         self._prev = out
         return out
 
+    def _own_tasks(self, tasks: list[m.NodeTask]) -> list[m.NodeTask]:
+        """The layer's tasks with rows as this holder numbers them, and for each node it
+        sums directly that holds rows it does not serve, their encrypted (g, h) sum."""
+        out, others = [], []
+        for t in tasks:
+            if t.sibling_id >= 0:  # derived: parent - sibling carries the others' sums too
+                out.append(t)
+                continue
+            rows = self._tree_rows if t.node_id == 0 else rows_from_bytes(t.rows)
+            out.append(replace(t, rows=rows_to_bytes(self._rows(rows)) if t.rows else b""))
+            if self.served is not None and not self.served[rows].all():
+                others.append((len(out) - 1, rows[~self.served[rows]]))
+        if others:
+            at = np.searchsorted(self._tree_rows, np.concatenate([r for _, r in others]))
+            g, h = self._gh
+            bounds = np.cumsum([0] + [len(r) for _, r in others])
+            spans = list(zip(bounds[:-1], bounds[1:]))
+            assert self.layout is not None  # layer() checked
+            cts = steps.unserved_sums(self.session, self.layout,
+                                      np.array([g[at[a:b]].sum() for a, b in spans]),
+                                      np.array([h[at[a:b]].sum() for a, b in spans]))
+            for (k, _), ct in zip(others, cts):
+                out[k] = replace(out[k], unserved=ct)
+        return out
+
     def split(self, tree: int, choices: list[m.SplitChoice], node_rows) -> dict[int, HolderSplit]:
+        mine: dict[int, np.ndarray | None] = {
+            ch.node_id: None if self.served is None else self.served[node_rows[ch.node_id]]
+            for ch in choices}
+        choices = [replace(ch, unserved=not _all(mine[ch.node_id])) for ch in choices]
         outcomes = steps.split(self.session, tree, choices)
         res = {}
         for ch in choices:
             o = outcomes.get(ch.node_id)
             if o is None:
                 raise ProtocolError(f"the holder did not split node {ch.node_id}")
-            n = len(node_rows[ch.node_id])
+            own = mine[ch.node_id]
+            n = len(node_rows[ch.node_id]) if own is None else int(own.sum())
             bits = np.unpackbits(np.frombuffer(o.left_rows, dtype=np.uint8))
             if len(bits) < n:
                 raise ProtocolError(f"node {ch.node_id}: partition of the wrong size")
-            res[ch.node_id] = HolderSplit(o.record_id, o.feature, bits[:n].astype(bool))
+            left = bits[:n].astype(bool)
+            if own is not None:  # the rows it does not serve go where it said
+                full = np.full(len(own), bool(o.unserved_left) and ch.unserved)
+                full[own] = left
+                left = full
+            res[ch.node_id] = HolderSplit(o.record_id, o.feature, left)
         return res
 
     def finish_tree(self, tree: int, result: Tree) -> None:
         steps.finish_tree(self.session, tree, result.topology(self.index))
         self._prev = {}
+
+
+def _all(flags: np.ndarray | None) -> bool:
+    return flags is None or bool(flags.all())
+
+
+def _served_chunks(chunks: Iterator[bytes], mine: np.ndarray, width: int) -> Iterator[bytes]:
+    """The ciphertexts of the rows ``mine`` marks, from chunks of every row's, in order."""
+    at = 0
+    try:
+        for data in chunks:
+            k = len(data) // width
+            keep = mine[at:at + k]
+            at += k
+            if keep.any():
+                yield np.frombuffer(data, dtype=np.uint8).reshape(k, width)[keep].tobytes()
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 _END = object()

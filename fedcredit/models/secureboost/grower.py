@@ -252,14 +252,17 @@ class TreeGrower:
 
     def _holder_tasks(self, holder: HolderSource, splittable, node_rows, parent_of, sibling_of,
                       holder_prev):
-        """One holder's nodes of a layer, by its own floor (``min_node_samples``)."""
+        """One holder's nodes of a layer, by its own floor (``min_node_samples``) over the
+        rows it serves (a holder's ``count``; every row when it has none)."""
         floor = holder.min_node_samples
+        count: Callable[[np.ndarray], int] = getattr(holder, "count", len)
 
         def sibling_ok(i: int) -> bool:  # else the holder derives it as parent - node
             sib = sibling_of.get(i)
-            return not self.hide_small_siblings or sib is None or len(node_rows[sib]) >= floor
+            return not self.hide_small_siblings or sib is None or count(node_rows[sib]) >= floor
 
-        eligible = [i for i in splittable if len(node_rows[i]) >= floor and sibling_ok(i)]
+        eligible = [i for i in splittable if count(node_rows[i]) >= max(floor, 1)
+                    and sibling_ok(i)]
         chosen = set(eligible)
         tasks: list[m.NodeTask] = []
         done: set[int] = set()
@@ -269,7 +272,7 @@ class TreeGrower:
             sib = sibling_of.get(i)
             par = parent_of.get(i, -1)
             if sib in chosen and par in holder_prev:
-                a, b = (i, sib) if len(node_rows[i]) <= len(node_rows[sib]) else (sib, i)
+                a, b = (i, sib) if count(node_rows[i]) <= count(node_rows[sib]) else (sib, i)
                 tasks.append(m.NodeTask(node_id=a, parent_id=par, rows=rows_to_bytes(node_rows[a])))
                 tasks.append(m.NodeTask(node_id=b, parent_id=par, sibling_id=a))
                 done.update((a, b))

@@ -97,36 +97,48 @@ def _drop_withdrawn(bank_pos: np.ndarray, withdrawn: bytes) -> np.ndarray:
     return bank_pos[keep]
 
 
-def align_many(sessions: Sequence[BankSession], ids: Sequence[str]
+def align_many(sessions: Sequence[BankSession], ids: Sequence[str], any_holder: bool = False
                ) -> tuple[Alignment, list[np.ndarray | None]]:
-    """PSI with every holder, then alignment on the enterprises all of them serve.
+    """PSI with every holder, then alignment on the enterprises all of them serve (or, with
+    ``any_holder``, on those at least one of them serves).
 
-    Returns the common alignment (the bank's rows, sorted by id, as with one holder) and,
-    per holder, its session position of each common row, or None where that is the row's
-    own index (a holder aligns exactly the common rows unless a consent ended at it, or at
-    another holder, between PSI and alignment).
+    Returns the training alignment (the bank's rows, sorted by id, as with one holder) and,
+    per holder, its session position of each training row (-1 where it does not serve the
+    row), or None where that is the row's own index (every holder aligned exactly the
+    training rows).
 
     **Privacy**: each holder learns what one-holder alignment shows it (the bank's id count
-    and, at the end, the common rows: the enterprises it will answer for). It does not learn
-    which of its own consented enterprises another holder lacks beyond that they are not
-    aligned. The bank learns each holder's consented set within its ids, as with one.
+    and, at the end, its own aligned rows: the enterprises it will answer for). It does not
+    learn which of its own consented enterprises another holder lacks beyond that they are
+    not aligned, nor, with ``any_holder``, anything of the enterprises only the others
+    serve. The bank learns each holder's consented set within its ids, as with one.
     """
     ids = _unique(ids)
     with ThreadPoolExecutor(max(1, len(sessions))) as pool:  # the holders work side by side
         found = list(pool.map(lambda s: _psi(s, ids), sessions))
-    common = found[0][0]
-    for bank_pos, _, _ in found[1:]:
-        common = common[np.isin(common, bank_pos)]
-    aligned = [_confirm(s, ids, bank_pos[np.isin(bank_pos, common)],
-                        holder_pos[np.isin(bank_pos, common)], offered)
-               for s, (bank_pos, holder_pos, offered) in zip(sessions, found)]
-    final = aligned[0].bank_positions
-    for al in aligned[1:]:
-        final = final[np.isin(final, al.bank_positions)]
+    if any_holder:
+        aligned = [_confirm(s, ids, *f) for s, f in zip(sessions, found)]
+        final = np.unique(np.concatenate([al.bank_positions for al in aligned]))
+        final = final[np.argsort([ids[i] for i in final.tolist()], kind="stable")]
+    else:
+        common = found[0][0]
+        for bank_pos, _, _ in found[1:]:
+            common = common[np.isin(common, bank_pos)]
+        aligned = [_confirm(s, ids, bank_pos[np.isin(bank_pos, common)],
+                            holder_pos[np.isin(bank_pos, common)], offered)
+                   for s, (bank_pos, holder_pos, offered) in zip(sessions, found)]
+        final = aligned[0].bank_positions
+        for al in aligned[1:]:
+            final = final[np.isin(final, al.bank_positions)]
     local: list[np.ndarray | None] = []
     for al in aligned:
-        at = np.flatnonzero(np.isin(al.bank_positions, final))  # sorted by id in both
-        local.append(None if len(at) == len(al.bank_positions) else at.astype(np.int64))
+        if len(al.bank_positions) == len(final) and np.array_equal(al.bank_positions, final):
+            local.append(None)
+            continue
+        at = np.full(len(final), -1, dtype=np.int64)  # both sorted by id
+        where = np.flatnonzero(np.isin(final, al.bank_positions))
+        at[where] = np.flatnonzero(np.isin(al.bank_positions, final))
+        local.append(at)
     # holder_offered: the smallest consented set (each session.alignment keeps its own)
     return Alignment(final, [ids[i] for i in final.tolist()],
                      min(al.holder_offered for al in aligned)), local

@@ -74,17 +74,18 @@ def encrypt_gradients(session: BankSession, layout: GradientLayout, g_int: np.nd
 
 def send_gradients(session: BankSession, tree: int, rows: np.ndarray, layout: GradientLayout,
                    g_int: np.ndarray, h_int: np.ndarray, chunk: int | None = None,
-                   ciphertexts: Iterable[bytes] | None = None) -> int:
+                   ciphertexts: Iterable[bytes] | None = None, rows_total: int = 0) -> int:
     """Encrypt ``g * 2**w_h + h`` per row and stream it; encryption overlaps sending.
     ``ciphertexts`` (chunks of :func:`encrypt_gradients` under this session's key) sends
-    gradients encrypted once for several holders.
+    gradients encrypted once for several holders. ``rows_total``: the tree's rows where the
+    holder serves only ``rows`` of them (``align="any"``).
 
     **Privacy**: the holder receives one ciphertext per row of the tree, and the tree's index.
     The first ``bank_only_trees`` trees (estimator knob, default 1) never come here: tree 0's
     gradients are a constant minus the label, so its node row sets are the most
     label-revealing; those trees grow on the bank's features alone and the holder sees no
     TreeStart, gradient, node or shape for them (it can tell only that the first federated
-    tree's index is k).
+    tree's index is k). With ``rows_total``, it learns how many rows the tree has, not which.
     """
     pk, _ = session.key
     chunks = encrypt_gradients(session, layout, g_int, h_int, chunk) if ciphertexts is None \
@@ -92,7 +93,8 @@ def send_gradients(session: BankSession, tree: int, rows: np.ndarray, layout: Gr
 
     def requests() -> Iterator:
         yield m.TreeStart(session_id=session.id, tree=tree, slot_bits=layout.slot_bits,
-                          rows=rows_to_bytes(rows), key_fingerprint=pk.fingerprint)
+                          rows=rows_to_bytes(rows), key_fingerprint=pk.fingerprint,
+                          rows_total=int(rows_total))
         offset = 0
         for data in chunks:
             yield m.GradientChunk(offset=offset, ciphertexts=data)
@@ -101,6 +103,21 @@ def send_gradients(session: BankSession, tree: int, rows: np.ndarray, layout: Gr
     with session.watch("bank_encrypt_and_upload"):
         ack = session.stream(requests(), Ack)
     return int(ack.count)
+
+
+def unserved_sums(session: BankSession, layout: GradientLayout, g_sums: np.ndarray,
+                  h_sums: np.ndarray) -> list[bytes]:
+    """Per node, one ciphertext of the packed (g, h) sum over its rows the holder does not
+    serve (``NodeTask.unserved``).
+
+    **Privacy**: the holder cannot decrypt them; it learns only that the node holds rows it
+    does not serve (the bank sends none otherwise), not how many."""
+    if not len(g_sums):
+        return []
+    pk, sk = session.key
+    with session.watch("bank_encrypt_and_upload"):
+        cts = sk.encrypt(layout.pack_rows(np.asarray(g_sums), np.asarray(h_sums)))
+    return [pk.to_bytes_batch(cts[k:k + 1]) for k in range(len(cts))]
 
 
 def layer(session: BankSession, tree: int, depth: int, tasks: list[m.NodeTask],

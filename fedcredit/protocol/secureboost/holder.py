@@ -7,7 +7,8 @@ returns the cumulative sums of its split candidates — all of its features mixe
 secret per-tree order, only candidates that leave at least ``min_child_samples`` (and the
 policy's ``min_node_samples``) enterprises on each side, packed several per ciphertext and
 re-randomised. When one of its candidates wins, it records the split under a record id and
-returns only the partition of the node's rows.
+returns only the partition of the node's rows. Of rows other holders serve and it does not
+(``align="any"``) it gets one encrypted sum per node, added to its missing bins.
 
 **Privacy** (what the bank learns from the holder): per node, the (G, H) sums of each valid
 candidate, without the feature or bin it belongs to; for a split the holder won, the
@@ -58,6 +59,7 @@ from .math import (
     disclose_layer,
     feature_layout,
     goes_left,
+    with_unserved,
 )
 
 OPERATIONS = ("boost_start", "tree_start", "histograms", "split", "tree_finish",
@@ -71,13 +73,11 @@ class _Tree:
 
     def __init__(self, index: int, slot_bits: int, rows: np.ndarray, n_aligned: int,
                  n_candidates: int, bins: np.ndarray):
-        self.index = index
-        self.slot_bits = slot_bits
-        self.rows = rows
+        self.index, self.slot_bits, self.rows = index, slot_bits, rows
         self.pos = np.full(n_aligned, -1, dtype=np.int64)
         self.pos[rows] = np.arange(len(rows))
         self.batches: list[CipherVector] = []
-        self.received = 0
+        self.received, self.layers = 0, 0  # layers answered: the depth, as the holder counts
         self.cts: CipherVector | None = None  # all of them, once the last chunk is in
         self.bins = bins  # this tree's bins (revoked consents read as missing)
         perm = list(range(n_candidates))
@@ -90,7 +90,6 @@ class _Tree:
         self.node_sent: dict[int, np.ndarray] = {}  # same, for the last layer (derivations)
         self.root_hist: EncryptedHistogram | None = None
         self.split_nodes: set[int] = set()
-        self.layers = 0  # layers answered: the tree's depth so far, as the holder counts it
 
 
 class HolderBoost:
@@ -116,9 +115,8 @@ class HolderBoost:
         self.model = StoredModel(uuid.UUID(bytes=secrets.token_bytes(16)).hex, bank, purpose,
                                  names, self.mapper.to_dict(), columns=names,  # CSI's reference
                                  bin_counts=bin_distribution(self.bins[train_rows], self.sizes))
-        self._next_record = 1
+        self._next_record, self.watch = 1, Stopwatch()
         self.tree: _Tree | None = None
-        self.watch = Stopwatch()
         # re-randomisers are computed while the holder waits for the bank
         public_key.start_zero_pool(capacity=min(4096, 8 * self.n_candidates + 64))
 
@@ -131,14 +129,12 @@ class HolderBoost:
         return len(self.cands)
 
     def node_size(self, node_id: int) -> int:
-        if self.tree is None:
-            return 0
-        rows = self.tree.node_rows.get(node_id)
+        rows = None if self.tree is None else self.tree.node_rows.get(node_id)
         return 0 if rows is None else len(rows)
 
     # -- per tree ---------------------------------------------------------------------------
     def start_tree(self, index: int, slot_bits: int, rows: np.ndarray, fingerprint: str,
-                   consented: np.ndarray) -> None:
+                   consented: np.ndarray, rows_total: int = 0) -> None:
         cap = self.policy.max_trees_per_session
         if len(self.model.trees) >= cap:
             raise PolicyViolation(f"the holder's policy allows at most {cap} trees per session")
@@ -146,10 +142,13 @@ class HolderBoost:
             raise InvalidCiphertext("gradients announced under another key than the session's")
         if len(rows) == 0 or np.any(np.diff(rows) <= 0):
             raise InvalidInput("tree rows must be non-empty and strictly increasing")
-        cap = GradientLayout.honest_bound(len(rows), self.frac_bits, self.pk.plaintext_bits)
+        if not (rows_total == 0 or len(rows) <= rows_total < 2 ** 32):
+            raise InvalidInput(f"a tree of {rows_total} rows cannot hold {len(rows)} of them")
+        n = max(len(rows), int(rows_total))  # others' rows join the missing bins' sums
+        cap = GradientLayout.honest_bound(n, self.frac_bits, self.pk.plaintext_bits)
         if not 2 <= slot_bits <= cap:
             raise InvalidInput(f"slot width {slot_bits} is outside [2, {cap}], what gradients "
-                               f"at frac_bits={self.frac_bits} over {len(rows)} rows need")
+                               f"at frac_bits={self.frac_bits} over {n} rows need")
         if not np.isin(rows, self.train_rows).all():
             raise InvalidInput("tree rows must be training rows")
         if len(rows) < self.policy.min_node_samples:
@@ -257,13 +256,15 @@ class HolderBoost:
             if len(rows) < floor:
                 raise PolicyViolation(f"node {nid} holds {len(rows)} enterprises, below the "
                                       f"holder's min_node_samples={floor}")
+            if task.unserved and task.sibling_id >= 0:
+                raise InvalidInput(f"node {nid} is derived: its unserved rows come with it")
             with self.watch("holder_histograms"):
                 if task.sibling_id >= 0:
                     hist = self.pk.sub(t.node_hist[task.parent_id], hist_of[task.sibling_id])
-                elif nid == 0:
-                    hist = t.node_hist[0]
                 else:
-                    hist = self._node_hist(t, rows)
+                    hist = with_unserved(self.pk, t.node_hist[0] if nid == 0 else
+                                         self._node_hist(t, rows), task.unserved, self.sizes,
+                                         self.offsets, f"node {nid} unserved sum")
             rows_of[nid], hist_of[nid] = rows, hist
             node_bins = t.bins[rows]
             counts = bin_counts(node_bins, self.sizes, self.offsets)
@@ -313,7 +314,8 @@ class HolderBoost:
             t.node_rows[ch.left_id] = rows[left]
             t.node_rows[ch.right_id] = rows[~left]
             out.append(m.SplitOutcome(node_id=nid, record_id=record, feature=f,
-                                      left_rows=np.packbits(left).tobytes()))
+                                      left_rows=np.packbits(left).tobytes(),
+                                      unserved_left=ml and ch.unserved))
         return out
 
     def finish_tree(self, index: int, nodes: list[m.TreeNode]) -> None:
@@ -358,7 +360,7 @@ def tree_start(core: HolderContext, caller: Caller, msg: m.TreeStart, rest) -> I
         ids = s.aligned_ids or []
         rows = rows_from_bytes(msg.rows, len(ids), "tree rows")
         boost.start_tree(msg.tree, msg.slot_bits, rows, msg.key_fingerprint,
-                         core.consent_mask(s, ids))
+                         core.consent_mask(s, ids), msg.rows_total)
         core.audit(caller, s, "tree_start", len(rows), f"tree={msg.tree}")
         for chunk in rest:
             if not isinstance(chunk, m.GradientChunk):

@@ -30,6 +30,9 @@ class TreeStart:
     slot_bits: int = 0  # width of one packed candidate value
     rows: bytes = b""  # the root's rows (the tree's sample); its gradients follow in order
     key_fingerprint: str = ""
+    #: rows of the whole tree where the holder serves only some of them (``align="any"``):
+    #: the slot width is sized for their sums; 0 means ``rows``
+    rows_total: int = 0
 
 
 @dataclass
@@ -46,6 +49,9 @@ class NodeTask:
     parent_id: int = -1
     rows: bytes = b""  # rows of a node the holder must sum directly; empty when derived
     sibling_id: int = -1  # for a derived node: parent minus this (already summed) sibling
+    #: one ciphertext, Enc(packed (g, h) summed over the node's rows the holder does not
+    #: serve), added to each feature's missing bin: those rows go where missing values go
+    unserved: bytes = b""
 
 
 @dataclass
@@ -79,6 +85,8 @@ class SplitChoice:
     positions: bytes = b""  # uint32: the winning candidate and any exact ties
     left_id: int = 0
     right_id: int = 0
+    #: the node holds rows the holder does not serve: say which side they go
+    unserved: bool = False
 
 
 @dataclass
@@ -94,6 +102,8 @@ class SplitOutcome:
     record_id: int = 0
     feature: int = 0  # index into the holder's published feature names
     left_rows: bytes = b""  # bit-packed over the node's rows in ascending order
+    #: asked by ``SplitChoice.unserved``: the rows the holder does not serve go left
+    unserved_left: bool = False
 
 
 @dataclass
