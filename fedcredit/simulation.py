@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import write_atomic, write_with
+from .crypto.engine import engine_scope
 from .datasets import load_csv_table
 from .errors import InvalidInput
 from .holder.devca import make_dev_certs
@@ -61,6 +62,7 @@ class SimulationConfig:
     holder_stats: bool = False  # collect the holder's time budget and peak memory
     bank_only_trees: int | None = None  # SecureBoost's first trees on bank features; None: default
     align: str = "all"  # several holders: train on the enterprises all serve, or "any" one
+    engine: str = "local"  # "dask": each party's crypto on its own LocalCluster of n_jobs
 
     @property
     def holder_csvs(self) -> list[str]:
@@ -85,7 +87,8 @@ class EphemeralHolder:
 
     def __init__(self, csv, id_column: str, tls_dir, *, allow_insecure_keys: bool = False,
                  min_node_samples: int = 20, startup_timeout: float = 120.0,
-                 stats_out=None, name: str = "simulated-holder"):
+                 stats_out=None, name: str = "simulated-holder", engine: str = "local",
+                 workers: int | None = None):
         self.args = [sys.executable, "-m", "fedcredit.holder.ephemeral", "--csv", str(csv),
                      "--id-column", id_column, "--tls-dir", str(tls_dir),
                      "--min-node-samples", str(min_node_samples), "--name", name]
@@ -93,6 +96,10 @@ class EphemeralHolder:
             self.args.append("--allow-insecure-keys")
         if stats_out:
             self.args += ["--stats-out", str(stats_out)]
+        if engine != "local":
+            self.args += ["--engine", engine]
+        if workers:
+            self.args += ["--workers", str(int(workers))]
         self.tls_dir = tls_dir
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen | None = None
@@ -147,6 +154,8 @@ def run(cfg: SimulationConfig) -> dict:
     if len(csvs) > 1 and cfg.model == "lr":
         raise InvalidInput("--model lr trains with one holder; several --holder-csv train "
                            "--model secureboost or woe")
+    if cfg.engine not in ("local", "dask"):
+        raise InvalidInput(f"--engine must be 'local' or 'dask', got {cfg.engine!r}")
     if cfg.align not in ("all", "any"):
         raise InvalidInput(f"--align must be 'all' or 'any', got {cfg.align!r}")
     if cfg.align == "any" and cfg.model != "secureboost":
@@ -159,8 +168,10 @@ def run(cfg: SimulationConfig) -> dict:
         with ExitStack() as stack:  # the holders stop (and write their stats) first
             holders = [stack.enter_context(EphemeralHolder(
                 csv, cfg.id_column, tls_dir, allow_insecure_keys=cfg.insecure_key, name=name,
-                stats_out=stats_paths[k] if cfg.holder_stats else None))
+                stats_out=stats_paths[k] if cfg.holder_stats else None, engine=cfg.engine,
+                workers=cfg.n_jobs))
                 for k, (csv, name) in enumerate(zip(csvs, names))]
+            engine = stack.enter_context(engine_scope(cfg.engine, cfg.n_jobs))
             channels = [connect(h.address, tls_dir=tls_dir) for h in holders]
             for ch in channels:
                 stack.callback(ch.close)
@@ -179,7 +190,8 @@ def run(cfg: SimulationConfig) -> dict:
                 summary["holders"] = names
             Xa, ya = bank.iloc[aligned.bank_positions], y[aligned.bank_positions]
             tr, te = _split(len(Xa), ya, cfg)
-            p_fed = _FIT[cfg.model](cfg, summary, Xa, ya, tr, te, channels)
+            summary["engine"] = cfg.engine
+            p_fed = _FIT[cfg.model](cfg, summary, Xa, ya, tr, te, channels, engine)
         if cfg.holder_stats:  # one holder: its stats; several: a list, in order
             stats = [json.loads(p.read_text()) for p in stats_paths if p.exists()]
             if len(csvs) == 1 and stats:
@@ -240,13 +252,15 @@ def _split(n: int, y: np.ndarray, cfg: SimulationConfig) -> tuple[np.ndarray, np
 
 # -- federated models: fit on the training rows, score the test rows (None: nothing to score) -
 
-def _fit_secureboost(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels):
+def _fit_secureboost(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels,
+                     engine=None):
     model = SecureBoostClassifier(
         n_estimators=cfg.trees, max_depth=cfg.depth, learning_rate=cfg.learning_rate,
         max_bin=cfg.bins, min_child_samples=cfg.min_child_samples,
         reg_lambda=cfg.reg_lambda, key_bits=cfg.key_bits,
         insecure_key=cfg.insecure_key, he_scheme=cfg.he_scheme,
-        random_state=cfg.random_state, verbose=cfg.verbose, n_jobs=cfg.n_jobs)
+        random_state=cfg.random_state, verbose=cfg.verbose, n_jobs=cfg.n_jobs,
+        engine=engine or "local")
     if cfg.bank_only_trees is not None:
         model.set_params(bank_only_trees=cfg.bank_only_trees)
     summary["bank_only_trees"] = int(model.bank_only_trees)
@@ -260,7 +274,8 @@ def _fit_secureboost(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, chann
     return _predict(model, summary, Xa.iloc[te], channels)
 
 
-def _fit_lr(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels):
+def _fit_lr(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels,
+            engine=None):
     model = HeteroLogisticRegression(key_bits=cfg.key_bits, insecure_key=cfg.insecure_key,
                                      he_scheme=cfg.he_scheme, n_jobs=cfg.n_jobs,
                                      random_state=cfg.random_state, verbose=cfg.verbose)
@@ -273,7 +288,8 @@ def _fit_lr(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels):
     return _predict(model, summary, Xa.iloc[te], channels)
 
 
-def _fit_woe(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels):
+def _fit_woe(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels,
+             engine=None):
     """WOE/IV of every feature of both parties on the training rows (nothing to score)."""
     t0 = time.perf_counter()
     woe = HeteroWOE(max_bin=cfg.bins, key_bits=cfg.key_bits, insecure_key=cfg.insecure_key,

@@ -34,7 +34,10 @@ def _add_model_flags(p) -> None:
     p.add_argument("--insecure-key", action="store_true",
                    help="allow keys below 2048 bits (tests only)")
     p.add_argument("--he-scheme", default="paillier")
-    p.add_argument("--workers", type=int, default=None, help="crypto worker processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="crypto worker processes (--engine dask: Dask workers per party)")
+    p.add_argument("--engine", choices=("local", "dask"), default="local",
+                   help="dask: each party's crypto on its own Dask LocalCluster (TLS)")
     p.add_argument("--bank-only-trees", type=int, default=None,
                    help="SecureBoost: first k trees on the bank's features alone, never sent "
                         "to the holder (default: the model's, 1)")
@@ -54,7 +57,7 @@ def _cmd_simulate(a) -> int:
         model=a.model, trees=a.trees, depth=a.depth, bins=a.bins, learning_rate=a.learning_rate,
         key_bits=a.key_bits, insecure_key=a.insecure_key, he_scheme=a.he_scheme,
         predictions_out=a.predictions_out, json_out=a.json, verbose=not a.quiet,
-        n_jobs=a.workers, bank_only_trees=a.bank_only_trees, align=a.align)
+        n_jobs=a.workers, bank_only_trees=a.bank_only_trees, align=a.align, engine=a.engine)
     summary = run(cfg)
     print(format_table(summary))
     print(f"aligned {summary['rows_aligned']} rows; federated fit {summary['fit_seconds']:.1f} s")

@@ -26,6 +26,25 @@ _POOL_SIZE = 0
 
 
 _THREADS: ThreadPoolExecutor | None = None
+#: the engine tasks run on instead of the worker processes (:func:`using_engine`)
+_ENGINE = None
+
+
+@contextlib.contextmanager
+def using_engine(engine):
+    """Run this process's worker tasks on ``engine`` (a :class:`~fedcredit.crypto.engine.
+    DaskEngine`; None: the local worker processes) inside the block. Process-wide: a
+    party uses one engine at a time."""
+    global _ENGINE
+    previous, _ENGINE = _ENGINE, engine
+    try:
+        yield engine
+    finally:
+        _ENGINE = previous
+
+
+def current_engine():
+    return _ENGINE
 
 
 def _release_gil_in_this_thread() -> None:
@@ -156,7 +175,10 @@ def _submit(pool: ProcessPoolExecutor, fn, *args) -> Future:
 
 def warm(fn: Callable, chunks: Sequence, workers: int, *args) -> list[Future]:
     """Submit tasks and return at once (their results are not needed, only their side
-    effects in the workers, such as cached tables)."""
+    effects in the workers, such as cached tables). Not on an engine: its workers build
+    their tables with their first task."""
+    if _ENGINE is not None:
+        return []
     pool = get_pool(workers)
     return [_submit(pool, fn, c, *args) for c in chunks]
 
@@ -167,7 +189,11 @@ def map_ordered(fn: Callable, chunks: Sequence, workers: int, *args, lookahead: 
 
     At most ``lookahead`` chunks are in flight (default: 2 per worker), which bounds memory
     and lets the consumer (a gRPC stream) start on the first results while later ones run.
+    With an engine in use (:func:`using_engine`) the tasks run on its workers.
     """
+    if _ENGINE is not None and len(chunks) > 1:
+        yield from _ENGINE.map_ordered(fn, chunks, *args, lookahead=lookahead)
+        return
     if workers <= 1 or len(chunks) <= 1:
         for c in chunks:
             yield fn(c, *args)

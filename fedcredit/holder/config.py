@@ -56,6 +56,16 @@ class HolderConfig:
     admin_tls: bool = True
     stats_industry_column: str = "industry"
     stats_type_column: str = "enterprise_type"
+    #: where PSI and the holder's batch crypto run: "local" (worker processes) or "dask"
+    engine_kind: str = "local"
+    engine_scheduler: str = ""  # "" with "dask": a LocalCluster of engine_workers
+    engine_workers: int = 0  # 0: every core
+    engine_cert: str = "holder"  # <cert>.pem/.key in tls.dir, for a tls:// scheduler
+
+    @property
+    def engine_spec(self) -> str:
+        """What :func:`fedcredit.crypto.engine.engine_scope` takes."""
+        return self.engine_scheduler or self.engine_kind
 
     @property
     def db_path(self) -> Path:
@@ -149,6 +159,16 @@ tls = true                      # HTTPS with the holder's server certificate (tl
 industry_column = "industry"
 type_column = "enterprise_type"
 
+[engine]
+# Where PSI and the holder's batch crypto run: "local" (this machine's worker processes) or
+# "dask": a Dask scheduler (scheduler = "tls://host:8786", reached with <cert>.pem/.key from
+# tls.dir, a certificate for both server and client use), or with no scheduler a
+# LocalCluster of `workers` processes (0 = every core) on this machine.
+kind = "local"
+scheduler = ""
+workers = 0
+cert = "holder"
+
 [features]
 # Published names of feature columns (column name in your file = name banks see).
 # Changing a name breaks models trained under the old one.
@@ -170,6 +190,7 @@ _SECTIONS = {
     "features": {"labels", "types"},
     "admin": {"listen", "tls"},
     "stats": {"industry_column", "type_column"},
+    "engine": {"kind", "scheduler", "workers", "cert"},
 }
 
 
@@ -236,6 +257,7 @@ def load_config(directory) -> HolderConfig:
     cfg.stats_industry_column = _str(st, "industry_column", cfg.stats_industry_column, path,
                                      "stats")
     cfg.stats_type_column = _str(st, "type_column", cfg.stats_type_column, path, "stats")
+    _engine(cfg, raw.get("engine", {}), path)
     cfg.feature_labels = _str_map(f.get("labels", {}), path, "features.labels")
     cfg.feature_types = _str_map(f.get("types", {}), path, "features.types")
     bad = {k: v for k, v in cfg.feature_types.items() if v not in ("numeric", "categorical")}
@@ -300,6 +322,21 @@ def _policy(p: dict, path: Path) -> HolderPolicy:
         return HolderPolicy(**kw)
     except InvalidInput as e:
         raise InvalidInput(f"{path}: {e}") from None
+
+
+def _engine(cfg: HolderConfig, e: dict, path: Path) -> None:
+    cfg.engine_kind = _str(e, "kind", cfg.engine_kind, path, "engine")
+    if cfg.engine_kind not in ("local", "dask"):
+        raise InvalidInput(f"{path}: engine.kind must be \"local\" or \"dask\"")
+    cfg.engine_scheduler = e.get("scheduler", "")
+    if not isinstance(cfg.engine_scheduler, str):
+        raise InvalidInput(f"{path}: engine.scheduler must be a string")
+    if cfg.engine_scheduler and (cfg.engine_kind != "dask" or not cfg.engine_scheduler
+                                 .startswith(("tcp://", "tls://"))):
+        raise InvalidInput(f"{path}: engine.scheduler must be tcp://host:port or "
+                           "tls://host:port, with engine.kind = \"dask\"")
+    cfg.engine_workers = _int(e, "workers", 0, path, "engine", 0, 4096)
+    cfg.engine_cert = _str(e, "cert", cfg.engine_cert, path, "engine")
 
 
 def _str(d: dict, key: str, default: str, path: Path, sec: str) -> str:

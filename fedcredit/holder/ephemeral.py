@@ -17,6 +17,7 @@ import sys
 import threading
 
 from ..atomic import write_atomic
+from ..crypto.engine import engine_scope
 from ..datasets import load_csv_table
 from ..protocol import HolderPolicy, PassiveParty
 from ..transport import HolderServer
@@ -32,6 +33,9 @@ def main(argv=None) -> int:
     ap.add_argument("--allow-insecure-keys", action="store_true")
     ap.add_argument("--min-node-samples", type=int, default=20)
     ap.add_argument("--name", default="simulated-holder")
+    ap.add_argument("--engine", choices=("local", "dask"), default="local",
+                    help="dask: PSI and batch crypto on a LocalCluster of --workers")
+    ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--stats-out", help="on exit, write the last training session's time "
                                         "budget and this process's peak memory (JSON)")
     a = ap.parse_args(argv)
@@ -40,6 +44,11 @@ def main(argv=None) -> int:
                           min_node_samples=a.min_node_samples,
                           max_trees_per_session=10_000)
     party = PassiveParty(features, name=a.name, policy=policy)
+    with engine_scope(a.engine, a.workers):
+        return _serve(a, party)
+
+
+def _serve(a, party) -> int:
     server = HolderServer(party, a.address, tls_dir=a.tls_dir).start()
     write_atomic(a.port_file, str(server.port))
     done = threading.Event()

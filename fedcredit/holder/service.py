@@ -343,6 +343,20 @@ def serve(directory, port_file=None) -> int:
 
 def _run(cfg: HolderConfig, done: threading.Event, hup: threading.Event, received: list[int],
          port_file) -> int:
+    """Serve on the configured engine ([engine]: PSI and batch crypto on Dask, or not)."""
+    from ..crypto.engine import engine_scope
+
+    with engine_scope(cfg.engine_spec, cfg.engine_workers or None, cfg.tls_dir,
+                      cfg.engine_cert) as engine:
+        if engine is not None:
+            log.info("engine", extra={"fields": {"kind": "dask", "workers": engine.workers,
+                                                 "scheduler": cfg.engine_scheduler or
+                                                 "LocalCluster"}})
+        return _serve(cfg, done, hup, received, port_file)
+
+
+def _serve(cfg: HolderConfig, done: threading.Event, hup: threading.Event,
+           received: list[int], port_file) -> int:
     from ..transport import HolderServer
 
     party = HolderParty(cfg)

@@ -135,9 +135,20 @@ class FederatedEstimator(BaseEstimator):
     #: whether ``fit`` takes ``align="any"`` (train on enterprises any one holder serves)
     _align_any: ClassVar[bool] = False
 
-    def _fit_federated(self, X, y, holder, *, holders=None, id_column=None, keys=None,
-                       sample_weight=None, align: str = "all", **fit_kw):
-        """The prologue every fit shares; ``keys`` holds the key parameters (default self)."""
+    def _fit_federated(self, X, y, holder, **kw):
+        """The prologue every fit shares, on the estimator's ``engine`` (one without the
+        parameter runs on the process's engine: :func:`fedcredit.crypto.engine.engine_scope`)."""
+        from ..crypto.engine import engine_scope
+
+        spec = getattr(self, "engine", None)
+        if spec is None:
+            return self._fit_federated_here(X, y, holder, **kw)
+        with engine_scope(spec, getattr(self, "n_jobs", None)):
+            return self._fit_federated_here(X, y, holder, **kw)
+
+    def _fit_federated_here(self, X, y, holder, *, holders=None, id_column=None, keys=None,
+                            sample_weight=None, align: str = "all", **fit_kw):
+        """``keys`` holds the key parameters (default self)."""
         named = named_channels(holder, holders)
         if align not in ("all", "any"):
             raise InvalidInput(f"align must be 'all' (the enterprises every holder serves) or "
@@ -396,6 +407,8 @@ def _params_to_json(est: BaseEstimator) -> dict:
     for k, v in est.get_params(deep=False).items():
         if isinstance(v, FederatedEstimator):
             v = {"estimator": type(v).__name__, "params": _params_to_json(v)}
+        elif k == "engine" and not isinstance(v, str):  # a cluster handle: its kind only
+            v = getattr(v, "kind", "local")
         out[k] = v
     return out
 

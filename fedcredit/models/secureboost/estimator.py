@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ...binning import BinMapper
+from ...crypto.engine import check_engine
 from ...errors import InvalidInput, PolicyViolation
 from ...protocol.secureboost import bank as steps
 from ...protocol.secureboost.math import MAX_FRAC_BITS
@@ -98,6 +99,12 @@ class SecureBoostModel(FederatedScorer):
     class_weight : dict, "balanced" or None
         Classifier only: weight per label (``{0: 1, 1: 10}``), "balanced" as scikit-learn
         (``n / (2 * count(label))`` on the aligned rows), times ``sample_weight`` in ``fit``.
+    engine : "local", "dask", a Dask scheduler address or a DaskEngine
+        Where the bank's encryption and decryption run during ``fit``: this machine's
+        worker processes ("local"), a Dask ``LocalCluster`` of ``n_jobs`` workers started
+        for the fit ("dask", TLS with a throwaway certificate), a scheduler
+        (``tcp://host:port``), or a :class:`fedcredit.crypto.engine.DaskEngine` you opened
+        (``tls://`` with your cluster's certificates). The trees are the same on any engine.
     """
 
     _format = FORMAT
@@ -113,7 +120,8 @@ class SecureBoostModel(FederatedScorer):
                  insecure_key: bool = False, he_scheme: str = "paillier", frac_bits: int = 24,
                  verbose: bool = True, bank_only_trees: int = BANK_ONLY_TREES,
                  scoring: str = "auto", monotone_constraints: dict | None = None,
-                 class_weight: dict | str | None = None, uncovered: str = "score"):
+                 class_weight: dict | str | None = None, uncovered: str = "score",
+                 engine="local"):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -135,6 +143,7 @@ class SecureBoostModel(FederatedScorer):
         self.monotone_constraints = monotone_constraints
         self.class_weight = class_weight
         self.uncovered = uncovered
+        self.engine = engine
 
     def _validate_params(self) -> None:
         if int(self.n_estimators) < 1:
@@ -160,6 +169,7 @@ class SecureBoostModel(FederatedScorer):
             raise InvalidInput(f"frac_bits must be in [8, {MAX_FRAC_BITS}] (the holder refuses "
                                "wider gradient slots)")
         self._check_scoring()
+        check_engine(self.engine)
 
     def _check_scoring(self) -> None:
         if self.scoring not in SCORING_MODES:

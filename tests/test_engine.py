@@ -1,0 +1,138 @@
+"""The Dask engine: a party's batch crypto on a LocalCluster (TLS), the same results as the
+local worker processes, a killed worker's tasks re-run, and the holder's [engine] setting."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from conftest import TEST_KEY_BITS, test_policy
+
+from fedcredit.crypto import generate_keypair
+from fedcredit.crypto.engine import DaskEngine, check_engine, engine_scope
+from fedcredit.crypto.parallel import current_engine, map_ordered
+from fedcredit.errors import InvalidInput
+
+pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    with DaskEngine(workers=2) as eng:
+        yield eng
+
+
+def test_a_local_cluster_speaks_tls_and_runs_tasks_in_its_own_processes(engine):
+    assert engine.client.scheduler.address.startswith("tls://")
+    assert engine.workers == 2
+    with engine_scope(engine):
+        assert current_engine() is engine
+        pids = list(map_ordered(_pid, list(range(8)), 2))
+    assert current_engine() is None
+    assert os.getpid() not in pids and len(set(pids)) >= 1
+
+
+def _pid(_):
+    return os.getpid()
+
+
+def test_encryption_and_decryption_on_dask_are_exact_and_in_order(engine):
+    pk, sk = generate_keypair("paillier", bits=TEST_KEY_BITS, insecure=True)
+    values = [int(v) for v in np.random.default_rng(1).integers(-2**40, 2**40, 3000)]
+    with engine_scope(engine):
+        data = b"".join(sk.encrypt_bytes_iter(values, chunk=256, workers=2))
+        back = sk.decrypt(pk.from_bytes_batch(data), workers=2)
+    assert back == values
+    assert sk.decrypt(pk.from_bytes_batch(data), workers=1) == values  # the same ciphertexts
+
+
+def test_a_killed_worker_costs_time_not_the_result():
+    pk, sk = generate_keypair("paillier", bits=TEST_KEY_BITS, insecure=True)
+    values = list(range(6000))
+    with DaskEngine(workers=2) as eng, engine_scope(eng):
+        pids = list(eng.client.run(os.getpid).values())
+        chunks = sk.encrypt_bytes_iter(values, chunk=200, workers=2)
+        first = next(chunks)
+        os.kill(pids[0], signal.SIGKILL)  # mid-batch: its tasks are re-run elsewhere
+        data = first + b"".join(chunks)
+        deadline = time.time() + 60
+        while eng.workers < 2 and time.time() < deadline:  # the nanny restarts it
+            time.sleep(0.2)
+    assert sk.decrypt(pk.from_bytes_batch(data), workers=1) == values
+
+
+def test_secureboost_on_dask_grows_the_trees_it_grows_locally(engine, small_credit):
+    from fedcredit.models import SecureBoostClassifier
+    from fedcredit.protocol import PassiveParty
+
+    bank, y, holder = small_credit
+    bank, y = bank.iloc[:2000], y[:2000]
+    party = PassiveParty(holder, name="platform", policy=test_policy())
+    trees = {}
+    for spec in ("local", engine):
+        model = SecureBoostClassifier(n_estimators=3, max_depth=3, key_bits=TEST_KEY_BITS,
+                                      insecure_key=True, verbose=False, n_jobs=2, engine=spec)
+        model.fit(bank, y, holder=party)
+        trees[str(spec)] = [[(n.node_id, n.owner, n.count, n.feature, n.value, n.gain)
+                             for n in t.nodes] for t in model.trees_]
+    assert list(trees.values())[0] == list(trees.values())[1]
+    assert model.get_params()["engine"] is engine
+    assert model._to_dict()["params"]["engine"] == "dask"  # a handle is not saved
+
+
+def test_engine_settings_are_checked():
+    for bad in ("spark", "http://x:1", 3):
+        with pytest.raises(InvalidInput, match="engine must be"):
+            check_engine(bad)
+    with pytest.raises(InvalidInput, match="scheduler"):
+        DaskEngine("localhost:8786")
+    with pytest.raises(InvalidInput, match="certificates"):
+        DaskEngine("tls://127.0.0.1:1")
+
+
+def test_holder_toml_engine_section(tmp_path):
+    from fedcredit.holder import config
+
+    d = tmp_path / "h"
+    d.mkdir()
+    text = config.render("platform", "127.0.0.1:50051", "tls", None)
+    (d / config.CONFIG_NAME).write_text(text)
+    cfg = config.load_config(d)
+    assert (cfg.engine_kind, cfg.engine_spec, cfg.engine_workers) == ("local", "local", 0)
+    (d / config.CONFIG_NAME).write_text(text.replace('kind = "local"', 'kind = "dask"')
+                                        .replace("workers = 0", "workers = 3"))
+    cfg = config.load_config(d)
+    assert (cfg.engine_spec, cfg.engine_workers) == ("dask", 3)
+    (d / config.CONFIG_NAME).write_text(text.replace('scheduler = ""',
+                                                     'scheduler = "tls://10.0.0.5:8786"'))
+    with pytest.raises(InvalidInput, match="engine.scheduler"):
+        config.load_config(d)  # a scheduler with kind = "local"
+    (d / config.CONFIG_NAME).write_text(text.replace('kind = "local"', 'kind = "ray"'))
+    with pytest.raises(InvalidInput, match="engine.kind"):
+        config.load_config(d)
+
+
+def test_simulate_on_dask_gives_the_scores_it_gives_locally(tmp_path, small_credit):
+    """``fedcredit simulate --engine dask --workers 2``: the bank and the holder process
+    each on their own LocalCluster, the same test scores as ``--engine local``."""
+    import pandas as pd
+
+    from fedcredit.cli import main as cli
+
+    bank, y, holder = small_credit
+    bank.iloc[:1500].assign(label=y[:1500]).reset_index().to_csv(tmp_path / "b.csv",
+                                                                  index=False)
+    holder.reset_index().to_csv(tmp_path / "h.csv", index=False)
+    scores = {}
+    for engine in ("local", "dask"):
+        out = tmp_path / f"p_{engine}.csv"
+        assert cli(["simulate", "--bank-csv", str(tmp_path / "b.csv"), "--holder-csv",
+                    str(tmp_path / "h.csv"), "--id-column", "uscc", "--label-column", "label",
+                    "--trees", "2", "--depth", "3", "--bins", "16", "--key-bits",
+                    str(TEST_KEY_BITS), "--insecure-key", "--quiet", "--engine", engine,
+                    "--workers", "2", "--predictions-out", str(out)]) == 0
+        scores[engine] = pd.read_csv(out, dtype={"uscc": str})
+    assert scores["local"]["uscc"].tolist() == scores["dask"]["uscc"].tolist()
+    assert np.array_equal(scores["local"]["score"], scores["dask"]["score"])
