@@ -83,8 +83,10 @@ def test_bank_never_receives_a_holder_value_or_threshold(recorded):
         for name, value in vars(msg).items():
             assert not isinstance(value, float), f"{type(msg).__name__}.{name} is a float"
         if isinstance(msg, m.SplitResult):  # a holder split tells record id, feature, partition
-            for o in msg.outcomes:
-                assert set(vars(o)) == {"node_id", "record_id", "feature", "left_rows"}
+            for o in msg.outcomes:  # the missing side only where asked (align="any")
+                assert set(vars(o)) == {"node_id", "record_id", "feature", "left_rows",
+                                        "unserved_left"}
+                assert o.unserved_left is False
 
 
 def test_returned_ciphertexts_are_rerandomised():
