@@ -63,9 +63,57 @@ def test_a_killed_worker_costs_time_not_the_result():
     assert sk.decrypt(pk.from_bytes_batch(data), workers=1) == values
 
 
-def test_secureboost_on_dask_grows_the_trees_it_grows_locally(engine, small_credit):
+def _sums(pk, sk, n_rows=300, seed=4):
+    rng = np.random.default_rng(seed)
+    bins = rng.integers(0, 4, size=(n_rows, 3)).astype(np.uint8)
+    bins[rng.random(n_rows) < 0.1, 1] = 4  # missing bin of feature 1
+    sizes, offsets = np.array([5, 5, 5]), np.array([0, 5, 10])
+    values = [int(v) for v in rng.integers(0, 2**30, n_rows)]
+    return bins, sizes, offsets, sk.encrypt(values, workers=1)
+
+
+def test_sharded_histograms_are_the_local_ones_ciphertext_for_ciphertext(engine):
+    from fedcredit.crypto import EncryptedHistogram
+    from fedcredit.crypto.sharded import ShardedCiphertexts
+
+    pk, sk = generate_keypair("paillier", bits=TEST_KEY_BITS, insecure=True)
+    bins, sizes, offsets, cts = _sums(pk, sk)
+    sharded = ShardedCiphertexts(engine, pk, cts, bins, sizes, offsets, shard_rows=70)
+    assert len(sharded) == 5
+    for rows in (np.arange(300), np.arange(0, 300, 3), np.array([5, 71, 299])):
+        h = EncryptedHistogram(pk, bins[rows], sizes, offsets)
+        h.add(cts[rows])
+        assert sharded.histogram(rows).values == h.finish().values
+
+
+def test_a_shard_lost_with_its_worker_is_shipped_again():
+    from fedcredit.crypto import EncryptedHistogram
+    from fedcredit.crypto.sharded import ShardedCiphertexts
+
+    pk, sk = generate_keypair("paillier", bits=TEST_KEY_BITS, insecure=True)
+    bins, sizes, offsets, cts = _sums(pk, sk)
+    rows = np.arange(0, 300, 2)
+    h = EncryptedHistogram(pk, bins[rows], sizes, offsets)
+    h.add(cts[rows])
+    with DaskEngine(workers=2) as eng:
+        sharded = ShardedCiphertexts(eng, pk, cts, bins, sizes, offsets, shard_rows=100)
+        assert sharded.histogram(rows).values == h.finish().values
+        for pid in eng.client.run(os.getpid).values():  # every worker: every shard is lost
+            os.kill(pid, signal.SIGKILL)
+        assert sharded.histogram(rows).values == h.finish().values
+
+
+def test_secureboost_on_dask_grows_the_trees_it_grows_locally(engine, small_credit,
+                                                               monkeypatch):
+    from fedcredit.crypto import sharded
     from fedcredit.models import SecureBoostClassifier
     from fedcredit.protocol import PassiveParty
+
+    calls = []
+    real = sharded.ShardedCiphertexts.histogram
+    monkeypatch.setattr(sharded, "SHARDED_MIN_ROWS", 0)  # every node on the workers
+    monkeypatch.setattr(sharded.ShardedCiphertexts, "histogram",
+                        lambda self, pos: calls.append(len(pos)) or real(self, pos))
 
     bank, y, holder = small_credit
     bank, y = bank.iloc[:2000], y[:2000]
@@ -78,6 +126,7 @@ def test_secureboost_on_dask_grows_the_trees_it_grows_locally(engine, small_cred
         trees[str(spec)] = [[(n.node_id, n.owner, n.count, n.feature, n.value, n.gain)
                              for n in t.nodes] for t in model.trees_]
     assert list(trees.values())[0] == list(trees.values())[1]
+    assert calls, "the holder's node histograms were summed on the workers"
     assert model.get_params()["engine"] is engine
     assert model._to_dict()["params"]["engine"] == "dask"  # a handle is not saved
 

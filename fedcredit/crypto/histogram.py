@@ -183,3 +183,17 @@ def candidate_sums(pk: PublicKey, hist: CipherVector, sizes: np.ndarray, offsets
             v = v * vals[int(offsets[f] + sizes[f] - 1)] % N
         out.append(v)
     return pk._wrap(out)
+
+
+def with_unserved(pk: PublicKey, hist: CipherVector, data: bytes, sizes: np.ndarray,
+                  offsets: np.ndarray, what: str) -> CipherVector:
+    """``hist`` with ``data`` (one ciphertext: the (g, h) sum of a node's rows the holder
+    does not serve, ``align="any"``) added to every feature's missing bin, so those rows go
+    wherever a candidate sends missing values, as they do when it scores them."""
+    if not data:
+        return hist
+    extra = pk.from_bytes_batch(data, count=1, what=what)
+    parts = []
+    for off, size in zip(offsets.tolist(), sizes.tolist()):
+        parts += [hist[off:off + size - 1], pk.add(hist[off + size - 1:off + size], extra)]
+    return hist.concat(parts)

@@ -35,6 +35,9 @@ import pandas as pd
 
 from ...binning import BinMapper
 from ...crypto import CipherVector, EncryptedHistogram, PublicKey
+from ...crypto.histogram import with_unserved
+from ...crypto.parallel import current_engine
+from ...crypto.sharded import ShardedCiphertexts, node_histogram
 from ...errors import InvalidCiphertext, InvalidInput, PolicyViolation, ProtocolError, ResourceLimit
 from ..channel import Caller
 from ..context import HolderContext
@@ -59,7 +62,7 @@ from .math import (
     disclose_layer,
     feature_layout,
     goes_left,
-    with_unserved,
+    scored_trees,
 )
 
 OPERATIONS = ("boost_start", "tree_start", "histograms", "split", "tree_finish",
@@ -89,6 +92,7 @@ class _Tree:
         self.node_valid: dict[int, np.ndarray] = {}  # candidates the bank knows, per node
         self.node_sent: dict[int, np.ndarray] = {}  # same, for the last layer (derivations)
         self.root_hist: EncryptedHistogram | None = None
+        self.sharded: ShardedCiphertexts | None = None  # on a Dask engine
         self.split_nodes: set[int] = set()
 
 
@@ -115,7 +119,7 @@ class HolderBoost:
         self.model = StoredModel(uuid.UUID(bytes=secrets.token_bytes(16)).hex, bank, purpose,
                                  names, self.mapper.to_dict(), columns=names,  # CSI's reference
                                  bin_counts=bin_distribution(self.bins[train_rows], self.sizes))
-        self._next_record, self.watch = 1, Stopwatch()
+        self._next_record, self.watch, self.engine = 1, Stopwatch(), current_engine()
         self.tree: _Tree | None = None
         # re-randomisers are computed while the holder waits for the bank
         public_key.start_zero_pool(capacity=min(4096, 8 * self.n_candidates + 64))
@@ -195,17 +199,18 @@ class HolderBoost:
                                 f"ciphertexts, got {got}")
         t.node_hist[0] = t.root_hist.finish()
         t.root_hist = None
-        t.cts = CipherVector.concat(t.batches)
-        t.batches = []
+        t.cts, t.batches = CipherVector.concat(t.batches), []
+        if self.engine is not None:  # the tree's shards go to the workers once
+            t.sharded = ShardedCiphertexts(self.engine, self.pk, t.cts, t.bins[t.rows],
+                                           self.sizes, self.offsets)
         return t.received
 
     # -- layers -----------------------------------------------------------------------------
     def _node_hist(self, t: _Tree, rows: np.ndarray) -> CipherVector:
         if t.cts is None:
             raise ProtocolError("the tree's gradients are not complete")
-        h = EncryptedHistogram(self.pk, t.bins[rows], self.sizes, self.offsets)
-        h.add(t.cts[t.pos[rows]])
-        return h.finish()
+        return node_histogram(self.pk, t.cts, t.bins, t.pos, rows, self.sizes, self.offsets,
+                              t.sharded)
 
     def _check_rows(self, t: _Tree, task: m.NodeTask) -> np.ndarray:
         rows = increasing_rows(task.rows, self.n_aligned, f"node {task.node_id} rows")
@@ -422,12 +427,7 @@ def predict(core: HolderContext, caller: Caller, msg: m.PredictRequest, rest) ->
                                   "(policy.allow_plain_scoring = false): score with "
                                   "scoring='private'")
         rows, served = core.scoring_rows(s, msg.ids, model)
-        trees = list(msg.trees) or sorted(model.trees)
-        if len(set(trees)) != len(trees):
-            raise InvalidInput("a scoring request names a tree twice")
-        unknown = [t for t in trees if t not in model.trees]
-        if unknown:
-            raise InvalidInput(f"the model has no tree {unknown[0]}")
+        trees = scored_trees(msg.trees, model.trees)
         mapper = model.bin_mapper()
         bins = mapper.transform(rows)  # once, not per tree (~23 ms each for one enterprise)
         answers = model.leaf_paths(trees).packed(bins, mapper.n_bins)

@@ -149,18 +149,15 @@ def candidate_left_sums(hist: np.ndarray, cands: SplitCandidates, sizes: np.ndar
     return out
 
 
-def with_unserved(pk: PublicKey, hist: CipherVector, data: bytes, sizes: np.ndarray,
-                  offsets: np.ndarray, what: str) -> CipherVector:
-    """``hist`` with ``data`` (one ciphertext: the (g, h) sum of a node's rows the holder
-    does not serve, ``align="any"``) added to every feature's missing bin, so those rows go
-    wherever a candidate sends missing values, as they do when it scores them."""
-    if not data:
-        return hist
-    extra = pk.from_bytes_batch(data, count=1, what=what)
-    parts = []
-    for off, size in zip(offsets.tolist(), sizes.tolist()):
-        parts += [hist[off:off + size - 1], pk.add(hist[off + size - 1:off + size], extra)]
-    return CipherVector.concat(parts)
+def scored_trees(asked, trees) -> list[int]:
+    """The trees a scoring request names (none: every tree of the model), each once."""
+    out = list(asked) or sorted(trees)
+    if len(set(out)) != len(out):
+        raise InvalidInput("a scoring request names a tree twice")
+    unknown = [t for t in out if t not in trees]
+    if unknown:
+        raise InvalidInput(f"the model has no tree {unknown[0]}")
+    return out
 
 
 def bin_counts(bins: np.ndarray, sizes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
