@@ -48,6 +48,18 @@ def test_encryption_and_decryption_on_dask_are_exact_and_in_order(engine):
     assert sk.decrypt(pk.from_bytes_batch(data), workers=1) == values  # the same ciphertexts
 
 
+def test_batches_under_one_key_follow_each_other_on_one_worker():
+    """Each batch scatters its key afresh (unhashed): the previous batch's release of the
+    same bytes must not take the next batch's copy with it."""
+    pk, sk = generate_keypair("paillier", bits=TEST_KEY_BITS, insecure=True)
+    values = list(range(3000))
+    with DaskEngine(workers=1) as eng, engine_scope(eng):
+        for _ in range(3):
+            list(sk.encrypt_bytes_iter(values[:2048], chunk=1024, workers=2))
+            data = b"".join(sk.encrypt_bytes_iter(values, chunk=1024, workers=2))
+            assert sk.decrypt(pk.from_bytes_batch(data), workers=1) == values
+
+
 def test_a_killed_worker_costs_time_not_the_result():
     pk, sk = generate_keypair("paillier", bits=TEST_KEY_BITS, insecure=True)
     values = list(range(6000))

@@ -77,7 +77,7 @@ class DaskEngine:
                     lookahead: int | None = None) -> Iterator:
         """``fn(chunk, *args)`` per chunk on the cluster, results in order, at most
         ``lookahead`` (default two per worker thread) in flight."""
-        shared = [self.client.scatter(a, broadcast=True) if isinstance(a, bytes) else a
+        shared = [self.client.scatter(a, broadcast=True, hash=False) if isinstance(a, bytes) else a
                   for a in args]  # the key once per worker, not once per task
         ahead = lookahead or 2 * self.workers
         it = iter(chunks)
