@@ -326,7 +326,7 @@ class OUPrivateKey(PrivateKey):
             )
         return self._tables
 
-    def _encrypt_local(self, plaintexts: Sequence[int]) -> list:
+    def _encrypt_local(self, plaintexts: Sequence[int], randomisers=None) -> list:
         pk = self.public_key
         pk._checked(plaintexts)
         ms = [mpz(int(m)) for m in plaintexts]

@@ -207,21 +207,37 @@ class PaillierPrivateKey(PrivateKey):
             )
         return self._tables
 
-    def _encrypt_local(self, plaintexts: Sequence[int]) -> list:
+    separable_randomisers = True
+
+    def _randomisers_local(self, count: int) -> tuple[list, list]:
+        """The randomisers of ``count`` encryptions, ``r**n`` mod p**2 and mod q**2: the
+        whole cost of an encryption, and independent of its message."""
+        pk = self.public_key
+        if pk.obfuscator == "full":
+            rs = pk._random_zeros_now(count)
+            return [r % self.p2 for r in rs], [r % self.q2 for r in rs]
+        tp, tq = self._crt_tables()
+        return tp.random_powers(count), tq.random_powers(count)
+
+    def _randomisers_to_bytes(self, rand: tuple[list, list]) -> bytes:
+        wp, wq = _width(self.p2), _width(self.q2)
+        return b"".join(a.to_bytes(wp, "big") + b.to_bytes(wq, "big") for a, b in zip(*rand))
+
+    def _randomisers_from_bytes(self, data: bytes) -> tuple[list, list]:
+        wp, wq = _width(self.p2), _width(self.q2)
+        step, frm = wp + wq, mpz.from_bytes
+        return ([frm(data[i:i + wp], "big") for i in range(0, len(data), step)],
+                [frm(data[i + wp:i + step], "big") for i in range(0, len(data), step)])
+
+    def _encrypt_local(self, plaintexts: Sequence[int], randomisers=None) -> list:
         pk = self.public_key
         pk._checked(plaintexts)
         p, q, p2, q2, n = self.p, self.q, self.p2, self.q2, pk.n
         # (1 + m*n) mod p**2 = 1 + p * (m*q mod p), and likewise mod q**2
         ms = [mpz(int(m)) % n for m in plaintexts]
-        count = len(ms)
-        if pk.obfuscator == "full":
-            rs = pk._random_zeros_now(count)
-            op = [r % p2 for r in rs]
-            oq = [r % q2 for r in rs]
-        else:
-            tp, tq = self._crt_tables()
-            op = tp.random_powers(count)
-            oq = tq.random_powers(count)
+        op, oq = randomisers if randomisers is not None else self._randomisers_local(len(ms))
+        if len(op) != len(ms) or len(oq) != len(ms):
+            raise InvalidInput(f"{len(op)} randomisers for {len(ms)} plaintexts")
         inv = self.q2_inv_p2
         out = []
         for m, a, b in zip(ms, op, oq):
@@ -244,3 +260,7 @@ class PaillierPrivateKey(PrivateKey):
             m = mp_ + p * ((mq_ - mp_) * pinv % q)
             out.append(int(m - n if m > half else m))
         return out
+
+
+def _width(modulus) -> int:
+    return (int(modulus).bit_length() + 7) // 8

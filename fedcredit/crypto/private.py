@@ -26,8 +26,9 @@ class PrivateKey(ABC):
     PARALLEL_THRESHOLD = 1024
 
     @abstractmethod
-    def _encrypt_local(self, plaintexts: Sequence[int]) -> list:
-        """Encrypt in this process; returns raw ciphertexts."""
+    def _encrypt_local(self, plaintexts: Sequence[int], randomisers=None) -> list:
+        """Encrypt in this process (with ``randomisers`` made ahead, where the scheme has
+        them: :attr:`separable_randomisers`); returns raw ciphertexts."""
 
     @abstractmethod
     def _decrypt_local(self, values: list, offset: int = 0) -> list[int]:
@@ -52,17 +53,59 @@ class PrivateKey(ABC):
         """Encrypt in chunks, yielding each chunk's serialized ciphertexts in order.
 
         With several workers, later chunks are encrypted while earlier ones are consumed,
-        which is how the bank overlaps encryption with sending.
+        which is how the bank overlaps encryption with sending. Chunks whose randomisers
+        are in stock (:meth:`stock_randomisers`) are encrypted here, first, at a few
+        multiplications per value.
         """
         pk = self.public_key
         pk._checked(plaintexts)
         w = resolve_workers(workers)
         chunks = [list(map(int, c)) for c in iter_chunks(plaintexts, chunk)]
-        if w <= 1 or len(plaintexts) < self.PARALLEL_THRESHOLD:
+        done = 0
+        while self._stock is not None and done < len(chunks):
+            rand = self._stock.take(len(chunks[done]))
+            if rand is None:
+                break
+            yield pk._serialize(self._encrypt_local(chunks[done], rand))
+            self.randomisers_used += len(chunks[done])
+            done += 1
+        chunks = chunks[done:]
+        if self._stock is not None and chunks:
+            self._stock.pause()  # the workers encrypt the rest now
+        if w <= 1 or sum(map(len, chunks)) < self.PARALLEL_THRESHOLD:
             for c in chunks:
                 yield pk._serialize(self._encrypt_local(c))
             return
         yield from map_ordered(_worker_encrypt, chunks, w, self.to_bytes())
+
+    #: randomisers made ahead of time (schemes whose randomiser is separable: Paillier)
+    _stock = None
+    separable_randomisers = False
+    randomisers_used = 0  # encryptions made with a stocked randomiser
+
+    def _randomisers_local(self, count: int):
+        raise NotImplementedError(f"{type(self).__name__} has no separable randomiser")
+
+    def _randomisers_to_bytes(self, rand) -> bytes:
+        raise NotImplementedError
+
+    def _randomisers_from_bytes(self, data: bytes):
+        raise NotImplementedError
+
+    def stock_randomisers(self, count: int, workers: int | None = None) -> bool:
+        """Start making the randomisers of the next ``count`` encryptions in the background
+        (kept up to ``count``); False for a scheme whose randomiser is not separable."""
+        if not self.separable_randomisers:
+            return False
+        if self._stock is None:
+            from .randomisers import RandomiserStock
+
+            self._stock = RandomiserStock(self)
+        self._stock.fill_to(count, resolve_workers(workers))
+        return True
+
+    def randomisers_ready(self) -> int:
+        return 0 if self._stock is None else len(self._stock)
 
     def warm_up(self, workers: int | None = None) -> None:
         """Start the worker processes and build their tables now, without waiting.

@@ -188,6 +188,8 @@ def fit_boosting(est, session, Xa, ya, weights, rows, *, eval_set=None,
         holder_mono[k]))
     shared = SharedGradients(len(sessions)) if len(sessions) > 1 else None
     federated = [FederatedHolder(s, k, group.local[k], shared) for k, s in enumerate(sessions)]
+    for f in federated:  # the next tree's randomisers are made while this one grows
+        f.last_tree = int(est.n_estimators) - 1
     grower = TreeGrower(bins, mapper.n_bins, params, est.max_depth, federated, bank_mono)
     local = TreeGrower(bins, mapper.n_bins, params, est.max_depth, None, bank_mono)
     n_local = min(int(est.bank_only_trees), int(est.n_estimators) - 1)
@@ -205,6 +207,9 @@ def fit_boosting(est, session, Xa, ya, weights, rows, *, eval_set=None,
     val = _eval_setup(est, eval_set, eval_id_column)
     best, best_iter, history = np.inf, -1, []
     bar = progress_bar(est.verbose, int(est.n_estimators), "SecureBoost trees", "tree")
+    sk = sessions[0].key[1]
+    if steps.PRECOMPUTE_RANDOMISERS and n_local < int(est.n_estimators):  # while tree 0 grows
+        sk.stock_randomisers(len(pos), sessions[0].workers)
     try:
         for t in range(int(est.n_estimators)):
             g, h = loss.gradients(raw, y)
@@ -252,7 +257,10 @@ def fit_boosting(est, session, Xa, ya, weights, rows, *, eval_set=None,
     for part, model_id in zip(est.holders_, ids):
         part.model_id = model_id
     est.model_id_ = "+".join(ids)  # one holder: its id; several: each holder's, in order
-    return {"bank_split_finding": round(grower.split_seconds + local.split_seconds, 4)}
+    if sk._stock is not None:
+        sk._stock.close()  # the fit's key encrypts nothing more
+    return {"bank_split_finding": round(grower.split_seconds + local.split_seconds, 4),
+            "bank_encryptions_precomputed": int(sk.randomisers_used)}
 
 
 def _eval_setup(est, eval_set, id_column):

@@ -57,6 +57,7 @@ class FederatedHolder:
         self.layout: GradientLayout | None = None
         self._prev: dict[int, NodeStats] = {}
         self._tree_rows = np.zeros(0, dtype=np.int64)
+        self.last_tree = 0  # the fit's last tree: no randomisers are made after it
         self._gh = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
     def _rows(self, rows: np.ndarray) -> np.ndarray:
@@ -90,6 +91,8 @@ class FederatedHolder:
                 self.shared.abort()  # the other holders' uploads end instead of waiting
             raise
         self._prev = {}
+        if self.index == 0 and steps.PRECOMPUTE_RANDOMISERS and tree < self.last_tree:
+            self.session.key[1].stock_randomisers(len(rows), self.session.workers)
 
     def layer(self, tree: int, depth: int, tasks: list[m.NodeTask]) -> dict[int, NodeStats]:
         if self.layout is None:
