@@ -197,3 +197,37 @@ def test_simulate_on_dask_gives_the_scores_it_gives_locally(tmp_path, small_cred
         scores[engine] = pd.read_csv(out, dtype={"uscc": str})
     assert scores["local"]["uscc"].tolist() == scores["dask"]["uscc"].tolist()
     assert np.array_equal(scores["local"]["score"], scores["dask"]["score"])
+
+
+def test_a_worker_killed_mid_tree_leaves_the_trees_exact(small_credit, monkeypatch):
+    """The holder's worker dies in the middle of a layer's histograms: its shards are
+    shipped again, its sums re-run, and the trees are the local ones."""
+    from fedcredit.crypto import sharded
+    from fedcredit.models import SecureBoostClassifier
+    from fedcredit.protocol import PassiveParty
+
+    bank, y, holder = small_credit
+    bank, y = bank.iloc[:2000], y[:2000]
+    party = PassiveParty(holder, name="platform", policy=test_policy())
+
+    def fit(spec):
+        model = SecureBoostClassifier(n_estimators=3, max_depth=3, key_bits=TEST_KEY_BITS,
+                                      insecure_key=True, verbose=False, n_jobs=2, engine=spec)
+        model.fit(bank, y, holder=party)
+        return [[(n.node_id, n.owner, n.count, n.feature, n.value) for n in t.nodes]
+                for t in model.trees_]
+
+    expected = fit("local")
+    monkeypatch.setattr(sharded, "SHARDED_MIN_ROWS", 0)
+    real, calls = sharded.ShardedCiphertexts.histogram, []
+
+    def dying(self, pos):
+        calls.append(len(pos))
+        if len(calls) == 3:  # the second layer of the first federated tree
+            os.kill(next(iter(self.engine.client.run(os.getpid).values())), signal.SIGKILL)
+        return real(self, pos)
+
+    monkeypatch.setattr(sharded.ShardedCiphertexts, "histogram", dying)
+    with DaskEngine(workers=2) as eng:
+        assert fit(eng) == expected
+    assert len(calls) > 3
