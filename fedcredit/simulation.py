@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,8 @@ class SimulationConfig:
     bank_only_trees: int | None = None  # SecureBoost's first trees on bank features; None: default
     align: str = "all"  # several holders: train on the enterprises all serve, or "any" one
     engine: str = "local"  # "dask": each party's crypto on its own LocalCluster of n_jobs
+    #: further SecureBoost parameters (e.g. goss_top_rate), set on the model as given
+    model_params: dict = field(default_factory=dict)
 
     @property
     def holder_csvs(self) -> list[str]:
@@ -263,6 +265,8 @@ def _fit_secureboost(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, chann
         engine=engine or "local")
     if cfg.bank_only_trees is not None:
         model.set_params(bank_only_trees=cfg.bank_only_trees)
+    if cfg.model_params:
+        model.set_params(**cfg.model_params)
     summary["bank_only_trees"] = int(model.bank_only_trees)
     model.fit(Xa.iloc[tr], ya[tr], **holder_kwargs(channels),
               align=cfg.align if len(channels) > 1 else "all")

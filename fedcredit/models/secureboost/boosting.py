@@ -111,6 +111,22 @@ def tree_gradients(g: np.ndarray, h: np.ndarray, frac_bits: int, params: SplitPa
     return g_int, h_int, replace(params, scale=2.0 ** fg, h_scale=2.0 ** fh)
 
 
+def goss_rows(g: np.ndarray, top_rate: float, other_rate: float, rng
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """GOSS: (positions kept, increasing; each one's gradient multiplier). The rows of the
+    ``top_rate`` largest ``|g|`` count once; a uniform ``other_rate`` sample of the rest
+    counts ``(1 - top_rate) / other_rate`` times, so sums stay unbiased."""
+    n = len(g)
+    k_top = int(round(top_rate * n))
+    order = np.argsort(-np.abs(g), kind="stable")
+    rest = order[k_top:]
+    other = rng.choice(rest, size=min(len(rest), max(1, int(round(other_rate * n)))),
+                       replace=False)
+    sel = np.sort(np.concatenate([order[:k_top], other]))
+    amp = np.where(np.isin(sel, other), (1.0 - top_rate) / other_rate, 1.0)
+    return sel, amp
+
+
 def resolve_monotone(constraints, mapper: BinMapper, holders: list[tuple[str, list[str]]]
                      ) -> tuple[np.ndarray, list[dict[str, int]]]:
     """(direction per bank feature, per holder: its feature name -> direction) of
@@ -215,10 +231,17 @@ def fit_boosting(est, session, Xa, ya, weights, rows, *, eval_set=None,
             g, h = loss.gradients(raw, y)
             if w is not None:
                 g, h = g * w, h * w
+            tree_rows = pos
+            if est.goss_top_rate:  # the largest |g| and a scaled sample of the rest
+                sel, amp = goss_rows(g[pos], float(est.goss_top_rate),
+                                     float(est.goss_other_rate), rng)
+                tree_rows = pos[sel]
+                g, h = g.copy(), h.copy()
+                g[tree_rows] *= amp
+                h[tree_rows] *= amp
             g_int, h_int, tree_params = tree_gradients(g[pos], h[pos], est.frac_bits, params)
             g_full, h_full = np.zeros(n_space, np.int64), np.zeros(n_space, np.int64)
             g_full[pos], h_full[pos] = g_int, h_int
-            tree_rows = pos
             if est.subsample < 1:
                 k = max(2 * est.min_child_samples, int(round(est.subsample * len(pos))))
                 tree_rows = pos[np.sort(rng.choice(len(pos), size=min(len(pos), k),

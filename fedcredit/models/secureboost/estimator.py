@@ -60,6 +60,12 @@ class SecureBoostModel(FederatedScorer):
         Minimum hessian sum on each side of a split.
     subsample : float
         Fraction of training rows per tree (only those rows are encrypted).
+    goss_top_rate, goss_other_rate : float
+        Gradient-based one-side sampling (LightGBM's GOSS, SecureBoost+): with
+        ``goss_top_rate`` > 0 each tree keeps the rows of the largest ``|g|`` (that share),
+        and a random ``goss_other_rate`` share of the rest with their gradients and hessians
+        scaled by ``(1 - top) / other``; only those rows are encrypted. Not with
+        ``subsample`` < 1.
     random_state : int
         Seeds subsampling and binning samples (never cryptography).
     n_jobs : int or None
@@ -121,7 +127,7 @@ class SecureBoostModel(FederatedScorer):
                  verbose: bool = True, bank_only_trees: int = BANK_ONLY_TREES,
                  scoring: str = "auto", monotone_constraints: dict | None = None,
                  class_weight: dict | str | None = None, uncovered: str = "score",
-                 engine="local"):
+                 engine="local", goss_top_rate: float = 0.0, goss_other_rate: float = 0.1):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -144,6 +150,8 @@ class SecureBoostModel(FederatedScorer):
         self.class_weight = class_weight
         self.uncovered = uncovered
         self.engine = engine
+        self.goss_top_rate = goss_top_rate
+        self.goss_other_rate = goss_other_rate
 
     def _validate_params(self) -> None:
         if int(self.n_estimators) < 1:
@@ -154,6 +162,10 @@ class SecureBoostModel(FederatedScorer):
             raise InvalidInput("learning_rate must be in (0, 1]")
         if not 0 < float(self.subsample) <= 1:
             raise InvalidInput("subsample must be in (0, 1]")
+        top, other = float(self.goss_top_rate), float(self.goss_other_rate)
+        if top and not (0 < top < 1 and 0 < other <= 1 - top and float(self.subsample) == 1):
+            raise InvalidInput("GOSS needs 0 < goss_top_rate < 1, 0 < goss_other_rate <= "
+                               "1 - goss_top_rate, and subsample = 1")
         if int(self.min_child_samples) < 1:
             raise InvalidInput("min_child_samples must be >= 1")
         if float(self.reg_lambda) < 0 or float(self.gamma) < 0:

@@ -37,12 +37,14 @@ class SecureBoostRegressor(SecureBoostModel):
                  insecure_key: bool = False, he_scheme: str = "paillier", frac_bits: int = 24,
                  verbose: bool = True, bank_only_trees: int = BANK_ONLY_TREES,
                  scoring: str = "auto", monotone_constraints: dict | None = None,
-                 uncovered: str = "score", engine="local"):
+                 uncovered: str = "score", engine="local", goss_top_rate: float = 0.0,
+                 goss_other_rate: float = 0.1):
         super().__init__(n_estimators, max_depth, learning_rate, max_bin, min_child_samples,
                          reg_lambda, gamma, min_child_weight, subsample, random_state, n_jobs,
                          key_bits, insecure_key, he_scheme, frac_bits, verbose, bank_only_trees,
                          scoring, monotone_constraints, class_weight=None, uncovered=uncovered,
-                         engine=engine)
+                         engine=engine, goss_top_rate=goss_top_rate,
+                         goss_other_rate=goss_other_rate)
 
     def predict(self, X, holder=None, *, holders=None,
                 id_column: str | None = None) -> np.ndarray:
