@@ -30,6 +30,7 @@ ESTIMATOR_KNOBS = {
     "scoring": SecureBoostClassifier,
     "min_child_samples": SecureBoostClassifier,
     "frac_bits": SecureBoostClassifier,
+    "goss_top_rate": SecureBoostClassifier,
     "warm_start": HeteroLogisticRegression,
     "blind_woe": Scorecard,
 }
