@@ -79,25 +79,11 @@ class DaskEngine:
         ``lookahead`` (default two per worker thread) in flight."""
         shared = [self.client.scatter(a, broadcast=True, hash=False) if isinstance(a, bytes) else a
                   for a in args]  # the key once per worker, not once per task
-        ahead = lookahead or 2 * self.workers
-        it = iter(chunks)
-        pending = []
-        try:
-            for c in it:
-                pending.append(self.client.submit(fn, c, *shared, pure=False,
-                                                  retries=TASK_RETRIES))
-                if len(pending) >= ahead:
-                    break
-            while pending:
-                fut = pending.pop(0)
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append(self.client.submit(fn, nxt, *shared, pure=False,
-                                                      retries=TASK_RETRIES))
-                yield fut.result()
-        finally:
-            for f in pending:
-                f.cancel()
+        from .parallel import windowed
+
+        yield from windowed(lambda c: self.client.submit(fn, c, *shared, pure=False,
+                                                         retries=TASK_RETRIES),
+                            chunks, lookahead or 2 * self.workers)
 
     def close(self) -> None:
         self.client.close()

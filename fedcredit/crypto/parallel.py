@@ -199,16 +199,26 @@ def map_ordered(fn: Callable, chunks: Sequence, workers: int, *args, lookahead: 
             yield fn(c, *args)
         return
     pool = get_pool(workers)
-    ahead = lookahead or 2 * workers
-    pending: list[Future] = []
+    yield from windowed(lambda c: _submit(pool, fn, c, *args), chunks, lookahead or 2 * workers)
+
+
+def windowed(submit: Callable, chunks: Sequence, ahead: int) -> Iterator:
+    """``submit(chunk).result()`` for each chunk, in order, with at most ``ahead`` submitted
+    and not yet consumed; what is still pending is cancelled when the consumer stops early
+    (a process pool's or a Dask cluster's futures alike)."""
     it = iter(chunks)
-    for c in it:
-        pending.append(_submit(pool, fn, c, *args))
-        if len(pending) >= ahead:
-            break
-    while pending:
-        fut = pending.pop(0)
-        nxt = next(it, None)
-        if nxt is not None:
-            pending.append(_submit(pool, fn, nxt, *args))
-        yield fut.result()
+    pending: list = []
+    try:
+        for c in it:
+            pending.append(submit(c))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            fut = pending.pop(0)
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(submit(nxt))
+            yield fut.result()
+    finally:
+        for f in pending:
+            f.cancel()
