@@ -104,6 +104,11 @@ class PrivateKey(ABC):
         self._stock.fill_to(count, resolve_workers(workers))
         return True
 
+    def drop_randomisers(self) -> None:
+        """Stop making randomisers and forget those made (the key encrypts nothing more)."""
+        if self._stock is not None:
+            self._stock.close()
+
     def randomisers_ready(self) -> int:
         return 0 if self._stock is None else len(self._stock)
 
