@@ -269,6 +269,7 @@ def fit_boosting(est, session, Xa, ya, weights, rows, *, eval_set=None,
             if bar:
                 bar.update(1)
     finally:
+        sk.drop_randomisers()  # the fit's key encrypts nothing more
         if bar:
             bar.close()
     if val is not None and early_stopping_rounds:
@@ -280,7 +281,6 @@ def fit_boosting(est, session, Xa, ya, weights, rows, *, eval_set=None,
     for part, model_id in zip(est.holders_, ids):
         part.model_id = model_id
     est.model_id_ = "+".join(ids)  # one holder: its id; several: each holder's, in order
-    sk.drop_randomisers()  # the fit's key encrypts nothing more
     return {"bank_split_finding": round(grower.split_seconds + local.split_seconds, 4),
             "bank_encryptions_precomputed": int(sk.randomisers_used)}
 
