@@ -108,6 +108,7 @@ class PrivateKey(ABC):
         """Stop making randomisers and forget those made (the key encrypts nothing more)."""
         if self._stock is not None:
             self._stock.close()
+            self._stock = None  # a later batch (the next fold's fit) starts a new one
 
     def randomisers_ready(self) -> int:
         return 0 if self._stock is None else len(self._stock)
