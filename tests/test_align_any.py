@@ -175,8 +175,13 @@ def test_an_enterprise_only_one_holder_knows_is_trained_on_and_scored(small_cred
 
 
 def test_align_names_its_two_choices(small_credit):
+    from fedcredit.models import HeteroWOE
+
     bank, y, holder = small_credit
     a, b = _parties(holder)
+    with pytest.raises(InvalidInput, match="align='any' is for SecureBoost"):
+        HeteroWOE(key_bits=TEST_KEY_BITS, insecure_key=True).fit(bank, y, holders=[a, b],
+                                                                 align="any")
     with pytest.raises(InvalidInput, match="align must be"):
         _model().fit(bank, y, holders=[a, b], align="some")
 

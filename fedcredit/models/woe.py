@@ -219,7 +219,7 @@ class HeteroWOE(FederatedEstimator):
                                 int(self.max_n_bins))
 
     def fit(self, X, y, holder=None, *, holders=None, id_column: str | None = None,
-            sample_weight=None):
+            sample_weight=None, align: str = "all"):
         """Align with the holder (PSI), then WOE/IV of both parties' features.
 
         Parameters
@@ -231,6 +231,9 @@ class HeteroWOE(FederatedEstimator):
             Weighted WOE and IV: events and non-events are weighted sums (the holder's sums
             over its bins too), while counts, the holder's floor and ``min_bin_size`` stay
             on rows. Needs ``solver="dp"``.
+        align : "all"
+            The enterprises every holder serves; "any" is refused (a holder folds a small
+            missing bin into its largest, unseen by the bank: SecureBoost only).
 
         Returns
         -------
@@ -240,7 +243,7 @@ class HeteroWOE(FederatedEstimator):
             raise InvalidInput("sample_weight needs solver='dp' (optbinning's minimum bin "
                                "size would count weight, not rows)")
         return self._fit_federated(X, y, holder, holders=holders, id_column=id_column,
-                                   sample_weight=sample_weight)
+                                   sample_weight=sample_weight, align=align)
 
     def _fit_aligned(self, session, Xa: pd.DataFrame, ya: np.ndarray, *, weights=None,
                      rows=None) -> None:
