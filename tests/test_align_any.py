@@ -217,7 +217,8 @@ def test_bank_train_with_align_any_from_the_cli(small_credit, tls_dir, tmp_path,
 # -- the holder's side, on tiny inputs ------------------------------------------------------------
 def test_the_others_sum_joins_every_missing_bin_and_nothing_else():
     from fedcredit.crypto import generate_keypair
-    from fedcredit.protocol.secureboost.math import feature_layout, with_unserved
+    from fedcredit.crypto.histogram import with_unserved
+    from fedcredit.protocol.secureboost.math import feature_layout
 
     pk, sk = generate_keypair("paillier", bits=TEST_KEY_BITS, insecure=True)
     sizes, offsets = feature_layout(np.array([2, 3]))  # bins 0..1 + missing, 0..2 + missing
