@@ -252,3 +252,35 @@ def test_the_holder_sizes_slots_by_the_whole_tree_and_no_further():
         boost.start_tree(0, own, rows, pk.fingerprint, ok, rows_total=59)
     boost.start_tree(0, whole, rows, pk.fingerprint, ok, rows_total=60_000)
     boost.close()
+
+
+def test_the_holder_refuses_a_sum_of_others_rows_it_was_not_told_of():
+    """A bank that adds a ciphertext of its choosing to a holder's missing bins (to mark
+    which candidates send missing values left) must announce others' rows in TreeStart."""
+    import pandas as pd
+
+    from fedcredit.crypto import generate_keypair
+    from fedcredit.protocol.secureboost import messages as m
+    from fedcredit.protocol.secureboost.holder import HolderBoost
+    from fedcredit.protocol.secureboost.math import GradientLayout
+
+    pk, sk = generate_keypair("paillier", bits=TEST_KEY_BITS, insecure=True)
+    feats = pd.DataFrame({"a": np.arange(60, dtype=float)})
+    rows, ok = np.arange(60), np.ones(60, bool)
+    g = np.arange(60, dtype=np.int64) - 30
+    h = np.full(60, 4, dtype=np.int64)
+    lay = GradientLayout.for_rows(g, h, pk.plaintext_bits)
+    extra = pk.to_bytes_batch(sk.encrypt([12345]))
+    for total, refused in ((0, True), (60, True), (100, False)):
+        boost = HolderBoost(feats, rows, pk, test_policy(min_bin_samples=0), 8, 5, "bank",
+                            "credit", frac_bits=24)
+        boost.start_tree(0, lay.slot_bits, rows, pk.fingerprint, ok, rows_total=total)
+        boost.add_gradients(0, pk.to_bytes_batch(sk.encrypt(lay.pack_rows(g, h))))
+        boost.finish_gradients()
+        task = m.NodeTask(node_id=0, unserved=extra)
+        if refused:
+            with pytest.raises(InvalidInput, match="not told of"):
+                boost.layer(0, 0, [task])
+        else:
+            assert boost.layer(0, 0, [task])[0].count > 0
+        boost.close()

@@ -75,7 +75,7 @@ class _Tree:
     """State of the tree being grown: ciphertexts, node rows and node histograms."""
 
     def __init__(self, index: int, slot_bits: int, rows: np.ndarray, n_aligned: int,
-                 n_candidates: int, bins: np.ndarray):
+                 n_candidates: int, bins: np.ndarray, others: bool = False):
         self.index, self.slot_bits, self.rows = index, slot_bits, rows
         self.pos = np.full(n_aligned, -1, dtype=np.int64)
         self.pos[rows] = np.arange(len(rows))
@@ -93,6 +93,7 @@ class _Tree:
         self.node_sent: dict[int, np.ndarray] = {}  # same, for the last layer (derivations)
         self.root_hist: EncryptedHistogram | None = None
         self.sharded: ShardedCiphertexts | None = None  # on a Dask engine
+        self.others = others  # the tree holds rows other holders serve (align="any")
         self.split_nodes: set[int] = set()
 
 
@@ -162,7 +163,8 @@ class HolderBoost:
         if not consented.all():  # enterprises that withdrew: their data is not used
             bins = bins.copy()
             bins[~consented] = (self.sizes - 1)[None, :]
-        self.tree = _Tree(index, slot_bits, rows, self.n_aligned, self.n_candidates, bins)
+        self.tree = _Tree(index, slot_bits, rows, self.n_aligned, self.n_candidates, bins,
+                          others=n > len(rows))  # TreeStart.rows_total: others' rows join
         self.tree.root_hist = EncryptedHistogram(self.pk, bins[rows], self.sizes, self.offsets)
 
     def _current(self, index: int) -> _Tree:
@@ -197,8 +199,7 @@ class HolderBoost:
             got = 0 if t is None else t.received
             raise ProtocolError(f"expected {0 if t is None else len(t.rows)} gradient "
                                 f"ciphertexts, got {got}")
-        t.node_hist[0] = t.root_hist.finish()
-        t.root_hist = None
+        t.node_hist[0], t.root_hist = t.root_hist.finish(), None
         t.cts, t.batches = CipherVector.concat(t.batches), []
         if self.engine is not None:  # the tree's shards go to the workers once
             t.sharded = ShardedCiphertexts(self.engine, self.pk, t.cts, t.bins[t.rows],
@@ -223,8 +224,7 @@ class HolderBoost:
 
     def layer(self, index: int, depth: int, tasks: list[m.NodeTask]) -> list[m.NodeCandidates]:
         t = self._current(index)
-        floor = self.policy.min_node_samples
-        cap = int(self.policy.max_tree_depth)
+        floor, cap = self.policy.min_node_samples, int(self.policy.max_tree_depth)
         if depth != t.layers:  # the holder counts the layers itself
             raise ProtocolError(f"layer at depth {depth}, expected {t.layers}")
         if cap and t.layers >= cap:
@@ -261,8 +261,8 @@ class HolderBoost:
             if len(rows) < floor:
                 raise PolicyViolation(f"node {nid} holds {len(rows)} enterprises, below the "
                                       f"holder's min_node_samples={floor}")
-            if task.unserved and task.sibling_id >= 0:
-                raise InvalidInput(f"node {nid} is derived: its unserved rows come with it")
+            if task.unserved and (task.sibling_id >= 0 or not t.others):
+                raise InvalidInput(f"node {nid}: a sum of others' rows it was not told of")
             with self.watch("holder_histograms"):
                 if task.sibling_id >= 0:
                     hist = self.pk.sub(t.node_hist[task.parent_id], hist_of[task.sibling_id])
