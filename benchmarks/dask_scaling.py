@@ -90,10 +90,17 @@ def _dask_hist(engine, pk, cts, bins, sizes, offsets, nodes) -> dict:
         del pk.add
     compute = sum(s["stop"] - s["start"] for task in ts.data for s in task["startstops"]
                   if s["action"] == "compute")
+    rss = engine.client.run(_peak_rss_mb)  # each worker's peak, shards and kernels included
     return {"ship_seconds": round(ship, 3), "layer_seconds": round(layer, 3),
             "compute_seconds_total": round(compute, 3), "reduce_seconds": round(reduce_s, 3),
-            "shards": len(sharded),
+            "shards": len(sharded), "worker_peak_rss_mb": sorted(rss.values()),
             "other_seconds": round(max(0.0, layer - compute / engine.workers - reduce_s), 3)}
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def main(argv=None) -> dict:
@@ -163,7 +170,7 @@ def main(argv=None) -> dict:
               f"{res['efficiency_1_to_2']['holder_histograms']} |", "",
               "| Dask layer split | 1 worker | 2 workers |", "| --- | --- | --- |"]
         for k in ("ship_seconds", "compute_seconds_total", "reduce_seconds", "other_seconds",
-                  "shards"):
+                  "shards", "worker_peak_rss_mb"):
             md.append(f"| {k} | {d1[k]} | {d2[k]} |")
         md += ["", "Projected holder histogram seconds per depth-5 tree at 10M rows: "
                + ", ".join(f"{k.replace('_', ' ')}: {v} s" for k, v in proj.items())
