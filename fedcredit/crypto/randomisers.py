@@ -49,6 +49,13 @@ class RandomiserStock:
             self._thread.start()
 
     def _fill(self, workers: int) -> None:
+        try:
+            self._fill_until_stopped(workers)
+        except Exception:  # noqa: BLE001 - workers gone after close(): nothing is owed
+            if not self._stop.is_set():
+                raise
+
+    def _fill_until_stopped(self, workers: int) -> None:
         secret = self.key.to_bytes()
         while not (self._stop.is_set() or self._pause.is_set()):
             with self._lock:

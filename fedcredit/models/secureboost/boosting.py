@@ -225,7 +225,9 @@ def fit_boosting(est, session, Xa, ya, weights, rows, *, eval_set=None,
     bar = progress_bar(est.verbose, int(est.n_estimators), "SecureBoost trees", "tree")
     sk = sessions[0].key[1]
     if steps.PRECOMPUTE_RANDOMISERS and n_local < int(est.n_estimators):  # while tree 0 grows
-        sk.stock_randomisers(len(pos), sessions[0].workers)
+        share = float(est.goss_top_rate) + float(est.goss_other_rate) if est.goss_top_rate \
+            else float(est.subsample)  # a tree's rows, not more
+        sk.stock_randomisers(int(round(share * len(pos))), sessions[0].workers)
     try:
         for t in range(int(est.n_estimators)):
             g, h = loss.gradients(raw, y)

@@ -98,7 +98,7 @@ class FederatedHolder:
         if self.layout is None:
             raise ProtocolError("a layer before the tree's gradients")
         if self.local is not None:
-            tasks = self._own_tasks(tasks)
+            tasks = self._own_tasks(tasks, self.layout)
         got = steps.layer(self.session, tree, depth, tasks, self.layout)
         out: dict[int, NodeStats] = {}
         for task in tasks:
@@ -121,7 +121,7 @@ class FederatedHolder:
         self._prev = out
         return out
 
-    def _own_tasks(self, tasks: list[m.NodeTask]) -> list[m.NodeTask]:
+    def _own_tasks(self, tasks: list[m.NodeTask], layout: GradientLayout) -> list[m.NodeTask]:
         """The layer's tasks with rows as this holder numbers them, and for each node it
         sums directly that holds rows it does not serve, their encrypted (g, h) sum."""
         out, others = [], []
@@ -138,8 +138,7 @@ class FederatedHolder:
             g, h = self._gh
             bounds = np.cumsum([0] + [len(r) for _, r in others])
             spans = list(zip(bounds[:-1], bounds[1:]))
-            assert self.layout is not None  # layer() checked
-            cts = steps.unserved_sums(self.session, self.layout,
+            cts = steps.unserved_sums(self.session, layout,
                                       np.array([g[at[a:b]].sum() for a, b in spans]),
                                       np.array([h[at[a:b]].sum() for a, b in spans]))
             for (k, _), ct in zip(others, cts):
