@@ -4,6 +4,10 @@
     python benchmarks/psi_alignment.py --ids 100000 --json benchmarks/results/psi_alignment_100k.json
     python benchmarks/psi_alignment.py --ids 1000000 --json benchmarks/results/psi_alignment_1m.json
 
+Each PSI group (``--group``, default both) aligns once per size against the same server, the
+groups alternating, so their ratio is a same-run figure; the holder's and the bank's peak
+memory are reported.
+
 Each party holds ``--ids`` valid USCCs, ``--overlap`` of them shared. The holder directory is
 made with the operator's commands (init, load-features, consent import: every holder id
 authorised for the bank), the server is started, and the bank aligns over mutual TLS on
@@ -60,7 +64,15 @@ def fc(*args) -> float:
     return time.perf_counter() - t
 
 
-def run(n: int, overlap: float, seed: int, work: Path) -> dict:
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """A process's peak resident memory (VmHWM), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(n: int, overlap: float, seed: int, work: Path, groups: list[str]) -> dict:
     from fedcredit.protocol import BankSession, align
     from fedcredit.transport import connect
 
@@ -94,15 +106,18 @@ def run(n: int, overlap: float, seed: int, work: Path) -> dict:
             time.sleep(0.05)
         steps["serve_start_s"] = time.perf_counter() - t
         address = f"127.0.0.1:{port.read_text().strip()}"
+        seconds = {}
         with connect(address, tls_dir=d / "tls") as ch:
             ids = bank_ids.tolist()
-            t = time.perf_counter()
-            s = BankSession(ch, "align")
-            al = align(s, ids)
-            seconds = time.perf_counter() - t
-            s.close()
-        if len(al) != shared:
-            raise SystemExit(f"wrong intersection: {len(al)}, expected {shared}")
+            for g in groups:
+                t = time.perf_counter()
+                s = BankSession(ch, "align")
+                al = align(s, ids, group=g)
+                seconds[g] = time.perf_counter() - t
+                s.close()
+                if len(al) != shared:
+                    raise SystemExit(f"wrong intersection: {len(al)}, expected {shared}")
+        holder_peak = peak_rss_mib(proc.pid)
     finally:
         proc.terminate()
         try:
@@ -111,7 +126,9 @@ def run(n: int, overlap: float, seed: int, work: Path) -> dict:
             proc.kill()
         log.close()
     return {"ids_per_party": n, "overlap": overlap, "intersection": len(al),
-            "align_seconds": seconds, "ids_per_s": n / seconds, "operator_steps": steps}
+            "align_seconds": seconds, "ids_per_s": {g: n / v for g, v in seconds.items()},
+            "holder_peak_mib": holder_peak, "bank_peak_mib": peak_rss_mib(),
+            "operator_steps": steps}
 
 
 def markdown(rows: list[dict], machine: dict) -> str:
@@ -119,14 +136,19 @@ def markdown(rows: list[dict], machine: dict) -> str:
              f"{machine['cores']} cores shared by both processes; python {machine['python']}; "
              f"load average {machine['load_average_1min_before']:.2f} before, "
              f"{machine['load_average_1min_after']:.2f} after (other work slows every step)",
-             "", "| ids per party | shared | align s | ids/s | load-features s | "
-             "consent import s | serve start s |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "", "| ids per party | shared | group | align s | ids/s | holder peak MiB | "
+             "bank peak MiB | load-features s | consent import s | serve start s |",
+             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         s = r["operator_steps"]
-        lines.append(f"| {r['ids_per_party']:,} | {r['intersection']:,} | "
-                     f"{r['align_seconds']:.1f} | {r['ids_per_s']:,.0f} | "
-                     f"{s['load_features_s']:.1f} | {s['consent_import_s']:.1f} | "
-                     f"{s['serve_start_s']:.1f} |")
+        for g, sec in r["align_seconds"].items():
+            lines.append(f"| {r['ids_per_party']:,} | {r['intersection']:,} | {g} | "
+                         f"{sec:.1f} | {r['ids_per_s'][g]:,.0f} | {r['holder_peak_mib']:,.0f} | "
+                         f"{r['bank_peak_mib']:,.0f} | {s['load_features_s']:.1f} | "
+                         f"{s['consent_import_s']:.1f} | {s['serve_start_s']:.1f} |")
+    lines.append("")
+    lines.append("Peak memory is each process's over the whole run (every group and size "
+                 "so far, the bank's including the id generation).")
     return "\n".join(lines) + "\n"
 
 
@@ -135,18 +157,23 @@ def main(argv=None) -> int:
     ap.add_argument("--ids", type=int, nargs="+", default=[100_000])
     ap.add_argument("--overlap", type=float, default=0.6)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--group", nargs="+", default=["x25519", "ristretto255"],
+                    choices=["x25519", "ristretto255"], help="PSI groups, alternating")
     ap.add_argument("--json", help="write results here (and a .md next to it)")
     a = ap.parse_args(argv)
+    a.group = list(dict.fromkeys(a.group))  # one timing per group
     machine = {"cores": os.cpu_count(), "python": platform.python_version(),
                "platform": platform.platform()}
     rows = []
     machine["load_average_1min_before"] = os.getloadavg()[0]
     for n in a.ids:
         with tempfile.TemporaryDirectory(prefix="fedcredit-psi-svc-") as tmp:
-            r = run(n, a.overlap, a.seed, Path(tmp))
-        print(f"{n:>10,} ids per party: aligned {r['intersection']:,} in "
-              f"{r['align_seconds']:.1f} s = {r['ids_per_s']:,.0f} ids/s  "
-              f"(operator: {json.dumps({k: round(v, 1) for k, v in r['operator_steps'].items()})})",
+            r = run(n, a.overlap, a.seed, Path(tmp), a.group)
+        for g, sec in r["align_seconds"].items():
+            print(f"{n:>10,} ids per party, {g}: aligned {r['intersection']:,} in {sec:.1f} s "
+                  f"= {r['ids_per_s'][g]:,.0f} ids/s", flush=True)
+        print(f"  operator: {json.dumps({k: round(v, 1) for k, v in r['operator_steps'].items()})}"
+              f"; peak MiB holder {r['holder_peak_mib']:,.0f}, bank {r['bank_peak_mib']:,.0f}",
               flush=True)
         rows.append(r)
     machine["load_average_1min_after"] = os.getloadavg()[0]

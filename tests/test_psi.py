@@ -1,7 +1,8 @@
 """ECDH-PSI over ristretto255: intersections, ordering, validation of received points, salts.
 
 Both parties run in this process, message by message, the way the protocol layer drives
-them. Sizes stay in the hundreds (one libsodium multiplication is ~60 us).
+them. Sizes stay in the hundreds (one libsodium multiplication is ~60 us). The default
+group, X25519, has its own file (``test_psi_x25519.py``) for what differs.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from fedcredit.psi import (DOMAIN, MAX_CHUNK_POINTS, POINT_BYTES, PsiBank, PsiHo
 from fedcredit.psi import _sodium, group
 from fedcredit.psi.ecdh import PsiResult
 
+R = "ristretto255"  # this file's group
+
 
 def uscc(i: int, kind: str = "91") -> str:
     return f"{kind}{330100 + i % 97:06d}{i:010d}"
@@ -26,8 +29,8 @@ def uscc(i: int, kind: str = "91") -> str:
 def run_psi(bank_ids, holder_ids, salt=None, holder_salt=None, workers=1):
     """The three steps; returns (bank, holder, result)."""
     salt = salt or new_salt()
-    bank = PsiBank(salt, workers=workers)
-    holder = PsiHolder(holder_salt or salt, holder_ids, workers=workers)
+    bank = PsiBank(salt, workers=workers, group=R)
+    holder = PsiHolder(holder_salt or salt, holder_ids, workers=workers, group=R)
     msg1 = bank.blind(bank_ids)
     result = bank.intersect(holder.double_blind(msg1), holder.shuffled_points())
     return bank, holder, result
@@ -101,8 +104,8 @@ def test_matches_plain_set_intersection(bank_set, holder_set):
 
 
 @pytest.mark.parametrize("make", [
-    lambda salt, ids: PsiBank(salt, workers=1).blind(ids),
-    lambda salt, ids: PsiHolder(salt, ids, workers=1),
+    lambda salt, ids: PsiBank(salt, workers=1, group=R).blind(ids),
+    lambda salt, ids: PsiHolder(salt, ids, workers=1, group=R),
 ], ids=["bank", "holder"])
 def test_duplicate_ids_are_rejected_by_position_not_value(make):
     ids = [uscc(1), uscc(2), uscc(3), uscc(2)]
@@ -121,9 +124,9 @@ def test_duplicate_ids_are_rejected_by_position_not_value(make):
 ])
 def test_malformed_ids_are_rejected(ids, message):
     with pytest.raises(InvalidInput, match=message):
-        PsiBank(new_salt(), workers=1).blind(ids)
+        PsiBank(new_salt(), workers=1, group=R).blind(ids)
     with pytest.raises(InvalidInput, match=message):
-        PsiHolder(new_salt(), ids, workers=1)
+        PsiHolder(new_salt(), ids, workers=1, group=R)
 
 
 def test_ids_may_come_from_a_generator():
@@ -135,7 +138,7 @@ def test_ids_may_come_from_a_generator():
 @pytest.mark.parametrize("salt", [b"short", "a string salt of enough length", b"x" * 256, None])
 def test_bad_salts_are_rejected(salt):
     with pytest.raises(InvalidInput, match="salt"):
-        PsiBank(salt)
+        PsiBank(salt, group=R)
 
 
 def test_bad_workers_are_rejected():
@@ -175,7 +178,8 @@ def test_holder_order_is_a_secret_shuffle_not_its_input_order():
     assert positions != list(range(200))  # ...that is not the input order
     assert holder.resolve(positions) == ids
     # the points themselves: the same set as blinding in input order, in another order
-    in_input_order = group.hash_and_blind(holder._encoded, holder._prefix, holder._scalar)
+    in_input_order = group.hash_and_blind(holder._encoded, holder._prefix, holder._scalar,
+                                         group=R)
     shuffled = holder.shuffled_points()
     assert shuffled != in_input_order
     assert set(split32(shuffled)) == set(split32(in_input_order))
@@ -188,13 +192,13 @@ def split32(data: bytes) -> list[bytes]:
 
 
 def test_shuffled_points_are_stable_within_a_session():
-    holder = PsiHolder(new_salt(), [uscc(i) for i in range(20)], workers=1)
+    holder = PsiHolder(new_salt(), [uscc(i) for i in range(20)], workers=1, group=R)
     first = holder.shuffled_points()
     assert holder.shuffled_points() == first and count_points(first) == 20
 
 
 def test_resolve_validates_positions():
-    holder = PsiHolder(new_salt(), [uscc(i) for i in range(5)], workers=1)
+    holder = PsiHolder(new_salt(), [uscc(i) for i in range(5)], workers=1, group=R)
     with pytest.raises(ProtocolError, match="shuffled_points"):
         holder.resolve([0])
     holder.shuffled_points()
@@ -217,13 +221,13 @@ def test_resolve_validates_positions():
 
 
 def test_holder_rejects_a_point_cut_short():
-    holder = PsiHolder(new_salt(), [uscc(1)], workers=1)
+    holder = PsiHolder(new_salt(), [uscc(1)], workers=1, group=R)
     with pytest.raises(InvalidInput, match=r"33 bytes .*point 1 is cut short"):
         holder.double_blind(a_point() + b"\x01")
 
 
 def test_holder_rejects_an_invalid_encoding_naming_its_position():
-    holder = PsiHolder(new_salt(), [uscc(1)], workers=1)
+    holder = PsiHolder(new_salt(), [uscc(1)], workers=1, group=R)
     good = a_point()
     with pytest.raises(InvalidInput, match="bank point 2 is not a valid ristretto255 encoding"):
         holder.double_blind(good + good + b"\xff" * 32 + good)
@@ -235,13 +239,13 @@ def test_holder_rejects_an_invalid_encoding_naming_its_position():
 
 
 def test_holder_rejects_the_identity():
-    holder = PsiHolder(new_salt(), [uscc(1)], workers=1)
+    holder = PsiHolder(new_salt(), [uscc(1)], workers=1, group=R)
     with pytest.raises(InvalidInput, match="bank point 1 is the identity element"):
         holder.double_blind(a_point() + bytes(32))
 
 
 def test_holder_rejects_non_bytes():
-    holder = PsiHolder(new_salt(), [uscc(1)], workers=1)
+    holder = PsiHolder(new_salt(), [uscc(1)], workers=1, group=R)
     with pytest.raises(InvalidInput, match="must be bytes"):
         holder.double_blind([a_point()])
     with pytest.raises(InvalidInput, match="offset"):
@@ -250,8 +254,8 @@ def test_holder_rejects_non_bytes():
 
 def test_bank_validates_the_holder_answer():
     salt = new_salt()
-    bank = PsiBank(salt, workers=1)
-    holder = PsiHolder(salt, [uscc(1), uscc(2)], workers=1)
+    bank = PsiBank(salt, workers=1, group=R)
+    holder = PsiHolder(salt, [uscc(1), uscc(2)], workers=1, group=R)
     with pytest.raises(ProtocolError, match="blind"):
         bank.intersect(b"", holder.shuffled_points())
     msg2 = holder.double_blind(bank.blind([uscc(1), uscc(3)]))
@@ -281,7 +285,7 @@ def test_different_salts_do_not_match():
 def test_sessions_are_unlinkable():
     ids = [uscc(i) for i in range(10)]
     salt = new_salt()
-    same_salt = {PsiBank(salt, workers=1).blind(ids) for _ in range(2)}
+    same_salt = {PsiBank(salt, workers=1, group=R).blind(ids) for _ in range(2)}
     assert len(same_salt) == 2  # fresh scalar per session
 
 
@@ -293,8 +297,8 @@ def test_hash_input_is_domain_length_salt_id():
 
 def test_repr_shows_counts_only():
     salt = new_salt()
-    bank = PsiBank(salt, workers=1)
-    holder = PsiHolder(salt, [uscc(7)], workers=1)
+    bank = PsiBank(salt, workers=1, group=R)
+    holder = PsiHolder(salt, [uscc(7)], workers=1, group=R)
     result = bank.intersect(holder.double_blind(bank.blind([uscc(7)])),
                             holder.shuffled_points())
     for obj in (bank, holder, result):
@@ -348,8 +352,8 @@ def test_split_and_join_validate():
 
 def test_streamed_chunks_give_the_same_answer():
     salt = new_salt()
-    bank = PsiBank(salt, workers=1)
-    holder = PsiHolder(salt, [uscc(i) for i in range(0, 40, 2)], workers=1)
+    bank = PsiBank(salt, workers=1, group=R)
+    holder = PsiHolder(salt, [uscc(i) for i in range(0, 40, 2)], workers=1, group=R)
     msg1 = bank.blind([uscc(i) for i in range(30)])
     answer, offset = [], 0
     for chunk in split_points(msg1, chunk_points=7):

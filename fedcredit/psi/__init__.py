@@ -1,8 +1,9 @@
 """Private set intersection: align the bank's and the holder's ids without revealing the rest.
 
-ECDH-PSI over ristretto255 (libsodium), semi-honest model. The bank (active party) learns
-which of its ids the holder offered and how many the holder offered; the holder (passive
-party) learns how many ids the bank has and the intersection ids it is asked to answer for.
+ECDH-PSI over X25519 (OpenSSL, the default) or ristretto255 (libsodium), semi-honest model.
+The bank (active party) learns which of its ids the holder offered and how many the holder
+offered; the holder (passive party) learns how many ids the bank has and the intersection
+ids it is asked to answer for.
 The protocol layer moves the messages; this package does each party's computation:
 
 >>> salt = new_salt()                                   # per session, both sides know it
@@ -23,8 +24,12 @@ them into and rebuild them from stream chunks of at most :data:`MAX_CHUNK_POINTS
 from ._sodium import POINT_BYTES
 from .ecdh import PsiBank, PsiHolder, PsiResult
 from .group import (
+                    DEFAULT_GROUP,
                     DOMAIN,
+                    GROUPS,
+                    LEGACY_GROUP,
                     MAX_CHUNK_POINTS,
+                    check_group,
                     count_points,
                     hash_prefix,
                     join_points,
@@ -33,7 +38,11 @@ from .group import (
 )
 
 __all__ = [
+    "DEFAULT_GROUP",
     "DOMAIN",
+    "GROUPS",
+    "LEGACY_GROUP",
+    "check_group",
     "MAX_CHUNK_POINTS",
     "POINT_BYTES",
     "PsiBank",

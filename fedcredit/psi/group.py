@@ -1,10 +1,15 @@
-"""Hashing ids into ristretto255, blinding in batches, and fixed-width point byte strings.
+"""Hashing ids into the PSI group, blinding in batches, and fixed-width point byte strings.
 
-The kernels work on whole chunks of concatenated 32-byte points: one libsodium call per
-point, writing straight into the chunk's output buffer. Large inputs are cut into tasks of
-:data:`TASK_POINTS` and run in the process pool of :mod:`fedcredit.crypto.parallel`
-(libsodium holds the GIL for each call, so threads would not help). A secret scalar
-reaches a worker only as an argument of the task that needs it; workers keep nothing.
+Two groups, both with 32-byte points: ``"x25519"`` (the default: OpenSSL's X25519 through
+``cryptography``, see :mod:`fedcredit.psi.x25519`) and ``"ristretto255"`` (libsodium, a
+prime-order group; what fedcredit used before and what a peer that names no group means).
+
+The kernels work on whole chunks of concatenated 32-byte points: one library call per point
+(libsodium or OpenSSL), writing straight into the chunk's output buffer. Large inputs are
+cut into tasks of :data:`TASK_POINTS` and run in the process pool of
+:mod:`fedcredit.crypto.parallel` (both libraries hold the GIL for each call, so threads
+would not help). A secret scalar reaches a worker only as an argument of the task that needs
+it; workers keep nothing.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Sequence
 
 from ..errors import FedCreditError, InvalidInput, ResourceLimit
-from . import _sodium
+from . import _sodium, x25519
 from ._sodium import POINT_BYTES
 
 #: domain-separation tag hashed in front of every id: these points are ours, version 1
@@ -27,6 +32,21 @@ TASK_POINTS = 8_192
 MIN_PARALLEL_POINTS = 1_024
 MIN_SALT_BYTES = 16
 MAX_SALT_BYTES = 255
+#: the PSI groups by wire name, the default first
+GROUPS = ("x25519", "ristretto255")
+DEFAULT_GROUP = GROUPS[0]
+#: what an empty group name on the wire means (a peer from before the group was named)
+LEGACY_GROUP = "ristretto255"
+
+
+def check_group(name: object, where: str = "group") -> str:
+    """``name`` if it is one of :data:`GROUPS` (``""`` means :data:`LEGACY_GROUP`)."""
+    if name == "":
+        return LEGACY_GROUP
+    if not isinstance(name, str) or name not in GROUPS:
+        raise InvalidInput(f"{where} {name!r} is not a PSI group fedcredit knows "
+                           f"(one of {', '.join(GROUPS)})")
+    return name
 
 
 # ---------------------------------------------------------------- salts, scalars, ids
@@ -53,21 +73,25 @@ def check_salt(salt: bytes) -> bytes:
     return salt
 
 
-def hash_prefix(salt: bytes) -> bytes:
-    """What is hashed before each id: ``DOMAIN || len(salt) (1 byte) || salt``.
+def hash_prefix(salt: bytes, group: str = LEGACY_GROUP) -> bytes:
+    """What is hashed before each id: ``domain || len(salt) (1 byte) || salt``.
 
     The length byte makes the split between salt and id unambiguous, so no two
-    (salt, id) pairs hash the same input.
+    (salt, id) pairs hash the same input; each group has its own domain tag.
     """
     salt = check_salt(salt)
-    return DOMAIN + bytes([len(salt)]) + salt
+    domain = x25519.DOMAIN if check_group(group) == "x25519" else DOMAIN
+    return domain + bytes([len(salt)]) + salt
 
 
-def random_scalar() -> bytes:
-    """A uniformly random non-zero scalar modulo the group order, from ``secrets``.
+def random_scalar(group: str = LEGACY_GROUP) -> bytes:
+    """A uniformly random secret scalar of ``group``, from ``secrets``.
 
-    64 random bytes reduced modulo the ~2^252 group order: the bias is below 2^-250.
+    ristretto255: 64 random bytes reduced modulo the ~2^252 group order (bias below
+    2^-250), never zero. x25519: 32 random bytes, clamped by X25519 itself.
     """
+    if check_group(group) == "x25519":
+        return x25519.random_scalar()
     while True:
         k = _sodium.scalar_reduce(secrets.token_bytes(64))
         if any(k):
@@ -234,28 +258,30 @@ def _map(fn, tasks: list, workers: int, *args) -> Iterator:
 
 
 def hash_and_blind(encoded: Sequence[bytes], prefix: bytes, scalar: bytes,
-                   workers: int = 1) -> bytes:
+                   workers: int = 1, group: str = LEGACY_GROUP) -> bytes:
     """``scalar * H(id)`` for every encoded id, in order, as concatenated points."""
+    kernel = x25519.hash_blind_chunk if check_group(group) == "x25519" else _hash_blind_chunk
     size = _task_size(len(encoded), workers)
     tasks = [list(encoded[i:i + size]) for i in range(0, len(encoded), size)]
-    return b"".join(_map(_hash_blind_chunk, tasks, workers, prefix, scalar))
+    return b"".join(_map(kernel, tasks, workers, prefix, scalar))
 
 
 def blind_points(points: bytes, scalar: bytes, workers: int = 1, *, what: str = "point",
-                 offset: int = 0) -> bytes:
+                 offset: int = 0, group: str = LEGACY_GROUP) -> bytes:
     """``scalar * P`` for every received point, in order, after validating each one.
 
     Raises :class:`InvalidInput` naming the first bad point's position (``offset`` plus
     its index in ``points``): a cut-short last point, a non-canonical encoding, or the
-    identity.
+    identity (x25519: a point of small order).
     """
+    kernel = x25519.blind_chunk if check_group(group) == "x25519" else _blind_chunk
     n = count_points(points, f"{what}s")
     points = bytes(points)
     size = _task_size(n, workers)
     step = size * POINT_BYTES
     tasks = [points[i:i + step] for i in range(0, n * POINT_BYTES, step)]
     parts = []
-    for t, (res, bad, reason) in enumerate(_map(_blind_chunk, tasks, workers, scalar)):
+    for t, (res, bad, reason) in enumerate(_map(kernel, tasks, workers, scalar)):
         if bad >= 0:
             raise InvalidInput(f"{what} {offset + t * size + bad} {reason}")
         parts.append(res)

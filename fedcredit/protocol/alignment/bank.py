@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import InvalidInput, ProtocolError
-from ...psi import PsiBank, split_points
+from ...psi import DEFAULT_GROUP, PsiBank, split_points
 from ..messages import Ack
 from ..session import BankSession
 from ..wire import rows_from_bytes, rows_to_bytes
@@ -29,8 +29,11 @@ class Alignment:
         return len(self.ids)
 
 
-def align(session: BankSession, ids: Sequence[str]) -> Alignment:
+def align(session: BankSession, ids: Sequence[str], group: str = DEFAULT_GROUP) -> Alignment:
     """ECDH-PSI with the holder's consented ids; the result is also ``session.alignment``.
+
+    ``group``: the PSI group (``"x25519"``, the default, or ``"ristretto255"``; see
+    :mod:`fedcredit.psi`), sent to the holder in the first message.
 
     **Privacy**: the holder learns how many ids the bank has and, at the end, exactly the
     intersection (the enterprises it will answer for); the bank learns which of its ids
@@ -40,7 +43,7 @@ def align(session: BankSession, ids: Sequence[str]) -> Alignment:
     by outcome, say) does not reach the holder.
     """
     ids = _unique(ids)
-    return _confirm(session, ids, *_psi(session, ids))
+    return _confirm(session, ids, *_psi(session, ids, group))
 
 
 def _unique(ids: Sequence[str]) -> list[str]:
@@ -50,13 +53,15 @@ def _unique(ids: Sequence[str]) -> list[str]:
     return ids
 
 
-def _psi(session: BankSession, ids: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+def _psi(session: BankSession, ids: list[str], group: str = DEFAULT_GROUP
+         ) -> tuple[np.ndarray, np.ndarray, int]:
     """PSI: (the bank's rows in the intersection, the holder's slots of them, both sorted
     by id; the size of the holder's consented set)."""
-    psi = PsiBank(session.id.encode())
+    psi = PsiBank(session.id.encode(), group=group)
     points = psi.blind(ids)
     parts = list(split_points(points)) or [b""]
-    reqs = [m.PsiBlinded(session_id=session.id, points=p, last=(k == len(parts) - 1))
+    reqs = [m.PsiBlinded(session_id=session.id, points=p, last=(k == len(parts) - 1),
+                         group=psi.group if k == 0 else "")
             for k, p in enumerate(parts)]
     doubled, holder_set, offered = [], [], 0
     for r in session.channel.exchange(reqs):
@@ -97,8 +102,8 @@ def _drop_withdrawn(bank_pos: np.ndarray, withdrawn: bytes) -> np.ndarray:
     return bank_pos[keep]
 
 
-def align_many(sessions: Sequence[BankSession], ids: Sequence[str], any_holder: bool = False
-               ) -> tuple[Alignment, list[np.ndarray | None]]:
+def align_many(sessions: Sequence[BankSession], ids: Sequence[str], any_holder: bool = False,
+               group: str = DEFAULT_GROUP) -> tuple[Alignment, list[np.ndarray | None]]:
     """PSI with every holder, then alignment on the enterprises all of them serve (or, with
     ``any_holder``, on those at least one of them serves).
 
@@ -115,7 +120,7 @@ def align_many(sessions: Sequence[BankSession], ids: Sequence[str], any_holder: 
     """
     ids = _unique(ids)
     with ThreadPoolExecutor(max(1, len(sessions))) as pool:  # the holders work side by side
-        found = list(pool.map(lambda s: _psi(s, ids), sessions))
+        found = list(pool.map(lambda s: _psi(s, ids, group), sessions))
     if any_holder:
         aligned = [_confirm(s, ids, *f) for s, f in zip(sessions, found)]
         final = np.unique(np.concatenate([al.bank_positions for al in aligned]))

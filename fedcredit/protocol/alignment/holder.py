@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ...errors import ProtocolError, ResourceLimit
-from ...psi import POINT_BYTES, PsiHolder, join_points, split_points
+from ...psi import POINT_BYTES, PsiHolder, check_group, join_points, split_points
 from ..channel import Caller
 from ..context import HolderContext
 from ..messages import Ack
@@ -38,6 +38,8 @@ def _bank_chunks(first: m.PsiBlinded, rest: Iterator, session_id: str, done: lis
     for msg in rest:
         if not isinstance(msg, m.PsiBlinded) or msg.session_id != session_id:
             raise ProtocolError("PSI stream mixes in other messages")
+        if msg.group and msg.group != first.group:
+            raise ProtocolError("the PSI stream changes its group after the first chunk")
         yield msg.points
         done[0] = msg.last
 
@@ -57,7 +59,8 @@ def psi(core: HolderContext, caller: Caller, first: m.PsiBlinded, rest: Iterator
                                 "session is closed") from None
         if not last[0]:
             raise ProtocolError("the bank's PSI stream ended without its last chunk")
-        holder = PsiHolder(s.id.encode(), offered)
+        holder = PsiHolder(s.id.encode(), offered,
+                           group=check_group(first.group, "PsiBlinded.group"))
         doubled = holder.double_blind(bank_points)
         shuffled = holder.shuffled_points()
         s.replace_state(holder)

@@ -1,4 +1,4 @@
-"""Messages of alignment: ECDH-PSI over ristretto255 on the holder's consented ids."""
+"""Messages of alignment: ECDH-PSI (X25519 or ristretto255) on the holder's consented ids."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +11,7 @@ class PsiBlinded:
     session_id: str = ""
     points: bytes = b""
     last: bool = False
+    group: str = ""  # "x25519" | "ristretto255" (first chunk; "" from older banks: ristretto255)
 
 
 @dataclass
