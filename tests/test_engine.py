@@ -84,6 +84,27 @@ def _sums(pk, sk, n_rows=300, seed=4):
     return bins, sizes, offsets, sk.encrypt(values, workers=1)
 
 
+@pytest.mark.parametrize("group", ["x25519", "ristretto255"])
+def test_psi_on_dask_finds_the_intersection_it_finds_locally(engine, group, monkeypatch):
+    """Both parties' PSI kernels (hash-and-blind, blind) run as Dask tasks under the engine."""
+    from fedcredit.psi import PsiBank, PsiHolder, new_salt
+
+    calls = []
+    real = engine.map_ordered
+    monkeypatch.setattr(engine, "map_ordered",
+                        lambda fn, *a, **k: calls.append(fn.__name__) or real(fn, *a, **k))
+    bank_ids = [f"91{i:016d}" for i in range(0, 2400)]
+    holder_ids = [f"91{i:016d}" for i in range(1200, 3600)]
+    salt = new_salt()
+    with engine_scope(engine):
+        bank, holder = PsiBank(salt, workers=2, group=group), PsiHolder(salt, holder_ids,
+                                                                       workers=2, group=group)
+        res = bank.intersect(holder.double_blind(bank.blind(bank_ids)), holder.shuffled_points())
+    assert res.ids == bank_ids[1200:]
+    assert holder.resolve(res.holder_positions) == res.ids
+    assert len(calls) == 4  # the bank's two steps and the holder's two, each on the cluster
+
+
 def test_sharded_histograms_are_the_local_ones_ciphertext_for_ciphertext(engine):
     from fedcredit.crypto import EncryptedHistogram
     from fedcredit.crypto.sharded import ShardedCiphertexts
