@@ -151,3 +151,10 @@ def test_the_group_cannot_change_mid_stream():
             am.PsiBlinded(session_id=s.id, points=pts[32:], last=True, group="ristretto255")]
     with pytest.raises(ProtocolError, match="changes its group"):
         list(ch.exchange(msgs))
+
+
+def test_the_holder_refuses_an_unknown_group_by_name():
+    s, ch = _session([uscc(1)])
+    with pytest.raises(InvalidInput, match="PsiBlinded.group 'p256' is not a PSI group"):
+        list(ch.exchange([am.PsiBlinded(session_id=s.id, points=u_bytes(9), last=True,
+                                        group="p256")]))

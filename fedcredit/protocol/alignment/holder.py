@@ -46,6 +46,7 @@ def _bank_chunks(first: m.PsiBlinded, rest: Iterator, session_id: str, done: lis
 
 def psi(core: HolderContext, caller: Caller, first: m.PsiBlinded, rest: Iterator) -> Iterator:
     s = core.session(caller, first.session_id)
+    group = check_group(first.group, "PsiBlinded.group")  # before buffering any points
     with s.lock:
         offered = core.consented_ids(caller.bank, s.purpose)
         last = [False]
@@ -59,8 +60,7 @@ def psi(core: HolderContext, caller: Caller, first: m.PsiBlinded, rest: Iterator
                                 "session is closed") from None
         if not last[0]:
             raise ProtocolError("the bank's PSI stream ended without its last chunk")
-        holder = PsiHolder(s.id.encode(), offered,
-                           group=check_group(first.group, "PsiBlinded.group"))
+        holder = PsiHolder(s.id.encode(), offered, group=group)
         doubled = holder.double_blind(bank_points)
         shuffled = holder.shuffled_points()
         s.replace_state(holder)
