@@ -66,7 +66,7 @@ SMALL, NONCANONICAL = "is a point of small order", "is not a canonical X25519 u-
 @pytest.mark.parametrize("point, reason", [
     (u_bytes(0), SMALL),  # u = 0: the point of order 2 (and the identity's image)
     (u_bytes(1), SMALL),  # order 4
-    (u_bytes(P - 1), SMALL),  # u = -1: order 4 on the twist
+    (u_bytes(P - 1), SMALL),  # u = -1: on RFC 7748's list of small-order points
     (u_bytes(P), NONCANONICAL),  # u = p, which would reduce to 0
     (u_bytes(P + 5), NONCANONICAL),
     (u_bytes(9 + 2**255), NONCANONICAL),  # bit 255 set on the base point's u

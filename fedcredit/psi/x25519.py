@@ -6,11 +6,11 @@ costs about 39 us per multiplication and the hash is one SHA-512 (the u-coordina
 hash itself). Four multiplications and two hashes per id pair: about 160 us instead of 240,
 which is what takes PSI on two cores past 8,000 ids per second.
 
-Why it is sound: every 255-bit string is the u-coordinate of a point on Curve25519 or on its
-quadratic twist, both of which have a prime-order subgroup of about 2^252 elements where the
-decisional Diffie-Hellman problem is hard (the curve was chosen twist-secure). X25519 clamps
-its scalar to a multiple of the cofactor 8, so ``k2 * (k1 * H(x))`` lies in a prime-order
-subgroup and small-order components are removed; it works on u alone, and u is the same for
+Why it is sound: every 255-bit string is the u-coordinate of a point on Curve25519 (order
+8 * l, l about 2^252) or on its quadratic twist (order 4 * l', l' about 2^253), each with a
+prime-order subgroup where the decisional Diffie-Hellman problem is hard (the curve was chosen
+twist-secure). X25519 clamps its scalar to a multiple of 8, which clears both cofactors, so
+``k2 * (k1 * H(x))`` lies in a prime-order subgroup; it works on u alone, and u is the same for
 P and -P, so ``X25519(k2, X25519(k1, u)) == X25519(k1, X25519(k2, u))`` (blinding commutes).
 With ``H`` a random oracle into u-coordinates this is the ECDH-PSI argument of ristretto255
 applied to each of the two groups; the hash-as-u construction is also what SecretFlow's
