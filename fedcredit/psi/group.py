@@ -16,7 +16,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 from ..errors import FedCreditError, InvalidInput, ResourceLimit
 from . import _sodium, x25519
@@ -37,6 +38,19 @@ GROUPS = ("x25519", "ristretto255")
 DEFAULT_GROUP = GROUPS[0]
 #: what an empty group name on the wire means (a peer from before the group was named)
 LEGACY_GROUP = "ristretto255"
+
+
+class _Suite(NamedTuple):
+    """What differs between the groups: the hash's domain tag, the scalars, the kernels."""
+
+    domain: bytes
+    random_scalar: Callable[[], bytes]
+    hash_blind: Callable[..., bytes]
+    blind: Callable[..., tuple[bytes, int, str]]
+
+
+def _suite(group: str) -> _Suite:
+    return _SUITES[check_group(group)]
 
 
 def check_group(name: object, where: str = "group") -> str:
@@ -80,8 +94,7 @@ def hash_prefix(salt: bytes, group: str = LEGACY_GROUP) -> bytes:
     (salt, id) pairs hash the same input; each group has its own domain tag.
     """
     salt = check_salt(salt)
-    domain = x25519.DOMAIN if check_group(group) == "x25519" else DOMAIN
-    return domain + bytes([len(salt)]) + salt
+    return _suite(group).domain + bytes([len(salt)]) + salt
 
 
 def random_scalar(group: str = LEGACY_GROUP) -> bytes:
@@ -90,8 +103,10 @@ def random_scalar(group: str = LEGACY_GROUP) -> bytes:
     ristretto255: 64 random bytes reduced modulo the ~2^252 group order (bias below
     2^-250), never zero. x25519: 32 random bytes, clamped by X25519 itself.
     """
-    if check_group(group) == "x25519":
-        return x25519.random_scalar()
+    return _suite(group).random_scalar()
+
+
+def _ristretto_scalar() -> bytes:
     while True:
         k = _sodium.scalar_reduce(secrets.token_bytes(64))
         if any(k):
@@ -260,7 +275,7 @@ def _map(fn, tasks: list, workers: int, *args) -> Iterator:
 def hash_and_blind(encoded: Sequence[bytes], prefix: bytes, scalar: bytes,
                    workers: int = 1, group: str = LEGACY_GROUP) -> bytes:
     """``scalar * H(id)`` for every encoded id, in order, as concatenated points."""
-    kernel = x25519.hash_blind_chunk if check_group(group) == "x25519" else _hash_blind_chunk
+    kernel = _suite(group).hash_blind
     size = _task_size(len(encoded), workers)
     tasks = [list(encoded[i:i + size]) for i in range(0, len(encoded), size)]
     return b"".join(_map(kernel, tasks, workers, prefix, scalar))
@@ -274,7 +289,7 @@ def blind_points(points: bytes, scalar: bytes, workers: int = 1, *, what: str = 
     its index in ``points``): a cut-short last point, a non-canonical encoding, or the
     identity (x25519: a point of small order).
     """
-    kernel = x25519.blind_chunk if check_group(group) == "x25519" else _blind_chunk
+    kernel = _suite(group).blind
     n = count_points(points, f"{what}s")
     points = bytes(points)
     size = _task_size(n, workers)
@@ -286,3 +301,10 @@ def blind_points(points: bytes, scalar: bytes, workers: int = 1, *, what: str = 
             raise InvalidInput(f"{what} {offset + t * size + bad} {reason}")
         parts.append(res)
     return b"".join(parts)
+
+
+_SUITES = {
+    "x25519": _Suite(x25519.DOMAIN, x25519.random_scalar, x25519.hash_blind_chunk,
+                     x25519.blind_chunk),
+    "ristretto255": _Suite(DOMAIN, _ristretto_scalar, _hash_blind_chunk, _blind_chunk),
+}
