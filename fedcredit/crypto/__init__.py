@@ -15,7 +15,7 @@ from ..errors import InvalidInput, ResourceLimit
 from .base import MIN_SECURE_BITS, CipherVector, PublicKey, security_bits
 from .encoding import FixedPoint, SlotLayout
 from .histogram import EncryptedHistogram, candidate_sums, plan_groups
-from .multiexp import polynomial_partials
+from .multiexp import polynomial_contract, polynomial_partials
 from .ou import OUPrivateKey, OUPublicKey
 from .paillier import PaillierPrivateKey, PaillierPublicKey
 from .private import PrivateKey
@@ -84,5 +84,6 @@ def load_private_key(data: bytes) -> PrivateKey:
 
 __all__ = ["MIN_SECURE_BITS", "SCHEMES", "CipherVector", "EncryptedHistogram", "FixedPoint",
            "PrivateKey", "PublicKey", "SlotLayout", "candidate_sums", "generate_keypair",
-           "load_private_key", "load_public_key", "plan_groups", "polynomial_partials",
+           "load_private_key", "load_public_key", "plan_groups", "polynomial_contract",
+           "polynomial_partials",
            "security_bits"]

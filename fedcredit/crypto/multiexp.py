@@ -131,3 +131,60 @@ def polynomial_partials(pk, data: bytes, exponents: np.ndarray, X: np.ndarray, d
     if offs.any():
         grads = subtract_multiples(grads, sums[0], offs.tolist(), N)
     return pk._wrap(sums), pk._wrap(grads)
+
+
+def polynomial_contract(pk, data: bytes, exponents: np.ndarray, groups: int,
+                        workers: int | None = None) -> bytes:
+    """One holder's step of the several-holder LR chain over serialized ciphertexts.
+
+    ``data`` holds, per row ``i`` and group ``g``, ``K + 1`` ciphertexts ``C_igk``;
+    ``exponents`` is ``b x (K + 1) x (L + 1)`` integers of any sign. Returns, per row and
+    group, ``L + 1`` ciphertexts ``O_igl = prod_k C_igk ** exponents[i, k, l]`` (serialized,
+    same order): Enc of the plaintext-weighted sums. A negative exponent uses ``C ** -1``
+    (one inversion per base that needs it), which is cheaper than offsetting every exponent.
+    """
+    from .parallel import map_ordered, resolve_workers
+
+    E = np.asarray(exponents, dtype=np.int64)
+    if E.ndim != 3:
+        raise InvalidInput("contraction exponents must be rows x (K+1) x (L+1)")
+    b, k1, _ = E.shape
+    width = pk.ciphertext_bytes
+    per_row = k1 * groups
+    if len(data) != b * per_row * width:
+        raise InvalidInput(f"expected {b * per_row} ciphertexts to contract, got "
+                           f"{len(data) // width}")
+    w = resolve_workers(workers)
+    size = max(32, -(-b // (2 * w)))
+    tasks = [(data[lo * per_row * width:(lo + size) * per_row * width], E[lo:lo + size])
+             for lo in range(0, b, size)]
+    return b"".join(map_ordered(row_contractions, tasks, w, int(pk.cipher_modulus), width,
+                                groups))
+
+
+def row_contractions(task, N: int, width: int, G: int) -> bytes:
+    """Worker: :func:`polynomial_contract` on a chunk of rows."""
+    data, E = task
+    N = mpz(N)
+    frm = mpz.from_bytes
+    cts = [frm(data[i:i + width], "big") for i in range(0, len(data), width)]
+    K1 = E.shape[1] if E.ndim == 3 else 0
+    out = []
+    for i, e in enumerate(E.tolist()):
+        for g in range(G):
+            at = (i * G + g) * K1
+            inv: list = [None] * K1
+            for col in zip(*e):  # one output l: its exponent per input k
+                acc = mpz(1)
+                for k, x in enumerate(col):
+                    if x > 0:
+                        acc = acc * gmpy2.powmod(cts[at + k], x, N) % N
+                    elif x < 0:
+                        if inv[k] is None:
+                            try:
+                                inv[k] = gmpy2.invert(cts[at + k], N)
+                            except ZeroDivisionError:
+                                raise InvalidInput("a ciphertext is not invertible") from None
+                        acc = acc * gmpy2.powmod(inv[k], -x, N) % N
+                out.append(acc)
+    return b"".join(int(v).to_bytes(width, "big") for v in out)

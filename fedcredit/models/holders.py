@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, SessionNotFound
 from ..protocol.session import BankSession
 from .scoring import as_channel
 
@@ -182,3 +182,73 @@ def require_one_holder(model, what: str) -> None:
     if len(parts) > 1:
         raise InvalidInput(f"{what} works with a model of one holder; this one has "
                            f"{len(parts)} ({', '.join(p.name for p in parts)})")
+
+
+# -- the holders of a fitted model ---------------------------------------------------------------
+def holder_parts(est) -> list[HolderPart]:
+    """The model's holders, in training order (a one-holder model from its own fields)."""
+    parts = est.__dict__.get("holders_")
+    if parts:
+        return list(parts)
+    return [HolderPart(est.holder_name_, est.model_id_, list(est.holder_feature_names_))]
+
+
+def holder_feature_names(est) -> list[str]:
+    """The holders' features as the model names them: ``holder:<feature>`` with one holder,
+    ``<holder name>:<feature>`` with several."""
+    parts = holder_parts(est)
+    if len(parts) == 1:
+        return [f"holder:{f}" for f in parts[0].features]
+    return [f"{p.name}:{f}" for p in parts for f in p.features]
+
+
+def scoring_channels(est, holder) -> list[tuple[HolderPart, object]]:
+    """(part, channel) per holder of the model from a scoring call's ``holder=`` (one
+    channel) or ``holders=`` (``(name or None, channel)`` pairs: a list in training order,
+    or a mapping by name)."""
+    parts = holder_parts(est)
+    if not isinstance(holder, list):
+        if len(parts) > 1:
+            raise InvalidInput(f"this model was trained with {len(parts)} holders "
+                               f"({', '.join(p.name for p in parts)}): pass holders=")
+        return [(parts[0], holder)]
+    if all(name is not None for name, _ in holder):
+        by_name = dict(holder)
+        missing = [p.name for p in parts if p.name not in by_name]
+        if missing:
+            raise InvalidInput(f"holders= lacks {missing[0]!r}, a holder of this model")
+        return [(p, by_name[p.name]) for p in parts]
+    if len(holder) != len(parts):
+        raise InvalidInput(f"holders= names {len(holder)} holders; this model was trained "
+                           f"with {len(parts)} ({', '.join(p.name for p in parts)})")
+    return [(p, ch) for p, (_, ch) in zip(parts, holder)]
+
+
+def _wrong_holder(found: str, expected: str) -> InvalidInput:
+    return InvalidInput(f"the holder at this channel is {found!r}; the model expects "
+                        f"{expected!r} here (holders= lists a model's holders in training "
+                        "order, or maps their names)")
+
+
+def per_holder(est, holder, request) -> list:
+    """``request(session)`` on the scoring session of each of the model's holders (from a
+    scoring call's ``holder=`` or ``holders=``), in training order."""
+    from ..protocol import messages as pm
+
+    pairs = scoring_channels(est, holder)
+    out = []
+    for part, channel in pairs:
+        def run(s, part=part):
+            if len(pairs) > 1 and s.holder_name != part.name:
+                raise _wrong_holder(s.holder_name, part.name)
+            return request(s)
+        others = tuple(p.name for p, _ in pairs if p is not part)
+        try:
+            out.append(est._scoring().run(channel, part.model_id, run, others))
+        except SessionNotFound:
+            if len(pairs) > 1:  # the model's holders given in another order?
+                name = str(as_channel(channel).call(pm.Ping()).holder_name)
+                if name != part.name:
+                    raise _wrong_holder(name, part.name) from None
+            raise
+    return out

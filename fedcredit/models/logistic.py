@@ -14,8 +14,10 @@ from ..binning import FeaturePrep
 from ..errors import InvalidInput
 from ..protocol.logistic import bank as lr_steps
 from ..protocol.logistic import math as lc
+from ..protocol.lr_chain import bank as chain_steps
 from .base import FederatedClassifier, check_class_weight, check_xy, progress_bar
 from .explain import LOG_ODDS, explanation_frame, grouped, holder_column, prep_sources
+from .holders import HolderPart, HolderSessions, holder_feature_names, holder_parts, per_holder
 
 FORMAT = "fedcredit.hetero_lr/1"
 
@@ -123,6 +125,7 @@ class HeteroLogisticRegression(FederatedClassifier):
 
     _format = FORMAT
     _task = "lr"
+    _multi_holder = True
 
     def __init__(self, C: float = 1.0, max_iter: int = 8, batch_size: int | str = "auto",
                  learning_rate: float = 0.1, lr_decay: float = 0.5, tol: float = 1e-4,
@@ -191,25 +194,36 @@ class HeteroLogisticRegression(FederatedClassifier):
         that every residual stays in [-1, 1] (the holder's gradient range check); the L2
         weight is divided alike, so the optimum is scikit-learn's for the same
         ``sample_weight`` and ``C`` (Adam's steps do not depend on the common scale)."""
+        group = session if isinstance(session, HolderSessions) else \
+            HolderSessions([session], [None])
+        sessions = group.sessions
         XA = self._prepare_bank(Xa, fit=True)
         XAi = lc.to_fixed(XA)
         n = len(ya)
         rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+
+        def local(k: int, r: np.ndarray) -> np.ndarray:  # holder k's positions of rows r
+            m = group.local[k]
+            return r if m is None else m[r]
+
         wn = None if weights is None else np.asarray(weights, np.float64) / np.max(weights)
         bs = (int(np.clip(n // 16, 128, 2048)) if self.batch_size == "auto"
               else int(self.batch_size))
         bs = min(bs, n)
         l2 = 1.0 / (float(self.C) * n * (1.0 if wn is None else float(np.max(weights))))
-        ready = lr_steps.lr_start(session, rows, encoding=encoding,
-                                   learning_rate=self.learning_rate, decay=self.lr_decay,
-                                   l2=l2, **holder_kw)
-        # the holder refuses batches below its floor (min_node_samples, twice its features)
-        bs = min(n, max(bs, 2 * int(ready.n_features) + 2, int(session.min_node_samples)))
-        self.holder_feature_names_ = list(ready.feature_names)
-        self.holder_name_ = session.holder_name  # also when a scorecard drives the session
+        readies = [lr_steps.lr_start(s, local(k, rows), encoding=encoding,
+                                     learning_rate=self.learning_rate, decay=self.lr_decay,
+                                     l2=l2, **holder_kw) for k, s in enumerate(sessions)]
+        if len(sessions) > 1:
+            chain_steps.chain_setup(sessions)
+        # each holder refuses batches below its floor (min_node_samples, twice its features)
+        bs = min(n, max(bs, *(2 * int(r.n_features) + 2 for r in readies),
+                        *(int(s.min_node_samples) for s in sessions)))
+        self.holder_feature_names_ = [f for r in readies for f in r.feature_names]
+        self.holder_name_ = group.holder_name  # also when a scorecard drives the session
         opt = lc.Adam(self._initial_weights(XA, ya, l2, wn), self.learning_rate, self.lr_decay)
         rng = np.random.default_rng(self.random_state)
-        masked: list[str] = []
+        masked: list[list[str]] = [[] for _ in sessions]
         step, history = 0, []
         bar = progress_bar(self.verbose, int(self.max_iter) * (-(-n // bs)), "Hetero LR steps",
                            "step")
@@ -225,21 +239,29 @@ class HeteroLogisticRegression(FederatedClassifier):
                 for k, b_idx in enumerate(batches):
                     new_epoch = epoch > 0 and k == 0
                     bank_change = opt.new_epoch() if new_epoch else 0.0
-                    stats = lr_steps.lr_step(session, step, rows[b_idx], masked, new_epoch)
+                    stats = [lr_steps.lr_step(s, step, local(h, rows[b_idx]), masked[h],
+                                              new_epoch) for h, s in enumerate(sessions)]
                     if new_epoch:
-                        history.append(max(bank_change, stats.weight_change))
+                        history.append(max(bank_change, *(st.weight_change for st in stats)))
                         if history[-1] < float(self.tol):
-                            masked = []  # the holder applied it with this step
+                            masked = [[] for _ in sessions]  # applied with this step
                             break
                     a = XA[b_idx] @ opt.w[1:] + opt.w[0]
-                    res = lr_steps.lr_terms(session, step, a, ya[b_idx].astype(np.float64),
-                                             XAi[b_idx], stats, ready.x_bits,
-                                             float(self.sigmoid_tol), int(self.max_degree),
-                                             **({} if wn is None else {"weights": wn[b_idx]}))
+                    kw = {} if wn is None else {"weights": wn[b_idx]}
+                    args = (step, a, ya[b_idx].astype(np.float64), XAi[b_idx])
+                    if len(sessions) == 1:
+                        res = lr_steps.lr_terms(sessions[0], *args, stats[0],
+                                                readies[0].x_bits, float(self.sigmoid_tol),
+                                                int(self.max_degree), **kw)
+                        masked = [res.masked]
+                    else:
+                        res = chain_steps.chain_terms(
+                            sessions, *args, stats, [r.x_bits for r in readies],
+                            float(self.sigmoid_tol), int(self.max_degree), **kw)
+                        masked = res.masked
                     grad = np.r_[res.intercept_grad, res.feature_grad] / len(b_idx)
                     grad[1:] += l2 * opt.w[1:]
                     opt.step(grad)
-                    masked = res.masked
                     self.degrees_.append(res.degree)
                     step += 1
                     if bar:
@@ -252,13 +274,17 @@ class HeteroLogisticRegression(FederatedClassifier):
         finally:
             if bar:
                 bar.close()
-        model = lr_steps.lr_finish(session, masked)
+        models = [lr_steps.lr_finish(s, masked[h]) for h, s in enumerate(sessions)]
         w = opt.averaged()
         self.intercept_ = np.array([w[0]])
         self.coef_bank_ = w[1:]
-        self.coef_holder_ = np.asarray(model.coefficients, dtype=np.float64)
+        self.coef_holder_ = np.asarray([c for r in models for c in r.coefficients],
+                                       dtype=np.float64)
+        self.holders_ = [] if len(sessions) == 1 else [
+            HolderPart(s.holder_name, r.model_id, list(ready.feature_names))
+            for s, r, ready in zip(sessions, models, readies)]
         self.coef_ = self._joint_coef()
-        self.model_id_ = model.model_id
+        self.model_id_ = "+".join(r.model_id for r in models)
         self.epoch_changes_ = history
 
     def _initial_weights(self, XA: np.ndarray, ya: np.ndarray, l2: float,
@@ -293,31 +319,39 @@ class HeteroLogisticRegression(FederatedClassifier):
         return self._prepare_bank(X, fit=False) @ self.coef_bank_ + self.intercept_[0]
 
     def _scores(self, X, holder, id_column):
-        """Log-odds of default (the bank's part plus the holder's partial score per id) and
-        the holder's coverage.
+        """Log-odds of default (the bank's part plus each holder's partial score per id) and
+        the holders' coverage.
 
         Scoring reuses one session per channel (see :meth:`close_scoring`)."""
         self._check_fitted()
         X, _ = check_xy(X, None, id_column)
-        ids = X.index.tolist()
-        u, covered = self._score_with(holder, lambda s: lr_steps.partial_scores_covered(s, ids))
-        return self.bank_score(X) + u, covered
+        parts, covered = self._holder_scores(X.index.tolist(), holder)
+        return self.bank_score(X) + np.sum(parts, axis=0), covered
 
-    def explain(self, X, holder, *, id_column: str | None = None) -> pd.DataFrame:
+    def _holder_scores(self, ids: list, holder) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """Per holder (in training order) its partial scores of ``ids``; per id whether every
+        holder had its data and a current consent (None: a holder too old to say)."""
+        got = per_holder(self, holder, lambda s: lr_steps.partial_scores_covered(s, ids))
+        covers = [c for _, c in got]
+        covered = None if any(c is None for c in covers) else np.logical_and.reduce(covers)
+        return [u for u, _ in got], covered
+
+    def explain(self, X, holder=None, *, holders=None,
+                id_column: str | None = None) -> pd.DataFrame:
         """Reason codes: each feature's contribution to each row's log-odds of default.
 
         A bank feature contributes coefficient x its standardised value (one-hot levels and
-        the missing indicator summed into the feature they encode); the holder's part comes
-        as one partial score per enterprise, never per holder feature, so it is one column,
-        ``holder:<holder name> (all features)``. The base is the intercept. Terms are
-        measured from each party's zero encoding (a numeric feature at its training mean, no
-        one-hot level), so the holder's column is not centred on its training mean, which
-        the bank does not know: rank it against other enterprises' holder part rather than
-        against the bank's columns.
+        the missing indicator summed into the feature they encode); each holder's part comes
+        as one partial score per enterprise, never per holder feature, so it is one column
+        per holder, ``holder:<holder name> (all features)``. The base is the intercept.
+        Terms are measured from each party's zero encoding (a numeric feature at its training
+        mean, no one-hot level), so a holder's column is not centred on its training mean,
+        which the bank does not know: rank it against other enterprises' holder part rather
+        than against the bank's columns.
 
         Parameters
         ----------
-        X, holder, id_column
+        X, holder, holders, id_column
             As for :meth:`decision_function`.
 
         Returns
@@ -328,16 +362,22 @@ class HeteroLogisticRegression(FederatedClassifier):
         """
         self._check_fitted()
         X, _ = check_xy(X, None, id_column)
-        ids = X.index.tolist()
-        u, covered = self._score_with(holder, lambda s: lr_steps.partial_scores_covered(s, ids))
+        us, covered = self._holder_scores(X.index.tolist(), self._holders_arg(holder, holders))
         terms = self._prepare_bank(X, fit=False) * self.coef_bank_[None, :]
         bank, names = grouped(terms, prep_sources(self.prep_, self.feature_names_bank_))
         out = explanation_frame(
-            np.column_stack([bank, u]), float(self.intercept_[0]),
-            names + [holder_column(self.holder_name_, self.holder_feature_names_)], X.index,
+            np.column_stack([bank, *us]), float(self.intercept_[0]),
+            names + [holder_column(p.name, p.features) for p in holder_parts(self)], X.index,
             LOG_ODDS)
-        out.attrs["holder_covered"] = covered  # per row: the holder had data and consent
+        out.attrs["holder_covered"] = covered  # per row: every holder had data and consent
         return out
+
+    @property
+    def feature_names_(self) -> list[str]:
+        """The bank's features, then each holder's (``holder:<feature>`` with one holder,
+        ``<holder name>:<feature>`` with several)."""
+        self._check_fitted()
+        return list(self.feature_names_bank_) + holder_feature_names(self)
 
     def coefficients(self) -> pd.Series:
         """Coefficients by feature (holder features prefixed ``holder:``), intercept first;
@@ -354,7 +394,8 @@ class HeteroLogisticRegression(FederatedClassifier):
                 "prep": self.prep_.to_dict() if self.prep_ is not None else None,
                 "bank_features": self.feature_names_bank_,
                 "holder_features": self.holder_feature_names_, "model_id": self.model_id_,
-                "holder_name": self.holder_name_}
+                "holder_name": self.holder_name_,
+                "holders": [p.to_dict() for p in self.__dict__.get("holders_") or []]}
 
     def _restore(self, d: dict, fmt: str) -> None:
         self.intercept_ = np.array([d["intercept"]])
@@ -366,3 +407,4 @@ class HeteroLogisticRegression(FederatedClassifier):
         self.coef_ = self._joint_coef()
         self.model_id_ = d["model_id"]
         self.holder_name_ = d["holder_name"]
+        self.holders_ = [HolderPart.from_dict(h) for h in d.get("holders", [])]

@@ -26,6 +26,8 @@ from .loans import holder as loans_holder
 from .loans import messages as loans_messages
 from .logistic import holder as logistic_holder
 from .logistic import messages as logistic_messages
+from .lr_chain import holder as lr_chain_holder
+from .lr_chain import messages as lr_chain_messages
 from .population import holder as population_holder
 from .population import messages as population_messages
 from .private_scoring import holder as private_scoring_holder
@@ -72,6 +74,8 @@ PROTOCOLS: tuple[Protocol, ...] = (
              drift_holder.HANDLERS, drift_holder.OPERATIONS),
     Protocol("correlation", ("correlation",), True, correlation_messages.MESSAGE_TYPES,
              correlation_holder.HANDLERS, correlation_holder.OPERATIONS),
+    Protocol("lr_chain", (), True, lr_chain_messages.MESSAGE_TYPES,
+             lr_chain_holder.HANDLERS, lr_chain_holder.OPERATIONS),
 )
 
 #: sessions that score with a stored model (any protocol's): the core's own task

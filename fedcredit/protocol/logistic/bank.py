@@ -82,16 +82,51 @@ def lr_terms(session: BankSession, step: int, a: np.ndarray, y: np.ndarray,
     the residuals' sum over the batch, and the holder's gradient plus the holder's mask.
     """
     pk, sk = session.key
-    c = lc.chebyshev_coefficients(a, stats.center, stats.radius)
+    gam, K = residual_coefficients(a, y, stats.center, stats.radius, tol, max_degree, weights)
+    # the holder raises to T_k + 1 >= 0: the constant term takes the +1's back out
+    g0 = (gam[:, 0] - gam[:, 1:].sum(axis=1)) * (1 << lc.CHEB_BITS)
+    gam = np.column_stack([g0, gam[:, 1:]])
+    bound = int(max(abs(int(v)) for v in g0)) + int(
+        max(sum(abs(int(v)) for v in row[1:]) for row in gam)) * (2 << lc.CHEB_BITS)
+    widths, counts, plains = packed_terms(pk, gam, X_int, bound, holder_x_bits)
+
+    def requests() -> Iterator:
+        for offset, data in encrypted_chunks(session, plains, chunk):
+            yield m.LrTerms(session_id=session.id, step=step, degree=K, groups=len(widths),
+                            slot_bits=widths, slots=counts, offset=offset, ciphertexts=data,
+                            last=False)
+
+    with session.watch("bank_encrypt_and_wait"):
+        r = session.stream(requests(), m.LrPartials)
+    if r.step != step:
+        raise ProtocolError("unexpected answer to LR coefficients")
+    sums = pk.from_bytes_batch(r.sums, count=len(widths), what="LR sums")
+    grads = pk.from_bytes_batch(r.gradients, what="LR gradients")
+    ig, fg, (masked,) = decode_step(session, sums, [grads], widths, counts,
+                                    lc.COEF_BITS + lc.CHEB_BITS)
+    return StepResult(intercept_grad=ig, feature_grad=fg, masked=masked, degree=K)
+
+
+def residual_coefficients(a: np.ndarray, y: np.ndarray, center: float, radius: float,
+                          tol: float, max_degree: int, weights: np.ndarray | None = None
+                          ) -> tuple[np.ndarray, int]:
+    """Per row, the fixed-point (``COEF_BITS``) Chebyshev coefficients ``gamma_ik`` of
+    ``w_i (sigmoid(a_i + center + radius t) - y_i)`` in t (object ints, b x (K + 1)), and
+    the degree K, the smallest that meets ``tol`` on every row."""
+    c = lc.chebyshev_coefficients(a, center, radius)
     K = lc.choose_degree(c, tol, max_degree)
     if weights is not None:  # w_i (sigmoid - y_i): each row's terms scaled by w_i in [0, 1]
         rw = np.asarray(weights, dtype=np.float64)
         c, y = c * rw[:, None], y * rw
-    gam = np.rint(c[:, 1:K + 1] * 2.0 ** lc.COEF_BITS).astype(object)  # b x K
-    g0 = np.rint((c[:, 0] - y) * 2.0 ** lc.COEF_BITS).astype(object) - gam.sum(axis=1)
-    g0 = g0 * (1 << lc.CHEB_BITS)
-    bound = int(max(abs(int(v)) for v in g0)) + int(
-        max(sum(abs(int(v)) for v in row) for row in gam)) * (2 << lc.CHEB_BITS)
+    gam = np.rint(c[:, :K + 1] * 2.0 ** lc.COEF_BITS).astype(object)
+    gam[:, 0] = np.rint((c[:, 0] - y) * 2.0 ** lc.COEF_BITS).astype(object)
+    return gam, K
+
+
+def packed_terms(pk, gam: np.ndarray, X_int: np.ndarray, bound: int, holder_x_bits: int
+                 ) -> tuple[list[int], list[int], list[int]]:
+    """The slot layout for residuals up to ``bound`` and the plaintexts to encrypt: per row,
+    per group, each coefficient times the row's packed ``(1, x_i1, ..., x_id)``."""
     b, d = X_int.shape
     x_bits = int(np.abs(X_int).max()).bit_length() if X_int.size else 1
     widths, counts = lc.slot_layout(pk.plaintext_bits, b, bound, max(1, x_bits),
@@ -103,40 +138,45 @@ def lr_terms(session: BankSession, step: int, a: np.ndarray, y: np.ndarray,
         at += k
     plains: list[int] = []
     for i in range(b):
-        coefs = [int(g0[i])] + [int(v) for v in gam[i]]
+        coefs = [int(v) for v in gam[i]]
         for V in packs:
             plains.extend(ci * V[i] for ci in coefs)
+    return widths, counts, plains
 
-    def requests() -> Iterator:
-        offset = 0
-        with session.watch("bank_encrypt"):
-            it = sk.encrypt_bytes_iter(plains, chunk=chunk, workers=session.workers)
-        for data in it:
-            yield m.LrTerms(session_id=session.id, step=step, degree=K, groups=len(widths),
-                            slot_bits=widths, slots=counts, offset=offset, ciphertexts=data,
-                            last=False)
-            offset += len(data) // pk.ciphertext_bytes
 
-    with session.watch("bank_encrypt_and_wait"):
-        r = session.stream(requests(), m.LrPartials)
-    if r.step != step:
-        raise ProtocolError("unexpected answer to LR coefficients")
-    sums = pk.from_bytes_batch(r.sums, count=len(widths), what="LR sums")
-    grads = pk.from_bytes_batch(r.gradients, what="LR gradients")
+def encrypted_chunks(session: BankSession, plains: list[int], chunk: int) -> Iterator:
+    """(offset, serialized ciphertexts) of ``plains``, encrypted chunk by chunk (lazily,
+    so that the holder works on the first chunks while later ones are encrypted)."""
+    pk, sk = session.key
+    offset = 0
+    with session.watch("bank_encrypt"):
+        it = sk.encrypt_bytes_iter(plains, chunk=chunk, workers=session.workers)
+    for data in it:
+        yield offset, data
+        offset += len(data) // pk.ciphertext_bytes
+
+
+def decode_step(session: BankSession, sums: CipherVector, holder_grads: list[CipherVector],
+                widths: list[int], counts: list[int], residual_bits: int
+                ) -> tuple[float, np.ndarray, list[list[str]]]:
+    """Decrypt a step's sums and each holder's masked gradients: (intercept gradient, bank
+    feature gradient, per holder its masked slot-0 values to hand back)."""
+    _, sk = session.key
     with session.watch("bank_decrypt"):
-        plain = sk.decrypt(CipherVector.concat([sums, grads]) if len(grads) else sums,
+        plain = sk.decrypt(CipherVector.concat([sums, *(g for g in holder_grads if len(g))]),
                            workers=session.workers)
     slot_vals = []
     for g, (w, k) in enumerate(zip(widths, counts)):
         slot_vals.extend(SlotLayout.repeat(w, k).unpack([plain[g]]))
     vals = [col[0] for col in slot_vals]
     layout0 = SlotLayout.repeat(widths[0], counts[0])
-    masked = [str(layout0.unpack([v])[0][0]) for v in plain[len(widths):]]
-    scale = 2.0 ** (lc.COEF_BITS + lc.CHEB_BITS)
-    return StepResult(intercept_grad=float(vals[0]) / scale,
-                      feature_grad=np.array(vals[1:], dtype=np.float64) / scale
-                      / 2.0 ** lc.FEATURE_BITS,
-                      masked=masked, degree=K)
+    masked, at = [], len(widths)
+    for grads in holder_grads:
+        masked.append([str(layout0.unpack([v])[0][0]) for v in plain[at:at + len(grads)]])
+        at += len(grads)
+    scale = 2.0 ** residual_bits
+    return (float(vals[0]) / scale,
+            np.array(vals[1:], dtype=np.float64) / scale / 2.0 ** lc.FEATURE_BITS, masked)
 
 
 def lr_finish(session: BankSession, masked: list[str]) -> m.LrModel:

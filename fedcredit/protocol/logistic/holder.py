@@ -89,6 +89,10 @@ class HolderLR:
         self.masks: list[int] | None = None
         self.model: StoredModel | None = None
         self.watch = Stopwatch()
+        #: fraction bits of the residuals in the gradients it is handed back (a chain of
+        #: several holders has more: :mod:`fedcredit.protocol.lr_chain`)
+        self.residual_bits = lc.COEF_BITS + lc.CHEB_BITS
+        self.chain = None  # with several holders: its place in the chain (lr_chain.holder)
 
     @property
     def x_bits(self) -> int:
@@ -107,8 +111,7 @@ class HolderLR:
         except (ValueError, TypeError, OverflowError):
             raise InvalidInput("masked gradient values must be decimal integers of the "
                                "slot's size") from None
-        scale = 2.0 ** (lc.COEF_BITS + lc.CHEB_BITS + self.frac_bits)
-        total = raw / scale
+        total = raw / 2.0 ** (self.residual_bits + self.frac_bits)
         if CHECK_GRADIENT_RANGE and np.any(np.abs(total) > lc.gradient_bound(self.Xb)):
             # an honest bank's residuals lie in [-1, 1]: this gradient was not made of them
             raise PolicyViolation("the unmasked LR gradient is outside the range honest "
@@ -142,17 +145,40 @@ class HolderLR:
         self.t = np.clip((u - center) / radius, -1.0, 1.0)
         return m.LrStats(step=msg.step, center=center, radius=radius, weight_change=change)
 
-    def partials(self, first: m.LrTerms, rest) -> m.LrPartials:
-        if self.step_no < 0 or first.step != self.step_no or self.masks is not None:
-            raise ProtocolError("coefficients arrived for a step the holder did not open")
-        K, G = int(first.degree), int(first.groups)
-        widths, counts = list(first.slot_bits), list(first.slots)
-        if not 1 <= K <= 32 or G < 1 or len(widths) != G or len(counts) != G:
+    def check_step(self, step: int, what: str) -> None:
+        """``what`` arrived for the open step, before its gradient was produced."""
+        if self.step_no < 0 or step != self.step_no or self.masks is not None:
+            raise ProtocolError(f"{what} arrived for a step the holder did not open")
+
+    def check_layout(self, K: int, widths: list[int], counts: list[int]) -> None:
+        """The bank's degree and packed layout: sane, and with room for the masks."""
+        if not 1 <= K <= 32 or not widths or len(widths) != len(counts):
             raise InvalidInput("bad degree or group layout")
         pb = self.pk.plaintext_bits
-        if any(w * c > pb for w, c in zip(widths, counts)) or widths[0] < (
+        if any(w < 1 or c < 1 or w * c > pb for w, c in zip(widths, counts)) or widths[0] < (
                 lc.MASK_BITS + self.x_bits + len(self.batch).bit_length() + 8):
             raise InvalidInput("the slot layout leaves no room for the holder's masks")
+
+    def masked(self, grads, slot_w: int, n_slots: int):
+        """``grads`` plus a fresh uniform mask in every slot, re-randomised; keeps slot 0's
+        masks to remove from the gradient the bank hands back."""
+        masks, totals = [], []
+        for _ in range(len(grads)):
+            rs = [secrets.randbelow(1 << (slot_w - 2)) for _ in range(n_slots)]
+            masks.append(rs[0])
+            totals.append(sum(r << (slot_w * k) for k, r in enumerate(rs)))
+        self.masks = masks
+        return self.pk.rerandomize(self.pk.add_plain(grads, totals))
+
+    def partials(self, first: m.LrTerms, rest) -> m.LrPartials:
+        if self.chain is not None:
+            raise ProtocolError("a holder in a chain of several takes ChainStep, not LrTerms")
+        self.check_step(first.step, "coefficients")
+        K, G = int(first.degree), int(first.groups)
+        widths, counts = list(first.slot_bits), list(first.slots)
+        if G != len(widths):
+            raise InvalidInput("bad degree or group layout")
+        self.check_layout(K, widths, counts)
         b = len(self.batch)
         per_row = (K + 1) * G
         chunks, offset, expected = [], 0, b * per_row
@@ -175,15 +201,8 @@ class HolderLR:
         E = lc.holder_exponents(self.t, K)  # b x K
         with self.watch("holder_partials"):
             sums, grads = polynomial_partials(self.pk, data, E, self.Xbi, K, G)
-        slot_w, n_slots = widths[0], counts[0]
-        masks, totals = [], []
-        for _ in range(len(grads)):  # a fresh mask in every slot of each gradient
-            rs = [secrets.randbelow(1 << (slot_w - 2)) for _ in range(n_slots)]
-            masks.append(rs[0])
-            totals.append(sum(r << (slot_w * k) for k, r in enumerate(rs)))
-        self.masks = masks
+        out_grads = self.masked(grads, widths[0], counts[0])
         out_sums = self.pk.rerandomize(sums)
-        out_grads = self.pk.rerandomize(self.pk.add_plain(grads, totals))
         return m.LrPartials(step=first.step, sums=self.pk.to_bytes_batch(out_sums),
                             gradients=self.pk.to_bytes_batch(out_grads))
 
