@@ -153,9 +153,6 @@ def run(cfg: SimulationConfig) -> dict:
     csvs = cfg.holder_csvs
     if not csvs:
         raise InvalidInput("--holder-csv: at least one holder table is needed")
-    if len(csvs) > 1 and cfg.model == "lr":
-        raise InvalidInput("--model lr trains with one holder; several --holder-csv train "
-                           "--model secureboost or woe")
     if cfg.engine not in ("local", "dask"):
         raise InvalidInput(f"--engine must be 'local' or 'dask', got {cfg.engine!r}")
     if cfg.align not in ("all", "any"):

@@ -14,7 +14,7 @@ from reference_boost import grow_reference
 from fedcredit.binning import BinMapper
 from fedcredit.crypto import FixedPoint
 from fedcredit.errors import InvalidInput
-from fedcredit.models import HeteroLogisticRegression, SecureBoostClassifier
+from fedcredit.models import Scorecard, SecureBoostClassifier
 from fedcredit.models.explain import explained_score
 from fedcredit.protocol import BankSession, InProcessChannel, PassiveParty
 from fedcredit.protocol.alignment.bank import align_many
@@ -240,9 +240,8 @@ def test_alignment_with_holders_that_cover_different_enterprises(small_credit):
 def test_what_takes_one_holder_says_so(small_credit):
     bank, y, holder = small_credit
     a, b = _parties(holder)
-    with pytest.raises(InvalidInput, match="trains with one holder"):
-        HeteroLogisticRegression(key_bits=TEST_KEY_BITS, insecure_key=True).fit(
-            bank.iloc[:500], y[:500], holders=[a, b])
+    with pytest.raises(InvalidInput, match="Scorecard scores with one holder"):
+        Scorecard().fit(bank.iloc[:500], y[:500], holders=[a, b])
     twin = PassiveParty(holder[_columns(holder)[1]], name="platform", policy=test_policy())
     with pytest.raises(InvalidInput, match="two holders call themselves 'platform'"):
         _model().fit(bank.iloc[:500], y[:500], holders=[a, twin])

@@ -1,0 +1,233 @@
+"""Hetero LR with several holders (protocol lr_chain): the change of Chebyshev basis each
+holder applies, the contraction kernel and the sealed envelopes on tiny inputs; then two and
+three holders end to end against one holder with the union of their features, over both
+channels, what crosses the bank, and a holder's refusals."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedcredit.crypto import generate_keypair, polynomial_contract
+from fedcredit.crypto.seal import SealKey
+from fedcredit.errors import InvalidInput, ProtocolError
+from fedcredit.metrics import auc
+from fedcredit.models import HeteroLogisticRegression
+from fedcredit.protocol import PassiveParty
+from fedcredit.protocol.lr_chain import math as cm
+from fedcredit.protocol.registry import MESSAGES as m
+
+from conftest import TEST_KEY_BITS, RecordingChannel, test_policy
+
+
+# -- the arithmetic ---------------------------------------------------------------------------
+def _cheb(x, K):
+    return np.cos(np.outer(np.arccos(np.clip(x, -1, 1)), np.arange(K + 1)))
+
+
+def test_change_of_basis_re_expands_each_chebyshev_polynomial_exactly():
+    rng = np.random.default_rng(0)
+    K, t, rho = 7, rng.uniform(-1, 1, 50), rng.uniform(-1, 1, 50)
+    for beta in (0.1, 0.5, 0.93):
+        M = cm.change_of_basis(t, beta, K)  # i, k, l
+        lhs = _cheb(beta * t + (1 - beta) * rho, K)  # i, k
+        rhs = np.einsum("ikl,il->ik", M, _cheb(rho, K))
+        assert np.max(np.abs(lhs - rhs)) < 1e-12
+        assert np.max(np.abs(M)) <= 2 + 1e-12  # a polynomial bounded by 1 on [-1, 1]
+        assert np.all(M[:, np.triu_indices(K + 1, 1)[0], np.triu_indices(K + 1, 1)[1]] == 0)
+    last = cm.change_of_basis(t, 1.0, K)
+    assert last.shape == (50, K + 1, 1) and np.allclose(last[:, :, 0], _cheb(t, K))
+
+
+def test_shares_split_the_joint_score_so_the_chain_adds_up():
+    radii = [0.5, 1.25, 2.0]
+    betas = cm.shares(radii)
+    assert betas[-1] == 1.0
+    # b_h = radius_h / R, recovered from the betas the chain applies one after the other
+    left, got = 1.0, []
+    for beta in betas:
+        got.append(left * beta)
+        left *= 1 - beta
+    assert np.allclose(got, np.array(radii) / sum(radii))
+    with pytest.raises(InvalidInput):
+        cm.shares([1.0])
+    with pytest.raises(InvalidInput):
+        cm.shares([1.0, 0.0])
+
+
+def test_a_chain_of_exponents_evaluates_the_joint_polynomial_in_fixed_point():
+    rng = np.random.default_rng(1)
+    K, b = 6, 40
+    c = rng.normal(size=(b, K + 1)) / (1 + np.arange(K + 1)) ** 2
+    t1, t2, t3 = rng.uniform(-1, 1, (3, b))
+    bs = np.array([0.2, 0.5, 0.3])
+    exact = np.einsum("ik,ik->i", c, _cheb(bs[0] * t1 + bs[1] * t2 + bs[2] * t3, K))
+    betas = cm.shares(bs)
+    v = c[:, :, None]
+    for t, beta in zip((t1, t2, t3), betas):  # what the ciphertexts carry, in integers
+        E = cm.exponents(t, beta, v.shape[1] - 1)
+        v = np.einsum("ik,ikl->il", v[:, :, 0] if v.ndim == 3 else v, E) / 2 ** cm.CHAIN_BITS
+        v = v[:, :, None] if beta < 1 else v
+    assert np.max(np.abs(v[:, 0] - exact)) < 2e-4
+
+
+def test_polynomial_contract_weights_ciphertexts_with_signed_exponents():
+    pk, sk = generate_keypair(bits=TEST_KEY_BITS, insecure=True)
+    rng = np.random.default_rng(2)
+    b, K, L, G = 3, 2, 1, 2
+    plain = rng.integers(-50, 50, size=(b, G, K + 1))
+    E = rng.integers(-7, 8, size=(b, K + 1, L + 1))
+    E[0, :, 0] = 0  # an all-zero column: Enc(0)
+    data = pk.to_bytes_batch(pk.encrypt([int(v) for v in plain.reshape(-1)]))
+    out = polynomial_contract(pk, data, E, G, workers=1)
+    got = np.array(sk.decrypt(pk.from_bytes_batch(out))).reshape(b, G, L + 1)
+    assert np.array_equal(got, np.einsum("igk,ikl->igl", plain, E))
+    with pytest.raises(InvalidInput, match="expected 18 ciphertexts"):
+        polynomial_contract(pk, data[:-pk.ciphertext_bytes], E, G, workers=1)
+
+
+def test_sealed_envelopes_open_only_for_their_pair_and_place():
+    a, b, c = SealKey(), SealKey(), SealKey()
+    ab, ba = a.pair(b.public), b.pair(a.public)
+    assert ab.fingerprint == ba.fingerprint != a.pair(c.public).fingerprint
+    blob = ab.seal(b"ciphertexts", b"step 3")
+    assert ba.open(blob, b"step 3") == b"ciphertexts" and b"ciphertexts" not in blob
+    with pytest.raises(ProtocolError, match="failed authentication"):
+        ba.open(blob, b"step 4")  # replayed in another step
+    with pytest.raises(ProtocolError, match="failed authentication"):
+        c.pair(a.public).open(blob, b"step 3")  # a third holder
+    with pytest.raises(ProtocolError, match="failed authentication"):
+        ba.open(blob[:-1] + bytes([blob[-1] ^ 1]), b"step 3")
+    with pytest.raises(InvalidInput, match="32"):
+        a.pair(b"short")
+    with pytest.raises(InvalidInput, match="small order|usable"):
+        a.pair(bytes(32))
+
+
+# -- end to end -------------------------------------------------------------------------------
+N = 1500
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    ids = [f"e{i:05d}" for i in range(N)]
+    X = rng.normal(size=(N, 7))
+    z = X @ np.array([0.8, -0.5, 0.3, 1.0, -0.9, 0.7, 0.6]) - 1.2
+    y = (rng.uniform(size=N) < 1 / (1 + np.exp(-z))).astype(int)
+    bank = pd.DataFrame(X[:, :3], index=ids, columns=["b0", "b1", "b2"])
+    holder = pd.DataFrame(X[:, 3:], index=ids, columns=["h0", "h1", "h2", "h3"])
+    return bank, y, holder
+
+
+def _lr(**kw):
+    base = dict(key_bits=TEST_KEY_BITS, insecure_key=True, verbose=False, n_jobs=2,
+                max_iter=2, batch_size=250)
+    base.update(kw)
+    return HeteroLogisticRegression(**base)
+
+
+def _party(frame, name, **kw):
+    return PassiveParty(frame, name=name, policy=test_policy(), **kw)
+
+
+def test_two_holders_learn_the_model_of_one_holder_with_their_union(make_channel, tmp_path):
+    bank, y, holder = _data()
+    union = make_channel(_party(holder, "union"))
+    one = _lr().fit(bank, y, holder=union)
+    ca = make_channel(_party(holder[["h0", "h1"]], "platform"))
+    cb = make_channel(_party(holder[["h2", "h3"]], "utility"))
+    two = _lr().fit(bank, y, holders=[ca, cb])
+    # the same optimiser on the same sigmoid up to the expansion's error: the same model
+    assert np.max(np.abs(two.coef_bank_ - one.coef_bank_)) < 0.02
+    assert abs(two.intercept_[0] - one.intercept_[0]) < 0.02
+    p1 = one.predict_proba(bank, holder=union)[:, 1]
+    p2, cov = two.predict_proba(bank, holders=[ca, cb], return_coverage=True)
+    assert np.max(np.abs(p2[:, 1] - p1)) < 0.01 and cov.all()
+    assert abs(auc(y, p2[:, 1]) - auc(y, p1)) < 0.002 and auc(y, p1) > 0.8
+    assert [h.name for h in two.holders_] == ["platform", "utility"]
+    assert two.feature_names_[3:] == ["platform:h0", "platform:h1", "utility:h2", "utility:h3"]
+    # by name, and after a round trip through a file
+    path = tmp_path / "lr2.json"
+    two.save(path)
+    back = HeteroLogisticRegression.load(path)
+    p3 = back.predict_proba(bank, holders={"utility": cb, "platform": ca})[:, 1]
+    assert np.array_equal(p3, p2[:, 1])
+    ex = back.explain(bank.iloc[:20], holders=[ca, cb])
+    assert list(ex.columns[-3:-1]) == ["holder:platform (all features)",
+                                       "holder:utility (all features)"]
+    assert np.allclose(ex.sum(axis=1), back.decision_function(bank.iloc[:20], holders=[ca, cb]))
+    with pytest.raises(InvalidInput, match="pass holders="):
+        back.predict_proba(bank, holder=ca)
+
+
+def test_three_holders_and_each_audit_names_the_others():
+    bank, y, holder = _data(1)
+    parts = [_party(holder[["h0"]], "platform"), _party(holder[["h1", "h2"]], "utility"),
+             _party(holder[["h3"]], "tax")]
+    union = _party(holder, "union")
+    one = _lr().fit(bank, y, holder=union)
+    three = _lr().fit(bank, y, holders=parts)
+    p1 = one.predict_proba(bank, holder=union)[:, 1]
+    p3 = three.predict_proba(bank, holders=parts)[:, 1]
+    assert np.max(np.abs(p3 - p1)) < 0.01
+    for k, p in enumerate(parts):
+        ops = [r for r in p.auditor.records if r["operation"] == "lr_chain_setup"]
+        assert len(ops) == 1 and f"position={k} holders=3" in ops[0]["detail"]
+        others = ",".join(q.name for q in parts if q is not p)
+        opened = [r for r in p.auditor.records if r["operation"] == "open_session:lr"]
+        assert len(opened) == 1 and opened[0]["detail"].endswith(f"parties={others}")
+
+
+def test_the_bank_carries_only_sealed_blobs_between_holders():
+    bank, y, holder = _data(2)
+    a, b = _party(holder[["h0", "h1"]], "platform"), _party(holder[["h2", "h3"]], "utility")
+    ca, cb = RecordingChannel(a), RecordingChannel(b)
+    _lr(max_iter=1).fit(bank, y, holders=[ca, cb])
+    width = 2 * TEST_KEY_BITS // 8
+    relays = [msg for ch in (ca, cb) for msg, _ in ch.received if isinstance(msg, m.ChainRelay)]
+    assert relays and {(r.source, r.target) for r in relays} == {(0, 1), (1, 0)}
+    for r in relays:  # AES-GCM: a nonce and a tag around as many bytes as ciphertexts
+        assert len(r.sealed) == 12 + r.count * width + 16
+    to_holders = [type(msg).__name__ for ch in (ca, cb) for msg, _ in ch.sent]
+    assert "ChainCiphertexts" in to_holders  # the bank's terms: to the first holder only
+    assert not any(isinstance(msg, m.ChainCiphertexts) for msg, _ in cb.sent)
+
+
+def test_a_holder_refuses_a_chain_out_of_order_or_misplaced():
+    bank, y, holder = _data(3)
+    from fedcredit.protocol import BankSession, InProcessChannel
+    from fedcredit.protocol.alignment.bank import align
+    from fedcredit.protocol.logistic import bank as lr_steps
+    from fedcredit.protocol.lr_chain import bank as chain_steps
+
+    party = _party(holder, "platform")
+    _, sk = generate_keypair(bits=TEST_KEY_BITS, insecure=True)
+    s = BankSession(InProcessChannel(party), "lr", sk, workers=1)
+    align(s, list(holder.index))
+    with pytest.raises(ProtocolError):  # no LR state yet
+        s.call(m.SealKeyRequest(session_id=s.id), m.SealKeyReply)
+    lr_steps.lr_start(s, np.arange(N), learning_rate=0.1, decay=0.0, l2=0.0)
+    key = s.call(m.SealKeyRequest(session_id=s.id), m.SealKeyReply).public_key
+    other = SealKey().public
+    with pytest.raises(InvalidInput, match="own key"):
+        s.call(m.ChainSetup(session_id=s.id, position=1, public_keys=key + other),
+               m.ChainReady)
+    with pytest.raises(InvalidInput, match="32 bytes"):
+        s.call(m.ChainSetup(session_id=s.id, position=0, public_keys=key), m.ChainReady)
+    s.call(m.ChainSetup(session_id=s.id, position=0, public_keys=key + other), m.ChainReady)
+    with pytest.raises(ProtocolError, match="once"):
+        s.call(m.ChainSetup(session_id=s.id, position=0, public_keys=key + other),
+               m.ChainReady)
+    stats = lr_steps.lr_step(s, 0, np.arange(300), [], False)
+    with pytest.raises(ProtocolError, match="ChainStep, not LrTerms"):
+        lr_steps.lr_terms(s, 0, np.zeros(300), y[:300].astype(float),
+                          np.zeros((300, 0), np.int64), stats, 13, 5e-3, 8)
+    with pytest.raises(InvalidInput, match="beta"):  # the first of two is not the last
+        s.stream([m.ChainStep(session_id=s.id, step=0, role="contract", degree=2, groups=1,
+                              slot_bits=[200], slots=[5], beta=1.0,
+                              scale_bits=cm.scale_bits(2))], m.ChainGradient)
+    with pytest.raises(InvalidInput, match="scale_bits"):
+        s.stream([m.ChainStep(session_id=s.id, step=0, role="contract", degree=2, groups=1,
+                              slot_bits=[200], slots=[5], beta=0.5, scale_bits=30)],
+                 m.ChainGradient)
+    assert chain_steps.ChainResult  # the bank's side is importable beside the holder's
