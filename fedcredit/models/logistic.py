@@ -249,6 +249,7 @@ class HeteroLogisticRegression(FederatedClassifier):
                     a = XA[b_idx] @ opt.w[1:] + opt.w[0]
                     kw = {} if wn is None else {"weights": wn[b_idx]}
                     args = (step, a, ya[b_idx].astype(np.float64), XAi[b_idx])
+                    res: lr_steps.StepResult | chain_steps.ChainResult
                     if len(sessions) == 1:
                         res = lr_steps.lr_terms(sessions[0], *args, stats[0],
                                                 readies[0].x_bits, float(self.sigmoid_tol),
@@ -258,7 +259,7 @@ class HeteroLogisticRegression(FederatedClassifier):
                         res = chain_steps.chain_terms(
                             sessions, *args, stats, [r.x_bits for r in readies],
                             float(self.sigmoid_tol), int(self.max_degree), **kw)
-                        masked = res.masked
+                        masked = list(res.masked)
                     grad = np.r_[res.intercept_grad, res.feature_grad] / len(b_idx)
                     grad[1:] += l2 * opt.w[1:]
                     opt.step(grad)
