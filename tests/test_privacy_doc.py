@@ -18,6 +18,8 @@ from fedcredit.protocol import HolderPolicy
 from fedcredit.protocol.alignment import math as alignment_math
 from fedcredit.protocol.logistic import holder as lr_holder
 from fedcredit.protocol.logistic import math as lr_math
+from fedcredit.protocol.lr_chain import holder as chain_holder
+from fedcredit.protocol.lr_chain import math as chain_math
 from fedcredit.protocol.private_scoring import math as ps_math
 from fedcredit.protocol.registry import MESSAGE_TYPES
 from fedcredit.protocol.secureboost import math as sb_math
@@ -48,6 +50,8 @@ CONSTANTS = {
     "PRIVATE_ROWS": sb_estimator.PRIVATE_ROWS,
     "FRAC_BITS": ps_math.FRAC_BITS,
     "ORDER_BY_ID": alignment_math.ORDER_BY_ID,
+    "SEAL_RELAYS": chain_holder.SEAL_RELAYS,
+    "CHAIN_BITS": chain_math.CHAIN_BITS,
 }
 SECTIONS = ("alignment", "secureboost", "logistic regression", "woe", "scorecard", "scoring",
             "fate", "secretflow")
