@@ -171,6 +171,15 @@ def open_sessions(channels: list, names: list[str], task: str, key, workers,
     return into
 
 
+def in_holder_order(channels: list, names: list[str]) -> list:
+    """``channels`` reordered to the holders named ``names`` (asked by ping): a model
+    fitted on an earlier model of several holders trains them in that model's order."""
+    got = holder_names(channels)
+    if sorted(got) != sorted(names):
+        raise InvalidInput(f"the holders given are {got}; the model was fitted with {names}")
+    return [channels[got.index(n)] for n in names]
+
+
 def holder_kwargs(channels: list) -> dict:
     """``holder=`` for one channel, ``holders=`` for several (in training order)."""
     return {"holder": channels[0]} if len(channels) == 1 else {"holders": list(channels)}

@@ -186,9 +186,11 @@ class HeteroLogisticRegression(FederatedClassifier):
         return lc.quantize(X.to_numpy(dtype=np.float64))
 
     def _fit_aligned(self, session, Xa: pd.DataFrame, ya: np.ndarray, *, weights=None,
-                     rows=None, encoding: str = "standard", **holder_kw) -> None:
-        """Train on ``rows`` (default all) of an open, aligned LR session (a scorecard passes
-        ``encoding="woe"`` and the holder's WOE).
+                     rows=None, encoding: str = "standard", per_holder: list | None = None,
+                     **holder_kw) -> None:
+        """Train on ``rows`` (default all) of an open, aligned LR session, or of several
+        holders' sessions (a scorecard passes ``encoding="woe"`` and the holder's WOE as
+        ``holder_kw``, or each holder's as ``per_holder``, in the sessions' order).
 
         Weights scale each row's residual before encryption, divided by their largest so
         that every residual stays in [-1, 1] (the holder's gradient range check); the L2
@@ -213,7 +215,9 @@ class HeteroLogisticRegression(FederatedClassifier):
         l2 = 1.0 / (float(self.C) * n * (1.0 if wn is None else float(np.max(weights))))
         readies = [lr_steps.lr_start(s, local(k, rows), encoding=encoding,
                                      learning_rate=self.learning_rate, decay=self.lr_decay,
-                                     l2=l2, **holder_kw) for k, s in enumerate(sessions)]
+                                     l2=l2, **(holder_kw if per_holder is None else
+                                               per_holder[k]))
+                   for k, s in enumerate(sessions)]
         if len(sessions) > 1:
             chain_steps.chain_setup(sessions)
         # each holder refuses batches below its floor (min_node_samples, twice its features)

@@ -49,7 +49,14 @@ from ..protocol.logistic import bank as lr_steps
 from ..protocol.logistic import math as lc
 from .base import FederatedClassifier, as_channel, check_xy, row_weights
 from .explain import POINTS, explanation_frame, holder_column
-from .holders import require_one_holder
+from .holders import (
+    HolderPart,
+    holder_kwargs,
+    holder_parts,
+    in_holder_order,
+    named_channels,
+    per_holder,
+)
 from .logistic import HeteroLogisticRegression
 from .woe import HeteroWOE
 
@@ -123,6 +130,7 @@ class Scorecard(FederatedClassifier):
     _format = FORMAT
     _legacy_formats = (FORMAT_POINTS_ONLY,)
     _task = "lr"
+    _multi_holder = True
     _cv_one_session = False  # a WOE session, then an LR session, per fit
 
     def __init__(self, woe: HeteroWOE | None = None, base_score: float = 600.0,
@@ -173,32 +181,67 @@ class Scorecard(FederatedClassifier):
         self.close_scoring()  # the sessions of the previous model
         self._validate_params()
         X, y = check_xy(X, y, id_column)
-        channel = as_channel(self._holders_arg(holder, holders))
+        named = named_channels(holder, holders)
+        channels = [as_channel(ch) for _, ch in named]
         lr = HeteroLogisticRegression() if self.lr is None else self.lr
         lr._validate_params()
+        where = holder_kwargs(channels) if holders is None or len(named) > 1 else \
+            {"holder": channels[0]}
         if self.woe is None:
             woe = HeteroWOE(key_bits=lr.key_bits, insecure_key=lr.insecure_key,
                             he_scheme=lr.he_scheme, n_jobs=lr.n_jobs).fit(
-                X, y, channel, sample_weight=sample_weight)
+                X, y, **where, sample_weight=sample_weight)
         elif self.woe.__sklearn_is_fitted__():
             woe = self.woe
         else:
-            woe = clone(self.woe).fit(X, y, channel, sample_weight=sample_weight)
-        require_one_holder(woe, "a scorecard")
+            woe = clone(self.woe).fit(X, y, **where, sample_weight=sample_weight)
         feats = list(self.features or woe.selected_)
         unknown = [f for f in feats if f not in woe.tables_]
         if unknown or not feats:
             raise InvalidInput(f"no usable features (unknown: {unknown[:3]})")
         self.woe_ = woe
         self.feature_names_bank_ = [f for f in feats if woe.party_[f] == "bank"]
-        self.holder_feature_names_ = [f[len("holder:"):] for f in feats
-                                      if woe.party_[f] == "holder"]
+        parts = list(woe.holders_)
+        if len(parts) != len(channels):
+            raise InvalidInput(f"the WOE binning has {len(parts)} holders; this fit names "
+                               f"{len(channels)}")
+        if len(parts) == 1:
+            self.holders_: list[HolderPart] = []
+            self.holder_feature_names_ = [f[len("holder:"):] for f in feats
+                                          if woe.party_[f] == "holder"]
+        else:  # each holder's features of the card, holder by holder in the binning's order
+            channels = in_holder_order(channels, [p.name for p in parts])
+            self.holders_ = [HolderPart(p.name, "", [f[len(p.name) + 1:] for f in feats
+                                                     if f.startswith(f"{p.name}:")])
+                             for p in parts]
+            empty = [p.name for p in self.holders_ if not p.features]
+            if empty:
+                raise InvalidInput(f"holder {empty[0]!r} has no feature in the card: fit the "
+                                   "scorecard with the holders whose features it uses")
+            self.holder_feature_names_ = [f"{p.name}:{f}" for p in self.holders_
+                                          for f in p.features]
         self.model_ = HeteroLogisticRegression(**{**lr.get_params(), "standardize": False})
-        return self._fit_federated(X, y, channel, keys=lr, sample_weight=sample_weight)
+        if len(channels) == 1:
+            return self._fit_federated(X, y, channels[0], keys=lr, sample_weight=sample_weight)
+        return self._fit_federated(X, y, None, holders=channels, keys=lr,
+                                   sample_weight=sample_weight)
+
+    def _holder_keys(self) -> list[str]:
+        """The card's holder features as the WOE binning names them."""
+        if self.__dict__.get("holders_"):
+            return list(self.holder_feature_names_)
+        return [f"holder:{n}" for n in self.holder_feature_names_]
+
+    @property
+    def feature_names_(self) -> list[str]:
+        """The bank's features, then the holders' (``holder:<feature>`` with one holder,
+        ``<holder name>:<feature>`` with several)."""
+        self._check_fitted()
+        return list(self.feature_names_bank_) + self._holder_keys()
 
     def _fit_aligned(self, session, Xa, ya, *, weights=None, rows=None) -> None:
         woe, bank = self.woe_, self.feature_names_bank_
-        holder = [f"holder:{n}" for n in self.holder_feature_names_]
+        holder = self._holder_keys()
         Xw = woe.transform_bank(Xa, bank) if bank else pd.DataFrame(index=Xa.index)
         alpha, self.blind_scale_, self.blind_offset_ = blinding(
             [woe.tables_[f] for f in holder], bool(self.blind_woe),
@@ -212,19 +255,37 @@ class Scorecard(FederatedClassifier):
                   for a, b, f in zip(self.blind_scale_, self.blind_offset_, holder)]
         if self.blind_woe:  # rounded to the holder's grid: it quantises so anyway
             tables = [lc.quantize(t) for t in tables]
-        woe_vals = np.concatenate(tables) if holder else np.zeros(0)
-        h_index = [woe.holder_feature_names_.index(n) for n in self.holder_feature_names_]
+        kw = self._holder_woe(tables)
         try:
             model._fit_aligned(session, Xw * alpha, ya, encoding="woe",
                                weights=row_weights(ya, weights, model.class_weight), rows=rows,
-                               binning_id=woe.model_id_, features=h_index, woe=woe_vals)
+                               **kw)
         finally:
             model.set_params(C=C)
         # the bank's half back on the plain WOE (the holder's weights stay on its values)
         model.coef_bank_ = model.coef_bank_ * alpha
         model.coef_ = np.r_[model.coef_bank_, model.coef_holder_][None, :]
         self.model_id_ = self.model_.model_id_
+        if self.holders_:
+            self.holders_ = list(model.holders_)
         self._build_table()
+
+    def _holder_woe(self, tables: list[np.ndarray]) -> dict:
+        """What each holder's ``LrStart`` carries: its binning, the card's features of it
+        (positions in the binning) and their blinded values, in order."""
+        woe = self.woe_
+        if not self.holders_:
+            h_index = [woe.holder_feature_names_.index(n) for n in self.holder_feature_names_]
+            return {"binning_id": woe.model_id_, "features": h_index,
+                    "woe": np.concatenate(tables) if tables else np.zeros(0)}
+        out, at = [], 0
+        for card, part in zip(self.holders_, woe.holders_):
+            k = len(card.features)
+            out.append({"binning_id": part.model_id,
+                        "features": [part.features.index(f) for f in card.features],
+                        "woe": np.concatenate(tables[at:at + k])})
+            at += k
+        return {"per_holder": out}
 
     @property
     def coef_holder_(self) -> np.ndarray:
@@ -255,14 +316,15 @@ class Scorecard(FederatedClassifier):
 
     # -- scoring ----------------------------------------------------------------------------
     def _scores(self, X, holder, id_column):
-        """Log-odds of default (the bank's WOE part plus the holder's partial score per id,
-        over a scoring session reused per channel, see :meth:`close_scoring`) and the
-        holder's coverage."""
-        _, Xw, u, covered = self._parts(X, holder, id_column, "scoring")
-        return self.model_.bank_score(Xw) + u, covered
+        """Log-odds of default (the bank's WOE part plus each holder's partial score per id,
+        over scoring sessions reused per channel, see :meth:`close_scoring`) and the
+        holders' coverage."""
+        _, Xw, us, covered = self._parts(X, holder, id_column, "scoring")
+        return self.model_.bank_score(Xw) + np.sum(us, axis=0), covered
 
     def _parts(self, X, holder, id_column, what: str):
-        """(``X`` checked, the bank's WOE table, the holder's partial scores, its coverage)."""
+        """(``X`` checked, the bank's WOE table, each holder's partial scores, whether every
+        holder covered each id)."""
         self._check_fitted()
         X, _ = check_xy(X, None, id_column)
         bank = self.feature_names_bank_
@@ -272,23 +334,27 @@ class Scorecard(FederatedClassifier):
                                f"complete, but {what} bank features needs a re-fit")
         Xw = self.woe_.transform_bank(X, bank) if bank else pd.DataFrame(index=X.index)
         ids = X.index.tolist()
-        u, covered = self._score_with(holder, lambda s: lr_steps.partial_scores_covered(s, ids))
-        return X, Xw, u, covered
+        got = per_holder(self, holder, lambda s: lr_steps.partial_scores_covered(s, ids))
+        covers = [c for _, c in got]
+        covered = None if any(c is None for c in covers) else np.logical_and.reduce(covers)
+        return X, Xw, [u for u, _ in got], covered
 
-    def explain(self, X, holder, *, id_column: str | None = None) -> pd.DataFrame:
+    def explain(self, X, holder=None, *, holders=None,
+                id_column: str | None = None) -> pd.DataFrame:
         """Reason codes in points: each feature's points per enterprise (more points, less
         risk), which with ``base_value`` sum to :meth:`score`.
 
         A bank feature gets ``-coef x WoE(bin) x factor``; the holder's part comes as one
         partial score per enterprise, never per holder feature (which bin of each holder
-        feature an enterprise falls in stays with the holder), so it is one column,
-        ``holder:<holder name> (all features)`` (``holder:<feature>`` for a card with one
-        holder feature). The base, ``offset - factor x intercept``, takes the intercept's and
-        the offset's points that :attr:`points_table_` spreads over the features.
+        feature an enterprise falls in stays with the holder), so it is one column per
+        holder, ``holder:<holder name> (all features)`` (``holder:<feature>`` for a holder
+        with one feature in the card). The base, ``offset - factor x intercept``, takes the
+        intercept's and the offset's points that :attr:`points_table_` spreads over the
+        features.
 
         Parameters
         ----------
-        X, holder, id_column
+        X, holder, holders, id_column
             As for :meth:`score`.
 
         Returns
@@ -298,13 +364,20 @@ class Scorecard(FederatedClassifier):
             ``"points"`` (reasons for default are the most negative; see
             :func:`fedcredit.models.explain.top_reasons`).
         """
-        X, Xw, u, covered = self._parts(X, holder, id_column, "explaining")
+        X, Xw, us, covered = self._parts(X, self._holders_arg(holder, holders), id_column,
+                                         "explaining")
         bank, model = self.feature_names_bank_, self.model_
         terms = model._prepare_bank(Xw, fit=False) * model.coef_bank_[None, :]
-        # the holder's weights on the blinding offsets belong to the intercept (intercept_)
-        holder_part = u - float(np.dot(model.coef_holder_, self.blind_offset_))
-        names = list(bank) + [holder_column(self.holder_name_, self.holder_feature_names_)]
-        out = explanation_frame(-self.factor * np.column_stack([terms, holder_part]),
+        # each holder's weights on the blinding offsets belong to the intercept (intercept_)
+        parts, columns, at = holder_parts(self), [], 0
+        names = list(bank)
+        for u, part in zip(us, parts):
+            k = len(part.features)
+            columns.append(u - float(np.dot(model.coef_holder_[at:at + k],
+                                            self.blind_offset_[at:at + k])))
+            names.append(holder_column(part.name, part.features))
+            at += k
+        out = explanation_frame(-self.factor * np.column_stack([terms, *columns]),
                                 self.offset - self.factor * self.intercept_, names, X.index,
                                 POINTS)
         out.attrs["holder_covered"] = covered  # per row: the holder had data and consent
@@ -318,21 +391,22 @@ class Scorecard(FederatedClassifier):
         if model is not None:
             model.close_scoring()
 
-    def score(self, X, holder, *, id_column: str | None = None) -> np.ndarray:
+    def score(self, X, holder=None, *, holders=None,
+              id_column: str | None = None) -> np.ndarray:
         """Scorecard points per enterprise (more points, less risk): the bank's points plus
-        the holder's, over the channel (the holder returns its partial score per id).
+        each holder's, over the channels (a holder returns its partial score per id).
 
         Parameters
         ----------
-        X, holder, id_column
+        X, holder, holders, id_column
             As for :meth:`predict_proba`.
 
         Returns
         -------
         numpy.ndarray
         """
-        return self.offset - self.factor * self.decision_function(X, holder,
-                                                                  id_column=id_column)
+        return self.offset - self.factor * self.decision_function(
+            X, holder, holders=holders, id_column=id_column)
 
     # -- persistence: the points, the binning and the regression (the bank's halves) --------
     def _state(self) -> dict:
@@ -370,6 +444,7 @@ class Scorecard(FederatedClassifier):
             self.holder_feature_names_ = list(d["holder_features"])
         self.holder_name_ = self.model_.holder_name_
         self.model_id_ = self.model_.model_id_
+        self.holders_ = list(self.model_.__dict__.get("holders_") or [])
         k = len(self.holder_feature_names_)  # files from before blinding: the identity
         blind = d.get("blind") or {"scale": [1.0] * k, "offset": [0.0] * k}
         self.blind_scale_ = np.asarray(blind["scale"], dtype=np.float64)
