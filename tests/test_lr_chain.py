@@ -231,3 +231,38 @@ def test_a_holder_refuses_a_chain_out_of_order_or_misplaced():
                               slot_bits=[200], slots=[5], beta=0.5, scale_bits=30)],
                  m.ChainGradient)
     assert chain_steps.ChainResult  # the bank's side is importable beside the holder's
+
+
+# -- the scorecard on top ---------------------------------------------------------------------
+def _points(card):
+    t = card.points_table_.copy()
+    t["Variable"] = t["Variable"].str.replace(r"^(holder|platform|utility):", "", regex=True)
+    return t.set_index(["Variable", "Bin"])["Points"]
+
+
+def test_a_scorecard_with_two_holders_has_the_points_of_one_holder_with_their_union(tmp_path):
+    from fedcredit.models import Scorecard
+
+    bank, y, holder = _data(4)
+    union = _party(holder, "union")
+    a, b = _party(holder[["h0", "h1"]], "platform"), _party(holder[["h2", "h3"]], "utility")
+    lr = _lr(max_iter=3)
+    one = Scorecard(lr=lr, blind_woe=False).fit(bank, y, holder=union)
+    two = Scorecard(lr=lr, blind_woe=False).fit(bank, y, holders=[a, b])
+    assert sorted(two.feature_names_[3:]) == ["platform:h0", "platform:h1", "utility:h2",
+                                              "utility:h3"]
+    assert set(two.points_table_["party"]) == {"bank", "holder"}
+    diff = (_points(one) - _points(two)).abs()
+    assert diff.notna().all() and diff.max() < 0.5, diff.sort_values().tail()
+    s1, s2 = one.score(bank, union), two.score(bank, holders=[a, b])
+    assert np.max(np.abs(s1 - s2)) < 1.5
+    ex = two.explain(bank.iloc[:10], holders={"utility": b, "platform": a})
+    assert {"holder:platform (all features)", "holder:utility (all features)"} <= set(ex.columns)
+    assert np.allclose(ex.sum(axis=1), s2[:10])
+    path = tmp_path / "card.json"
+    two.save(path)
+    back = Scorecard.load(path)
+    assert np.array_equal(back.score(bank, holders=[a, b]), s2)
+    # blinded (the default): another path to the same optimum, the same ranking quality
+    blinded = Scorecard(lr=lr).fit(bank, y, holders=[a, b])
+    assert abs(auc(y, -blinded.score(bank, holders=[a, b])) - auc(y, -s1)) < 0.005

@@ -14,7 +14,7 @@ from reference_boost import grow_reference
 from fedcredit.binning import BinMapper
 from fedcredit.crypto import FixedPoint
 from fedcredit.errors import InvalidInput
-from fedcredit.models import Scorecard, SecureBoostClassifier
+from fedcredit.models import SecureBoostClassifier
 from fedcredit.models.explain import explained_score
 from fedcredit.protocol import BankSession, InProcessChannel, PassiveParty
 from fedcredit.protocol.alignment.bank import align_many
@@ -237,11 +237,9 @@ def test_alignment_with_holders_that_cover_different_enterprises(small_credit):
     assert local[1] is None and sessions[1].alignment.ids == expected
 
 
-def test_what_takes_one_holder_says_so(small_credit):
+def test_holders_are_named_once_and_by_their_own_names(small_credit):
     bank, y, holder = small_credit
     a, b = _parties(holder)
-    with pytest.raises(InvalidInput, match="Scorecard scores with one holder"):
-        Scorecard().fit(bank.iloc[:500], y[:500], holders=[a, b])
     twin = PassiveParty(holder[_columns(holder)[1]], name="platform", policy=test_policy())
     with pytest.raises(InvalidInput, match="two holders call themselves 'platform'"):
         _model().fit(bank.iloc[:500], y[:500], holders=[a, twin])
@@ -330,7 +328,7 @@ def test_woe_with_two_holders_is_woe_with_the_union(small_credit):
         assert t.equals(two.tables_[renamed.get(k, k)]), k
     assert two.party_[f"utility:{cols_b[0]}"] == "holder"
     assert [h.name for h in two.holders_] == ["platform", "utility"]
-    with pytest.raises(InvalidInput, match="a scorecard works with a model of one holder"):
+    with pytest.raises(InvalidInput, match="the WOE binning has 2 holders; this fit names 1"):
         Scorecard(woe=two).fit(bank, y, holder=a)
 
 
