@@ -178,6 +178,39 @@ def test_three_holders_and_each_audit_names_the_others():
         assert len(opened) == 1 and opened[0]["detail"].endswith(f"parties={others}")
 
 
+class _Revocable:
+    def __init__(self):
+        self.revoked: set[str] = set()
+
+    def allowed(self, bank, purpose, ids):
+        return np.array([i not in self.revoked for i in ids], dtype=bool)
+
+
+def test_a_revoked_consent_at_one_holder_removes_only_its_part_of_one_score():
+    bank, y, holder = _data(6)
+    consent = _Revocable()
+    a = _party(holder[["h0", "h1"]], "platform")
+    b = _party(holder[["h2", "h3"]], "utility", consent=consent)
+    model = _lr(max_iter=1).fit(bank.iloc[:1200], y[:1200], holders=[a, b])
+    X = bank.iloc[1200:1300]
+    before, cov = model.decision_function(X, holders=[a, b], return_coverage=True)
+    assert cov.all()
+    gone = X.index[7]
+    consent.revoked.add(gone)
+    after, cov = model.decision_function(X, holders=[a, b], return_coverage=True)
+    assert cov.tolist() == [i != gone for i in X.index]
+    keep = X.index != gone
+    assert np.array_equal(after[keep], before[keep]) and after[~keep] != before[~keep]
+    # the utility's part is its encoding of nothing; the platform's part is kept
+    us = model._holder_scores([gone], [(None, a), (None, b)])[0]
+    blank = holder[["h2", "h3"]].copy()
+    blank.loc[gone] = np.nan
+    b_blank = _party(blank, "utility", models=b.models)
+    assert after[~keep][0] == pytest.approx(
+        model.decision_function(X.loc[[gone]], holders=[a, b_blank])[0], abs=1e-9)
+    assert us[0][0] == model._holder_scores([gone], [(None, a), (None, b_blank)])[0][0][0]
+
+
 def test_the_bank_carries_only_sealed_blobs_between_holders():
     bank, y, holder = _data(2)
     a, b = _party(holder[["h0", "h1"]], "platform"), _party(holder[["h2", "h3"]], "utility")
@@ -266,3 +299,29 @@ def test_a_scorecard_with_two_holders_has_the_points_of_one_holder_with_their_un
     # blinded (the default): another path to the same optimum, the same ranking quality
     blinded = Scorecard(lr=lr).fit(bank, y, holders=[a, b])
     assert abs(auc(y, -blinded.score(bank, holders=[a, b])) - auc(y, -s1)) < 0.005
+
+
+def test_simulate_lr_with_two_holder_processes_from_the_cli(tmp_path):
+    """``fedcredit simulate --model lr --holder-csv A --holder-csv B``: one holder process
+    each, over gRPC with mutual TLS; the federated AUC is the centralized one's."""
+    import json
+
+    from fedcredit.cli import main as cli
+
+    bank, y, holder = _data(5)
+    bank.assign(label=y).rename_axis("uscc").reset_index().to_csv(tmp_path / "b.csv",
+                                                                 index=False)
+    for name, cols in (("platform", ["h0", "h1"]), ("utility", ["h2", "h3"])):
+        holder[cols].rename_axis("uscc").reset_index().to_csv(tmp_path / f"{name}.csv",
+                                                              index=False)
+    out = tmp_path / "summary.json"
+    assert cli(["simulate", "--bank-csv", str(tmp_path / "b.csv"), "--holder-csv",
+                str(tmp_path / "platform.csv"), "--holder-csv", str(tmp_path / "utility.csv"),
+                "--id-column", "uscc", "--label-column", "label", "--model", "lr",
+                "--key-bits", str(TEST_KEY_BITS), "--insecure-key", "--quiet",
+                "--json", str(out)]) == 0
+    s = json.loads(out.read_text())
+    assert s["holders"] == ["platform", "utility"] and s["rows_aligned"] == N
+    assert abs(s["auc"]["federated"] - s["auc"]["centralized"]) < 0.01
+    # plain LR: each holder keeps its own coefficients; the bank lists only its own
+    assert set(s["coefficients"]) == {"intercept", "b0", "b1", "b2"}

@@ -85,5 +85,4 @@ def load_private_key(data: bytes) -> PrivateKey:
 __all__ = ["MIN_SECURE_BITS", "SCHEMES", "CipherVector", "EncryptedHistogram", "FixedPoint",
            "PrivateKey", "PublicKey", "SlotLayout", "candidate_sums", "generate_keypair",
            "load_private_key", "load_public_key", "plan_groups", "polynomial_contract",
-           "polynomial_partials",
-           "security_bits"]
+           "polynomial_partials", "security_bits"]

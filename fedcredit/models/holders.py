@@ -1,5 +1,5 @@
 """Several data holders in one model (the platforms' "1+N"): which channels a call names,
-and the sessions of one fit.
+the sessions of one fit, and which holder of a fitted model answers which part.
 
 A bank passes ``holder=`` (one channel) or ``holders=`` (a list of channels, or a mapping
 of holder name to channel). Each holder is an unchanged holder service with its own

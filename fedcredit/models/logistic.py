@@ -54,6 +54,15 @@ class HeteroLogisticRegression(FederatedClassifier):
     Before step 1 the bank fits its own features alone (``warm_start="bank"``), so that no
     step's residuals are one constant minus the label.
 
+    **Several holders** (``holders=[...]``): steps 1, 2, 5 and 6 run with each holder; the
+    joint score is ``a_i + sum_h u_h,i``, the bank expands the sigmoid in the radius-weighted
+    sum of the holders' ``t`` and steps 3-4 become a chain (:mod:`fedcredit.protocol.lr_chain`):
+    the first holder receives the encrypted terms and re-expands them in the rest of the sum
+    by its own ``t``, each next holder likewise, the last evaluates ``Enc(d_i (1, x_b,i))``,
+    returns the bank's sums and its masked gradient and passes ``Enc(d_i)`` to the others,
+    who return theirs. What one holder passes another is sealed (X25519, AES-GCM) and only
+    carried by the bank: no party learns more than with one holder (docs/PRIVACY.md).
+
     **What each message reveals.**
 
     - LrStart: to the holder, the training rows and optimiser settings (for a scorecard, the
