@@ -157,8 +157,8 @@ def run(cfg: SimulationConfig) -> dict:
         raise InvalidInput(f"--engine must be 'local' or 'dask', got {cfg.engine!r}")
     if cfg.align not in ("all", "any"):
         raise InvalidInput(f"--align must be 'all' or 'any', got {cfg.align!r}")
-    if cfg.align == "any" and cfg.model != "secureboost":
-        raise InvalidInput("--align any trains --model secureboost")
+    if cfg.align == "any" and cfg.model not in ("secureboost", "lr"):
+        raise InvalidInput("--align any trains --model secureboost or lr")
     names = holder_names(csvs)
     with tempfile.TemporaryDirectory(prefix="fedcredit-sim-") as tmp:
         tls_dir = Path(tmp) / "tls"
@@ -280,7 +280,8 @@ def _fit_lr(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels,
     model = HeteroLogisticRegression(key_bits=cfg.key_bits, insecure_key=cfg.insecure_key,
                                      he_scheme=cfg.he_scheme, n_jobs=cfg.n_jobs,
                                      random_state=cfg.random_state, verbose=cfg.verbose)
-    model.fit(Xa.iloc[tr], ya[tr], **holder_kwargs(channels))
+    model.fit(Xa.iloc[tr], ya[tr], **holder_kwargs(channels),
+              **({"align": cfg.align} if len(channels) > 1 else {}))
     summary["fit_seconds"] = model.fit_seconds_
     summary["time_budget_bank"] = model.time_budget_
     summary["rows_train"], summary["rows_test"] = int(len(tr)), int(len(te))

@@ -211,6 +211,38 @@ def test_a_revoked_consent_at_one_holder_removes_only_its_part_of_one_score():
     assert us[0][0] == model._holder_scores([gone], [(None, a), (None, b_blank)])[0][0][0]
 
 
+def test_align_any_trains_on_every_enterprise_some_holder_serves():
+    """Two holders of different coverage, one enterprise only the platform knows: align="any"
+    trains on the union, each holder on its own rows (gaps elsewhere, in shuffled batches)."""
+    bank, y, holder = _data(8)
+    rng = np.random.default_rng(3)
+    ka, kb = rng.random(N) < 0.7, rng.random(N) < 0.7
+    only_a = holder.index[ka & ~kb][0]
+    a = _party(holder.loc[ka, ["h0", "h1"]], "platform")
+    cb = RecordingChannel(_party(holder.loc[kb, ["h2", "h3"]], "utility"))
+    both = _lr(max_iter=3).fit(bank, y, holders=[a, cb])
+    anyone = _lr(max_iter=3).fit(bank, y, holders=[a, cb], align="any")
+    training = list(cb.sent)  # scoring, below, asks every holder about every id
+    p_all = both.predict_proba(bank, holders=[a, cb])[:, 1]
+    p_any, cov = anyone.predict_proba(bank, holders=[a, cb], return_coverage=True)
+    assert auc(y, p_any[:, 1]) > auc(y, p_all) > 0.75  # about 1,360 rows trained, not 740
+    assert cov.tolist() == (ka & kb).tolist()
+    # the utility was never told of the enterprise only the platform serves ...
+    sent = [msg for msg, _ in training]
+    assert not any(only_a.encode() in data for _, data in training)
+    # ... but its batches, shuffled, carry gaps where it has no row
+    steps = [msg for msg in sent if isinstance(msg, m.LrStep) and msg.unserved]
+    assert steps
+    for st in steps[:3]:
+        gaps = np.frombuffer(st.unserved, "<u4")
+        rows = np.frombuffer(st.rows, "<u4")
+        assert np.all(np.diff(gaps) > 0) and np.any(np.diff(rows.astype(int)) < 0)
+    with pytest.raises(InvalidInput, match="every holder serves"):
+        from fedcredit.models import Scorecard
+
+        Scorecard().fit(bank, y, holders=[a, cb], align="any")
+
+
 def test_the_bank_carries_only_sealed_blobs_between_holders():
     bank, y, holder = _data(2)
     a, b = _party(holder[["h0", "h1"]], "platform"), _party(holder[["h2", "h3"]], "utility")

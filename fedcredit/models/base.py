@@ -104,7 +104,7 @@ class FederatedEstimator(BaseEstimator):
     _cv_one_session: ClassVar[bool] = True
 
     def fit(self, X, y, holder=None, *, holders=None, id_column: str | None = None,
-            sample_weight=None):
+            sample_weight=None, align: str = "all"):
         """Align with the holder (PSI), then train on the enterprises both parties have.
 
         Parameters
@@ -121,13 +121,17 @@ class FederatedEstimator(BaseEstimator):
         id_column : str, optional
         sample_weight : array-like, optional
             One weight >= 0 per row of ``X`` (rows the holder lacks drop with their weight).
+        align : "all" or "any"
+            With several holders: train on the enterprises every holder serves, or (estimators
+            with ``_align_any``) on those at least one serves, each holder's features missing
+            where it has none.
 
         Returns
         -------
         self
         """
         return self._fit_federated(X, y, holder, holders=holders, id_column=id_column,
-                                   sample_weight=sample_weight)
+                                   sample_weight=sample_weight, align=align)
 
     #: whether ``fit`` and scoring take several holders (``holders=``)
     _multi_holder: ClassVar[bool] = False
@@ -155,7 +159,7 @@ class FederatedEstimator(BaseEstimator):
                                f"'any' (those at least one serves), got {align!r}")
         if align == "any" and not self._align_any:
             raise InvalidInput(f"{type(self).__name__} trains on the enterprises every holder "
-                               "serves: align='any' is for SecureBoost")
+                               "serves: align='any' is for SecureBoost and hetero LR")
         self._start_fit()
         X, y = check_xy(X, y, id_column, target=self._target)
         w = check_sample_weight(sample_weight, len(X))

@@ -87,6 +87,21 @@ class HolderSessions:
     def __len__(self) -> int:
         return len(self.sessions)
 
+    @property
+    def partial(self) -> bool:
+        """Some holder does not serve every training row (``align="any"``)."""
+        return any(m is not None and bool((m < 0).any()) for m in self.local)
+
+    def holder_rows(self, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Holder ``k``'s positions of the training ``rows`` it serves, and the positions
+        within ``rows`` of those it does not (None: it serves them all)."""
+        m = self.local[k]
+        if m is None:
+            return rows, None
+        pos = m[rows]
+        gaps = np.flatnonzero(pos < 0)
+        return pos[pos >= 0], (gaps if len(gaps) else None)
+
 
 def holder_names(channels: list) -> list[str]:
     """Each holder's name, as it answers a ping (told to every other holder when sessions

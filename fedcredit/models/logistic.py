@@ -135,6 +135,7 @@ class HeteroLogisticRegression(FederatedClassifier):
     _format = FORMAT
     _task = "lr"
     _multi_holder = True
+    _align_any = True
 
     def __init__(self, C: float = 1.0, max_iter: int = 8, batch_size: int | str = "auto",
                  learning_rate: float = 0.1, lr_decay: float = 0.5, tol: float = 1e-4,
@@ -212,17 +213,12 @@ class HeteroLogisticRegression(FederatedClassifier):
         XAi = lc.to_fixed(XA)
         n = len(ya)
         rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
-
-        def local(k: int, r: np.ndarray) -> np.ndarray:  # holder k's positions of rows r
-            m = group.local[k]
-            return r if m is None else m[r]
-
         wn = None if weights is None else np.asarray(weights, np.float64) / np.max(weights)
         bs = (int(np.clip(n // 16, 128, 2048)) if self.batch_size == "auto"
               else int(self.batch_size))
         bs = min(bs, n)
         l2 = 1.0 / (float(self.C) * n * (1.0 if wn is None else float(np.max(weights))))
-        readies = [lr_steps.lr_start(s, local(k, rows), encoding=encoding,
+        readies = [lr_steps.lr_start(s, group.holder_rows(k, rows)[0], encoding=encoding,
                                      learning_rate=self.learning_rate, decay=self.lr_decay,
                                      l2=l2, **(holder_kw if per_holder is None else
                                                per_holder[k]))
@@ -245,15 +241,20 @@ class HeteroLogisticRegression(FederatedClassifier):
         try:
             for epoch in range(int(self.max_iter)):
                 order = rng.permutation(n)
-                batches = [np.sort(order[lo:lo + bs]) for lo in range(0, n, bs)]
+                # align="any": batches stay shuffled, so that where a holder's gaps fall
+                # says nothing of the ids it lacks
+                keep = (lambda b: b) if group.partial else np.sort
+                batches = [keep(order[lo:lo + bs]) for lo in range(0, n, bs)]
                 if len(batches) > 1 and len(batches[-1]) < bs:  # fold a short tail in
                     tail = batches.pop()
-                    batches[-1] = np.sort(np.concatenate([batches[-1], tail]))
+                    batches[-1] = keep(np.concatenate([batches[-1], tail]))
                 for k, b_idx in enumerate(batches):
                     new_epoch = epoch > 0 and k == 0
                     bank_change = opt.new_epoch() if new_epoch else 0.0
-                    stats = [lr_steps.lr_step(s, step, local(h, rows[b_idx]), masked[h],
-                                              new_epoch) for h, s in enumerate(sessions)]
+                    stats = []
+                    for h, s in enumerate(sessions):
+                        own, gaps = group.holder_rows(h, rows[b_idx])
+                        stats.append(lr_steps.lr_step(s, step, own, masked[h], new_epoch, gaps))
                     if new_epoch:
                         history.append(max(bank_change, *(st.weight_change for st in stats)))
                         if history[-1] < float(self.tol):

@@ -121,21 +121,26 @@ class Scorecard(FederatedClassifier):
             raise InvalidInput("lr must be a HeteroLogisticRegression or None")
 
     def fit(self, X, y, holder=None, *, holders=None, id_column: str | None = None,
-            sample_weight=None):
+            sample_weight=None, align: str = "all"):
         """Fit the binning unless given fitted, then the WOE regression; build the points.
 
         Parameters
         ----------
-        X, y, holder, id_column
+        X, y, holder, holders, id_column
             As for :meth:`FederatedEstimator.fit`.
         sample_weight : array-like, optional
             Weights of the binning fitted here (weighted WOE) and of the regression (times
             ``lr``'s ``class_weight``).
+        align : "all"
+            The enterprises every holder serves, as the WOE binning ("any" is refused).
 
         Returns
         -------
         self
         """
+        if align != "all":
+            raise InvalidInput("a Scorecard trains on the enterprises every holder serves "
+                               "(align='all'), as its WOE binning does")
         self.close_scoring()  # the sessions of the previous model
         self._validate_params()
         X, y = check_xy(X, y, id_column)

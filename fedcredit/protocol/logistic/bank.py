@@ -44,7 +44,7 @@ def lr_start(session: BankSession, rows: np.ndarray, *, encoding: str = "standar
 
 
 def lr_step(session: BankSession, step: int, rows: np.ndarray, masked: list[str],
-            new_epoch: bool) -> m.LrStats:
+            new_epoch: bool, unserved: np.ndarray | None = None) -> m.LrStats:
     """Open a mini-batch; returns the holder's (center, radius) of its partial scores.
 
     **Privacy**: the holder learns the batch's rows and, from ``masked``, its own gradient
@@ -57,10 +57,15 @@ def lr_step(session: BankSession, step: int, rows: np.ndarray, masked: list[str]
     which no residuals in [-1, 1] produce (partial hardening against a bank steering its
     weights with offsets: an offset within the range is not detected). The bank learns the
     interval of the holder's partial scores over the batch, rounded to 1/8 (an aggregate).
+    With ``unserved`` (several holders, ``align="any"``: the batch positions of enterprises
+    this holder does not serve), the holder learns how many of the batch's enterprises it
+    does not serve, not which: the bank shuffles such batches.
     """
+    gaps = b"" if unserved is None else rows_to_bytes(unserved)
     with session.watch("bank_wait_stats"):
         r = session.call(m.LrStep(session_id=session.id, step=step, rows=rows_to_bytes(rows),
-                                  masked_gradient=masked, new_epoch=new_epoch), m.LrStats)
+                                  masked_gradient=masked, new_epoch=new_epoch,
+                                  unserved=gaps), m.LrStats)
     if r.step != step:
         raise ProtocolError("unexpected answer to an LR step")
     return r

@@ -24,7 +24,7 @@ from ..context import HolderContext
 from ..hooks import StoredModel, model_columns
 from ..session import Session
 from ..timing import Stopwatch
-from ..wire import flags_to_bytes, rows_from_bytes
+from ..wire import flags_to_bytes, increasing_rows, rows_from_bytes
 from ..woe.holder import load_binning
 from ..woe.math import final_bins
 from . import math as lc
@@ -132,14 +132,20 @@ class HolderLR:
                                   f"{floor} (min_node_samples, and twice its features)")
         if not np.isin(rows, self.train_rows).all():
             raise InvalidInput("batch rows must be training rows")
+        gaps = increasing_rows(msg.unserved, len(rows) + len(msg.unserved) // 4,
+                               "unserved batch positions")
         self.step_no = msg.step
-        self.batch = rows
+        # the batch in the bank's order: its own rows, and (several holders, align="any")
+        # -1 at the positions of enterprises another holder serves and it does not
+        self.batch = np.full(len(rows) + len(gaps), -1, dtype=np.int64)
+        mine = np.setdiff1d(np.arange(len(self.batch)), gaps)
+        self.batch[mine] = rows
         # consent is re-checked at every step: withdrawn enterprises count as missing values
         ids = [self.aligned_ids[i] for i in rows.tolist()]
         served = self.core.consent_mask(self.session, ids)
-        self.Xb, self.Xbi = self.X[rows].copy(), self.Xi[rows].copy()
-        if not served.all():
-            self.Xb[~served], self.Xbi[~served] = self.X_missing, self.Xi_missing
+        self.Xb = np.tile(self.X_missing, (len(self.batch), 1))
+        self.Xbi = np.tile(self.Xi_missing, (len(self.batch), 1))
+        self.Xb[mine[served]], self.Xbi[mine[served]] = self.X[rows[served]], self.Xi[rows[served]]
         u = self.Xb @ self.opt.w
         center, radius = lc.interval(u)
         self.t = np.clip((u - center) / radius, -1.0, 1.0)

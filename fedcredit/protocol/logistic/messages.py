@@ -36,6 +36,9 @@ class LrStep:
     rows: bytes = b""
     masked_gradient: list[str] = field(default_factory=list)  # decimal ints, one per feature
     new_epoch: bool = False
+    #: uint32 positions in the batch of enterprises this holder does not serve (several
+    #: holders, align="any"): it puts its encoding of no data there; ``rows`` fill the rest
+    unserved: bytes = b""
 
 
 @dataclass
