@@ -111,6 +111,16 @@ def stratified_split(y, test_size=0.3, seed=0):
     return np.sort(tr), np.sort(te)
 
 
+class Revocable:
+    """A consent registry where enterprises can be revoked (``revoked.add(id)``)."""
+
+    def __init__(self):
+        self.revoked: set[str] = set()
+
+    def allowed(self, bank, purpose, ids):
+        return np.array([i not in self.revoked for i in ids], dtype=bool)
+
+
 class RecordingChannel(InProcessChannel):
     """An in-process channel that keeps every message as the bytes the wire would carry
     (and hands the holder the decoded copy), for tests that inspect the traffic."""

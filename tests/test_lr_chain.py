@@ -17,7 +17,7 @@ from fedcredit.protocol import PassiveParty
 from fedcredit.protocol.lr_chain import math as cm
 from fedcredit.protocol.registry import MESSAGES as m
 
-from conftest import TEST_KEY_BITS, RecordingChannel, test_policy
+from conftest import TEST_KEY_BITS, RecordingChannel, Revocable, test_policy
 
 
 # -- the arithmetic ---------------------------------------------------------------------------
@@ -178,17 +178,9 @@ def test_three_holders_and_each_audit_names_the_others():
         assert len(opened) == 1 and opened[0]["detail"].endswith(f"parties={others}")
 
 
-class _Revocable:
-    def __init__(self):
-        self.revoked: set[str] = set()
-
-    def allowed(self, bank, purpose, ids):
-        return np.array([i not in self.revoked for i in ids], dtype=bool)
-
-
 def test_a_revoked_consent_at_one_holder_removes_only_its_part_of_one_score():
     bank, y, holder = _data(6)
-    consent = _Revocable()
+    consent = Revocable()
     a = _party(holder[["h0", "h1"]], "platform")
     b = _party(holder[["h2", "h3"]], "utility", consent=consent)
     model = _lr(max_iter=1).fit(bank.iloc[:1200], y[:1200], holders=[a, b])

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TEST_KEY_BITS, test_policy
+from conftest import TEST_KEY_BITS, Revocable, test_policy
 from reference_boost import grow_reference
 
 from fedcredit.binning import BinMapper
@@ -173,16 +173,6 @@ def test_each_holder_audits_the_other_holders(small_credit):
         opened = [r for r in party.auditor.records if r["operation"].startswith("open_session")]
         assert [r["operation"] for r in opened] == ["open_session:train", "open_session:score"]
         assert all(r["detail"].endswith(f"parties={other}") for r in opened), opened
-
-
-class Revocable:
-    """A consent registry where enterprises can be revoked."""
-
-    def __init__(self):
-        self.revoked: set[str] = set()
-
-    def allowed(self, bank, purpose, ids):
-        return np.array([i not in self.revoked for i in ids], dtype=bool)
 
 
 def test_a_revoked_consent_at_one_holder_drops_only_that_holders_data(small_credit):
