@@ -349,3 +349,32 @@ def test_simulate_lr_with_two_holder_processes_from_the_cli(tmp_path):
     assert abs(s["auc"]["federated"] - s["auc"]["centralized"]) < 0.01
     # plain LR: each holder keeps its own coefficients; the bank lists only its own
     assert set(s["coefficients"]) == {"intercept", "b0", "b1", "b2"}
+
+
+def test_batches_for_a_holder_of_low_coverage_grow_to_its_floor_or_are_refused():
+    from fedcredit.models.holders import HolderSessions, plan_batches
+
+    class _S:
+        def __init__(self, name):
+            self.holder_name, self.watch = name, None
+
+    n = 1000
+    sparse = np.full(n, -1)
+    sparse[::10] = np.arange(100)  # serves one enterprise in ten
+    group = HolderSessions([_S("platform"), _S("utility")], [None, sparse])
+    rows = np.arange(n)
+    plan, bs = plan_batches(group, rows, [20, 20], 128, 2, np.random.default_rng(0))
+    assert bs == 400  # twice the floor at a 10 % share
+    for epoch in plan:
+        assert sorted(np.concatenate(epoch).tolist()) == rows.tolist()
+        assert all((sparse[b] >= 0).sum() >= 20 for b in epoch)
+        assert any(np.any(np.diff(b) < 0) for b in epoch)  # shuffled, not in id order
+    full, bs_full = plan_batches(HolderSessions([_S("p")], [None]), rows, [20], 128, 1,
+                                 np.random.default_rng(0))
+    assert bs_full == 128 and all(np.all(np.diff(b) > 0) for b in full[0])
+    with pytest.raises(InvalidInput, match="holds 1 that holder 'utility' serves, below its "
+                                           "floor of 20"):
+        tiny = np.full(n, -1)
+        tiny[5] = 0
+        plan_batches(HolderSessions([_S("platform"), _S("utility")], [None, tiny]), rows,
+                     [20, 20], 128, 1, np.random.default_rng(0))

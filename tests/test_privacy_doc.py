@@ -51,6 +51,7 @@ CONSTANTS = {
     "FRAC_BITS": ps_math.FRAC_BITS,
     "ORDER_BY_ID": alignment_math.ORDER_BY_ID,
     "SEAL_RELAYS": chain_holder.SEAL_RELAYS,
+    "RERANDOMIZE_RESIDUALS": chain_holder.RERANDOMIZE_RESIDUALS,
     "CHAIN_BITS": chain_math.CHAIN_BITS,
 }
 SECTIONS = ("alignment", "secureboost", "logistic regression", "woe", "scorecard", "scoring",

@@ -195,6 +195,41 @@ def in_holder_order(channels: list, names: list[str]) -> list:
     return [channels[got.index(n)] for n in names]
 
 
+def plan_batches(group: HolderSessions, rows: np.ndarray, floors: list[int], bs: int,
+                 epochs: int, rng: np.random.Generator) -> tuple[list[list[np.ndarray]], int]:
+    """Every epoch's mini-batches (positions in ``rows``) for hetero LR, drawn before the
+    first step, and the batch size.
+
+    With holders that serve only some rows (``align="any"``) the batch grows until each
+    holder expects twice its floor of its own rows, batches stay shuffled (where a holder's
+    gaps fall then says nothing of the ids it lacks), and a batch that still holds fewer
+    than a holder's floor is refused here, not by the holder halfway through the fit."""
+    n = len(rows)
+    if group.partial:
+        for k, f in enumerate(floors):
+            share = len(group.holder_rows(k, rows)[0]) / max(n, 1)
+            bs = min(n, max(bs, int(np.ceil(2 * f / max(share, 1e-12)))))
+    keep = (lambda b: b) if group.partial else np.sort
+    plan = []
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        batches = [keep(order[lo:lo + bs]) for lo in range(0, n, bs)]
+        if len(batches) > 1 and len(batches[-1]) < bs:  # fold a short tail in
+            tail = batches.pop()
+            batches[-1] = keep(np.concatenate([batches[-1], tail]))
+        plan.append(batches)
+    if group.partial:
+        for batch in (b for epoch in plan for b in epoch):
+            for k, f in enumerate(floors):
+                own = len(group.holder_rows(k, rows[batch])[0])
+                if own < f:
+                    raise InvalidInput(
+                        f"a batch of {len(batch)} rows holds {own} that holder "
+                        f"{group.sessions[k].holder_name!r} serves, below its floor of {f}: "
+                        "pass a larger batch_size, or align='all'")
+    return plan, bs
+
+
 def holder_kwargs(channels: list) -> dict:
     """``holder=`` for one channel, ``holders=`` for several (in training order)."""
     return {"holder": channels[0]} if len(channels) == 1 else {"holders": list(channels)}

@@ -17,7 +17,14 @@ from ..protocol.logistic import math as lc
 from ..protocol.lr_chain import bank as chain_steps
 from .base import FederatedClassifier, check_class_weight, check_xy, progress_bar
 from .explain import LOG_ODDS, explanation_frame, grouped, holder_column, prep_sources
-from .holders import HolderPart, HolderSessions, holder_feature_names, holder_parts, per_holder
+from .holders import (
+    HolderPart,
+    HolderSessions,
+    holder_feature_names,
+    holder_parts,
+    per_holder,
+    plan_batches,
+)
 
 FORMAT = "fedcredit.hetero_lr/1"
 
@@ -226,12 +233,14 @@ class HeteroLogisticRegression(FederatedClassifier):
         if len(sessions) > 1:
             chain_steps.chain_setup(sessions)
         # each holder refuses batches below its floor (min_node_samples, twice its features)
-        bs = min(n, max(bs, *(2 * int(r.n_features) + 2 for r in readies),
-                        *(int(s.min_node_samples) for s in sessions)))
+        floors = [max(int(s.min_node_samples), 2 * int(r.n_features) + 2)
+                  for s, r in zip(sessions, readies)]
+        bs = min(n, max(bs, *floors))
+        plan, bs = plan_batches(group, rows, floors, bs, int(self.max_iter),
+                                np.random.default_rng(self.random_state))
         self.holder_feature_names_ = [f for r in readies for f in r.feature_names]
         self.holder_name_ = group.holder_name  # also when a scorecard drives the session
         opt = lc.Adam(self._initial_weights(XA, ya, l2, wn), self.learning_rate, self.lr_decay)
-        rng = np.random.default_rng(self.random_state)
         masked: list[list[str]] = [[] for _ in sessions]
         step, history = 0, []
         bar = progress_bar(self.verbose, int(self.max_iter) * (-(-n // bs)), "Hetero LR steps",
@@ -239,15 +248,7 @@ class HeteroLogisticRegression(FederatedClassifier):
         self.n_iter_ = 0
         self.degrees_ = []
         try:
-            for epoch in range(int(self.max_iter)):
-                order = rng.permutation(n)
-                # align="any": batches stay shuffled, so that where a holder's gaps fall
-                # says nothing of the ids it lacks
-                keep = (lambda b: b) if group.partial else np.sort
-                batches = [keep(order[lo:lo + bs]) for lo in range(0, n, bs)]
-                if len(batches) > 1 and len(batches[-1]) < bs:  # fold a short tail in
-                    tail = batches.pop()
-                    batches[-1] = keep(np.concatenate([batches[-1], tail]))
+            for epoch, batches in enumerate(plan):
                 for k, b_idx in enumerate(batches):
                     new_epoch = epoch > 0 and k == 0
                     bank_change = opt.new_epoch() if new_epoch else 0.0

@@ -7,6 +7,11 @@ its fit and the traffic it carries, and decrypts what it can read as ciphertexts
 an AES-GCM nonce and tag where the blobs have them): a row's residual ``d_i`` with its own
 part ``a_i`` and label gives ``sigmoid^-1(d_i + y_i) - a_i``, the holders' summed partial
 score of that row. Sealed (``SEAL_RELAYS``, the default), the blobs decrypt to nothing.
+
+And a curious *holder*: the first holder knows its own contracted output, and the residual
+it is sent is that output raised to exponents of the last holder's t: recomputing it for a
+candidate t recognises the true one, row by row. Re-randomised (``RERANDOMIZE_RESIDUALS``,
+the default), no candidate matches.
 """
 from __future__ import annotations
 
@@ -100,3 +105,70 @@ def test_sealed_relays_give_the_bank_nothing(monkeypatch):
     n_read, n_rows, _ = _read_residuals(key, last, y)
     print(f"mitigation on: residuals read for {n_read} of {n_rows} rows")
     assert n_rows == BATCH and n_read == 0
+
+
+# -- the first holder recognising the last holder's t in the residuals it is sent ------------
+ROWS_TRIED, DECOYS = 8, 12
+
+
+def _recognise_last_t(monkeypatch, rerandomize: bool) -> tuple[int, int]:
+    """Holder 0 knows its own contracted output per row; the last holder's residual is a
+    deterministic product of it with exponents of the last holder's t. Holder 0 recomputes
+    that product for candidate values of t (here the true one among decoys; a real search
+    runs the 2^17 exponent grid) and looks for the one that matches what it was sent.
+    Returns (rows whose true t was recognised, decoys that matched)."""
+    from fedcredit.protocol.lr_chain import math as cm
+
+    monkeypatch.setattr(chain_holder, "RERANDOMIZE_RESIDUALS", rerandomize)
+    contractions, partial_inputs = [], []
+    contract, partials, exponents = (chain_holder.polynomial_contract,
+                                     chain_holder.polynomial_partials, cm.exponents)
+
+    def keep_contract(pk, data, E, G, workers=None):
+        out = contract(pk, data, E, G, workers)
+        contractions.append((pk, E, G, out))
+        return out
+
+    def keep_partials(pk, data, *a, **kw):
+        partial_inputs.append(data)
+        return partials(pk, data, *a, **kw)
+
+    monkeypatch.setattr(chain_holder, "polynomial_contract", keep_contract)
+    monkeypatch.setattr(chain_holder, "polynomial_partials", keep_partials)
+    bank, y, holder = _data()
+    a = PassiveParty(holder[["h0", "h1"]], name="platform", policy=test_policy())
+    b = PassiveParty(holder[["h2"]], name="utility", policy=test_policy())
+    HeteroLogisticRegression(key_bits=TEST_KEY_BITS, insecure_key=True, verbose=False,
+                             n_jobs=1, max_iter=1, batch_size=BATCH).fit(bank, y, holders=[a, b])
+    pk, _, G, out0 = contractions[0]  # step 0, holder 0: what it knows of its own output
+    _, E_last, _, _ = contractions[1]  # step 0, the last holder (its t, as exponents)
+    sent = partial_inputs[1]  # step 0: the residuals holder 0 opened (after the last's own)
+    K1, width = E_last.shape[1], pk.ciphertext_bytes
+    degree = K1 - 1
+    rng = np.random.default_rng(5)
+    hits = decoy_hits = 0
+    for i in range(ROWS_TRIED):
+        mine = out0[i * G * K1 * width:(i + 1) * G * K1 * width]
+        received = sent[i * width:(i + 1) * width]
+        candidates = [E_last[i]] + [exponents(rng.uniform(-1, 1, 1), 1.0, degree)[0]
+                                    for _ in range(DECOYS)]
+        for c, E in enumerate(candidates):
+            guess = contract(pk, mine, E.reshape(1, K1, 1), G, 1)[:width]
+            if guess == received:
+                hits += c == 0
+                decoy_hits += c > 0
+    return hits, decoy_hits
+
+
+def test_residuals_not_rerandomised_show_the_first_holder_the_last_holders_t(monkeypatch):
+    hits, decoys = _recognise_last_t(monkeypatch, rerandomize=False)
+    print(f"re-randomisation off: the last holder's t recognised on {hits} of {ROWS_TRIED} "
+          f"rows ({decoys} decoys matched)")
+    assert hits == ROWS_TRIED and decoys == 0
+
+
+def test_rerandomised_residuals_match_no_candidate(monkeypatch):
+    assert chain_holder.RERANDOMIZE_RESIDUALS  # the default
+    hits, decoys = _recognise_last_t(monkeypatch, rerandomize=True)
+    print(f"re-randomisation on: recognised on {hits} of {ROWS_TRIED} rows")
+    assert hits == 0 and decoys == 0

@@ -93,6 +93,8 @@ def lr_terms(session: BankSession, step: int, a: np.ndarray, y: np.ndarray,
     gam = np.column_stack([g0, gam[:, 1:]])
     bound = int(max(abs(int(v)) for v in g0)) + int(
         max(sum(abs(int(v)) for v in row[1:]) for row in gam)) * (2 << lc.CHEB_BITS)
+    # never narrower than a residual of 1 needs: the holder sizes its masks on that
+    bound = max(bound, 2 << (lc.COEF_BITS + lc.CHEB_BITS))
     widths, counts, plains = packed_terms(pk, gam, X_int, bound, holder_x_bits)
 
     def requests() -> Iterator:

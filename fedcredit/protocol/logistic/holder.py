@@ -156,14 +156,22 @@ class HolderLR:
         if self.step_no < 0 or step != self.step_no or self.masks is not None:
             raise ProtocolError(f"{what} arrived for a step the holder did not open")
 
-    def check_layout(self, K: int, widths: list[int], counts: list[int]) -> None:
-        """The bank's degree and packed layout: sane, and with room for the masks."""
+    def check_layout(self, K: int, widths: list[int], counts: list[int],
+                     residual_bits: int) -> None:
+        """The bank's degree and packed layout: sane, and with room for the masks.
+
+        An honest slot-0 gradient ``sum_i x_ij d_i`` (|d_i| <= 1.5) has at most
+        ``x_bits + bits(batch) + residual_bits + 1`` bits; the mask, ``slot - 2`` bits,
+        must exceed it by ``MASK_BITS``, or the bank would read the gradient's high bits
+        through it."""
         if not 1 <= K <= 32 or not widths or len(widths) != len(counts):
             raise InvalidInput("bad degree or group layout")
         pb = self.pk.plaintext_bits
-        if any(w < 1 or c < 1 or w * c > pb for w, c in zip(widths, counts)) or widths[0] < (
-                lc.MASK_BITS + self.x_bits + len(self.batch).bit_length() + 8):
-            raise InvalidInput("the slot layout leaves no room for the holder's masks")
+        need = lc.MASK_BITS + self.x_bits + len(self.batch).bit_length() + residual_bits + 3
+        if any(w < 1 or c < 1 or w * c > pb for w, c in zip(widths, counts)) or \
+                widths[0] < need:
+            raise InvalidInput(f"the slot layout leaves no room for the holder's masks (slot "
+                               f"0 of {widths[0]} bits, at least {need} needed)")
 
     def masked(self, grads, slot_w: int, n_slots: int):
         """``grads`` plus a fresh uniform mask in every slot, re-randomised; keeps slot 0's
@@ -184,7 +192,7 @@ class HolderLR:
         widths, counts = list(first.slot_bits), list(first.slots)
         if G != len(widths):
             raise InvalidInput("bad degree or group layout")
-        self.check_layout(K, widths, counts)
+        self.check_layout(K, widths, counts, self.residual_bits)
         b = len(self.batch)
         per_row = (K + 1) * G
         chunks, offset, expected = [], 0, b * per_row

@@ -86,8 +86,9 @@ def chain_terms(sessions: Sequence[BankSession], step: int, a: np.ndarray, y: np
     betas = cm.shares([s.radius for s in stats])
     gam, K = residual_coefficients(a, y, float(sum(s.center for s in stats)),
                                    float(sum(s.radius for s in stats)), tol, max_degree, weights)
-    bound = cm.residual_bound(max((sum(abs(int(v)) for v in row) for row in gam), default=1),
-                              K, n)
+    bound = max(cm.residual_bound(max((sum(abs(int(v)) for v in row) for row in gam),
+                                      default=1), K, n),
+                2 << cm.scale_bits(n))  # as wide as a residual of 1: the holders' masks
     widths, counts, plains = packed_terms(pk, gam, X_int, bound, max(holder_x_bits))
 
     def head(p: int, role: str) -> m.ChainStep:

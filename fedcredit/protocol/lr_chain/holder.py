@@ -29,6 +29,10 @@ RELAY_CHUNK = 1024
 #: seal what one holder sends another (False: the bank reads each row's residual and so the
 #: holders' summed partial score; only for the attack test that shows it, tests/attacks/)
 SEAL_RELAYS = True
+#: re-randomise the residual ciphertexts the last holder passes the others (False: a holder
+#: that knows its own contracted output recognises, by trial, the last holder's t per row;
+#: only for the attack test that shows it)
+RERANDOMIZE_RESIDUALS = True
 
 
 @dataclass
@@ -47,19 +51,23 @@ class ChainState:
         return self.position == self.n - 1
 
 
-def aad(kind: str, step: int, source: int, target: int, offset: int, count: int) -> bytes:
-    """What a sealed blob is bound to: a blob moved to another step, offset or holder fails."""
-    return f"fedcredit-lr-chain|{kind}|{step}|{source}|{target}|{offset}|{count}".encode()
+def aad(kind: str, step: int, source: int, target: int, offset: int, count: int,
+        layout: tuple) -> bytes:
+    """What a sealed blob is bound to: a blob moved to another step, offset or holder, or
+    read under another degree or slot layout than it was made for, fails."""
+    return (f"fedcredit-lr-chain|{kind}|{step}|{source}|{target}|{offset}|{count}|"
+            f"{layout!r}").encode()
 
 
 def seal_chunks(env: Envelope, kind: str, step: int, source: int, target: int,
-                data: bytes, width: int) -> list[m.ChainRelay]:
+                data: bytes, width: int, layout: tuple) -> list[m.ChainRelay]:
     count = len(data) // width
     out = []
     for lo in range(0, count, RELAY_CHUNK):
         k = min(RELAY_CHUNK, count - lo)
         part = data[lo * width:(lo + k) * width]
-        blob = env.seal(part, aad(kind, step, source, target, lo, k)) if SEAL_RELAYS else part
+        blob = env.seal(part, aad(kind, step, source, target, lo, k, layout)) \
+            if SEAL_RELAYS else part
         out.append(m.ChainRelay(source=source, target=target, offset=lo, count=k, sealed=blob))
     return out
 
@@ -118,10 +126,10 @@ def _check_head(st: HolderLR, ch: ChainState, head: m.ChainStep) -> tuple[int, l
     widths, counts = [int(w) for w in head.slot_bits], [int(c) for c in head.slots]
     if int(head.groups) != len(widths):
         raise InvalidInput("bad degree or group layout")
-    st.check_layout(K, widths, counts)
     if int(head.scale_bits) != cm.scale_bits(ch.n):
         raise InvalidInput(f"scale_bits {head.scale_bits} is not the {cm.scale_bits(ch.n)} of "
                            f"a chain of {ch.n} holders")
+    st.check_layout(K, widths, counts, cm.scale_bits(ch.n))
     return K, widths, counts
 
 
@@ -143,7 +151,7 @@ def _read(st: HolderLR, chunks, expected: int, opener) -> bytes:
     return b"".join(got)
 
 
-def _sealed_opener(ch: ChainState, kind: str, step: int, source: int):
+def _sealed_opener(ch: ChainState, kind: str, step: int, source: int, layout: tuple):
     def opener(msg, offset: int) -> bytes:
         if not isinstance(msg, m.ChainRelay) or msg.source != source or \
                 msg.target != ch.position or msg.offset != offset:
@@ -151,7 +159,7 @@ def _sealed_opener(ch: ChainState, kind: str, step: int, source: int):
         if not SEAL_RELAYS:
             return bytes(msg.sealed)
         return ch.envelopes[source].open(msg.sealed, aad(kind, step, source, ch.position,
-                                                         offset, int(msg.count)))
+                                                         offset, int(msg.count), layout))
     return opener
 
 
@@ -183,7 +191,7 @@ def _contract(st: HolderLR, ch: ChainState, head: m.ChainStep, rest) -> list:
     if ch.last != (beta == 1.0) or not 0.0 < beta <= 1.0:
         raise InvalidInput(f"beta {beta!r} for chain position {ch.position} of {ch.n}")
     G, b, width = len(widths), len(st.batch), st.pk.ciphertext_bytes
-    step = int(head.step)
+    step, layout = int(head.step), (K, tuple(widths), tuple(counts))
     if ch.position == 0:
         def plain(msg, offset: int) -> bytes:
             if not isinstance(msg, m.ChainCiphertexts) or msg.offset != offset:
@@ -192,14 +200,14 @@ def _contract(st: HolderLR, ch: ChainState, head: m.ChainStep, rest) -> list:
         data = _read(st, rest, b * G * (K + 1), plain)
     else:
         data = _read(st, rest, b * G * (K + 1),
-                     _sealed_opener(ch, "terms", step, ch.position - 1))
+                     _sealed_opener(ch, "terms", step, ch.position - 1, layout))
     with st.watch("holder_partials"):
         out = polynomial_contract(st.pk, data, cm.exponents(st.t, beta, K), G)
     ch.contracted, ch.layout = step, (K, widths, counts)
     st.residual_bits = int(head.scale_bits)
     if not ch.last:
         return seal_chunks(ch.envelopes[ch.position + 1], "terms", step, ch.position,
-                           ch.position + 1, out, width)
+                           ch.position + 1, out, width, layout)
     # the last holder: out holds Enc(d_i * packed (1, x_b,i)) per row and group
     with st.watch("holder_partials"):
         sums, grads = polynomial_partials(st.pk, out, np.zeros((b, 0), np.int64), st.Xbi, 0, G)
@@ -207,8 +215,11 @@ def _contract(st: HolderLR, ch: ChainState, head: m.ChainStep, rest) -> list:
         step=step, sums=st.pk.to_bytes_batch(st.pk.rerandomize(sums)),
         gradients=st.pk.to_bytes_batch(st.masked(grads, widths[0], counts[0])))]
     d0 = b"".join(out[(i * G) * width:(i * G + 1) * width] for i in range(b))
+    if RERANDOMIZE_RESIDUALS:  # the others have no key: the cheap obfuscator is enough
+        d0 = st.pk.to_bytes_batch(st.pk.rerandomize(st.pk.from_bytes_batch(d0), full=False))
     for q in range(ch.n - 1):
-        answer += seal_chunks(ch.envelopes[q], "residuals", step, ch.position, q, d0, width)
+        answer += seal_chunks(ch.envelopes[q], "residuals", step, ch.position, q, d0, width,
+                              layout)
     return answer
 
 
@@ -221,7 +232,8 @@ def _residuals(st: HolderLR, ch: ChainState, head: m.ChainStep, rest) -> list:
     if (K, widths, counts) != ch.layout:
         raise InvalidInput("the residuals' layout is not the step's")
     b, step = len(st.batch), int(head.step)
-    d0 = _read(st, rest, b, _sealed_opener(ch, "residuals", step, ch.n - 1))
+    d0 = _read(st, rest, b, _sealed_opener(ch, "residuals", step, ch.n - 1,
+                                           (K, tuple(widths), tuple(counts))))
     with st.watch("holder_partials"):
         _, grads = polynomial_partials(st.pk, d0, np.zeros((b, 0), np.int64), st.Xbi, 0, 1)
     return [m.ChainGradient(step=step, gradients=st.pk.to_bytes_batch(

@@ -36,9 +36,11 @@ class ChainReady:
 
 @dataclass
 class ChainStep:
-    """Head of one stream of a step: ``role`` "contract" (followed by the bank's
-    ``ChainCiphertexts`` for position 0, by the previous holder's sealed ``ChainRelay``
-    otherwise) or "residuals" (followed by the last holder's sealed residuals)."""
+    """The head of one stream of a chain step, with the step's layout.
+
+    ``role`` "contract" is followed by the bank's ``ChainCiphertexts`` for position 0 and
+    by the previous holder's sealed ``ChainRelay`` otherwise; "residuals" by the last
+    holder's sealed residuals."""
 
     session_id: str = ""
     step: int = 0
@@ -53,8 +55,9 @@ class ChainStep:
 
 @dataclass
 class ChainCiphertexts:
-    """A chunk of the bank's Enc(coefficient * packed bank features), (K + 1) per row and
-    group, for the first holder."""
+    """A chunk of the bank's encrypted terms, for the first holder of the chain.
+
+    Enc(coefficient * packed bank features), (K + 1) per row and group."""
 
     offset: int = 0
     ciphertexts: bytes = b""
@@ -62,8 +65,9 @@ class ChainCiphertexts:
 
 @dataclass
 class ChainRelay:
-    """A sealed chunk from holder ``source`` to holder ``target`` (AES-GCM under their
-    pair's key; ``count`` ciphertexts starting at ``offset``)."""
+    """A sealed chunk from one holder of the chain to another, carried by the bank.
+
+    AES-GCM under the pair's key; ``count`` ciphertexts starting at ``offset``."""
 
     source: int = 0
     target: int = 0
@@ -74,8 +78,10 @@ class ChainRelay:
 
 @dataclass
 class ChainPartials:
-    """From the last holder: Enc(sums) per group and its masked Enc(packed gradient) per
-    feature (as ``LrPartials``); its sealed residuals for the others follow as relays."""
+    """The last holder's answer: the bank's sums and its own masked gradient.
+
+    Enc(sums) per group and a masked Enc(packed gradient) per feature (as ``LrPartials``);
+    its sealed residuals for the other holders follow as relays."""
 
     step: int = 0
     sums: bytes = b""
