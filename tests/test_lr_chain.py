@@ -225,10 +225,13 @@ def test_align_any_trains_on_every_enterprise_some_holder_serves():
     # ... but its batches, shuffled, carry gaps where it has no row
     steps = [msg for msg in sent if isinstance(msg, m.LrStep) and msg.unserved]
     assert steps
+    audited = [r["enterprises"] for r in cb.passive.auditor.records
+               if r["operation"] == "lr_step"]
     for st in steps[:3]:
         gaps = np.frombuffer(st.unserved, "<u4")
         rows = np.frombuffer(st.rows, "<u4")
         assert np.all(np.diff(gaps) > 0) and np.any(np.diff(rows.astype(int)) < 0)
+        assert len(rows) in audited  # its audit counts its own rows, not the gaps
     with pytest.raises(InvalidInput, match="every holder serves"):
         from fedcredit.models import Scorecard
 

@@ -95,6 +95,11 @@ class HolderLR:
         self.chain = None  # with several holders: its place in the chain (lr_chain.holder)
 
     @property
+    def own_rows(self) -> int:
+        """The open batch's rows this holder serves (its audit counts these, not the gaps)."""
+        return int((self.batch >= 0).sum())
+
+    @property
     def x_bits(self) -> int:
         return int(np.abs(self.Xi).max()).bit_length() if self.Xi.size else 1
 
@@ -300,7 +305,7 @@ def step(core: HolderContext, caller: Caller, msg: m.LrStep, rest) -> Iterator:
     with s.lock:
         st = _state(s)
         stats = st.step(msg)
-        core.audit(caller, s, "lr_step", len(st.batch), f"step={msg.step}")
+        core.audit(caller, s, "lr_step", st.own_rows, f"step={msg.step}")
     yield stats
 
 
@@ -309,7 +314,7 @@ def terms(core: HolderContext, caller: Caller, first: m.LrTerms, rest) -> Iterat
     with s.lock:
         st = _state(s)
         out = st.partials(first, rest)
-        core.audit(caller, s, "lr_partials", len(st.batch), f"step={first.step}")
+        core.audit(caller, s, "lr_partials", st.own_rows, f"step={first.step}")
     yield out
 
 

@@ -172,10 +172,10 @@ def contract(core: HolderContext, caller: Caller, head: m.ChainStep, rest) -> It
         ch = _chain(st)
         if head.role == "residuals":
             out = _residuals(st, ch, head, rest)
-            core.audit(caller, s, "lr_chain", len(st.batch), f"step={head.step} gradient")
+            core.audit(caller, s, "lr_chain", st.own_rows, f"step={head.step} gradient")
         elif head.role == "contract":
             out = _contract(st, ch, head, rest)
-            core.audit(caller, s, "lr_chain", len(st.batch),
+            core.audit(caller, s, "lr_chain", st.own_rows,
                        f"step={head.step} position={ch.position}")
         else:
             raise InvalidInput(f"unknown chain role {head.role!r}")
