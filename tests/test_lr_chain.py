@@ -266,6 +266,8 @@ def test_a_holder_refuses_a_chain_out_of_order_or_misplaced():
     align(s, list(holder.index))
     with pytest.raises(ProtocolError):  # no LR state yet
         s.call(m.SealKeyRequest(session_id=s.id), m.SealKeyReply)
+    with pytest.raises(InvalidInput, match="training rows must be distinct"):
+        lr_steps.lr_start(s, np.zeros(N, np.int64), learning_rate=0.1, decay=0.0, l2=0.0)
     lr_steps.lr_start(s, np.arange(N), learning_rate=0.1, decay=0.0, l2=0.0)
     key = s.call(m.SealKeyRequest(session_id=s.id), m.SealKeyReply).public_key
     other = SealKey().public
@@ -278,6 +280,8 @@ def test_a_holder_refuses_a_chain_out_of_order_or_misplaced():
     with pytest.raises(ProtocolError, match="once"):
         s.call(m.ChainSetup(session_id=s.id, position=0, public_keys=key + other),
                m.ChainReady)
+    with pytest.raises(InvalidInput, match="batch rows must be distinct"):  # floor padding
+        lr_steps.lr_step(s, 0, np.r_[np.arange(150), np.arange(150)], [], False)
     stats = lr_steps.lr_step(s, 0, np.arange(300), [], False)
     with pytest.raises(ProtocolError, match="ChainStep, not LrTerms"):
         lr_steps.lr_terms(s, 0, np.zeros(300), y[:300].astype(float),

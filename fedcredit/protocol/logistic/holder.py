@@ -50,6 +50,8 @@ class HolderLR:
         feats = core.aligned_features(session)
         self.n_aligned = len(feats)
         rows = rows_from_bytes(msg.rows, self.n_aligned, "training rows")
+        if len(np.unique(rows)) != len(rows):  # a repeated row would count twice to a floor
+            raise InvalidInput("training rows must be distinct")
         if len(rows) < core.policy.min_node_samples:
             raise PolicyViolation("too few training rows for the holder's policy")
         self.frac_bits = int(msg.frac_bits) or lc.FEATURE_BITS
@@ -131,6 +133,8 @@ class HolderLR:
         self.apply_gradient(list(msg.masked_gradient))
         change = self.opt.new_epoch() if msg.new_epoch else 0.0
         rows = rows_from_bytes(msg.rows, self.n_aligned, "batch rows")
+        if len(np.unique(rows)) != len(rows):  # a repeated row would count twice to the floor
+            raise InvalidInput("batch rows must be distinct")
         floor = max(self.core.policy.min_node_samples, 2 * self.X.shape[1] + 2)
         if len(rows) < floor:
             raise PolicyViolation(f"a batch of {len(rows)} rows is below the holder's floor of "
