@@ -311,3 +311,21 @@ def per_holder(est, holder, request) -> list:
                     raise _wrong_holder(name, part.name) from None
             raise
     return out
+
+
+def all_covered(covers: list) -> np.ndarray | None:
+    """Per id, whether every holder had its data and a current consent (None: a holder too
+    old to say), from each holder's answer."""
+    if any(c is None for c in covers):
+        return None
+    return np.logical_and.reduce(covers)
+
+
+def holder_partial_scores(est, ids: list, holder) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Per holder of a linear model (in training order) its partial scores of ``ids``, and
+    whether every holder covered each id."""
+    from ..protocol.logistic import bank as lr_steps
+
+    got = per_holder(est, holder, lambda s: lr_steps.partial_scores_covered(s, ids))
+    return [u for u, _ in got], all_covered([c for _, c in got])
+

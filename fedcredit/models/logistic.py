@@ -21,8 +21,8 @@ from .holders import (
     HolderPart,
     HolderSessions,
     holder_feature_names,
+    holder_partial_scores,
     holder_parts,
-    per_holder,
     plan_batches,
 )
 
@@ -347,10 +347,7 @@ class HeteroLogisticRegression(FederatedClassifier):
     def _holder_scores(self, ids: list, holder) -> tuple[list[np.ndarray], np.ndarray | None]:
         """Per holder (in training order) its partial scores of ``ids``; per id whether every
         holder had its data and a current consent (None: a holder too old to say)."""
-        got = per_holder(self, holder, lambda s: lr_steps.partial_scores_covered(s, ids))
-        covers = [c for _, c in got]
-        covered = None if any(c is None for c in covers) else np.logical_and.reduce(covers)
-        return [u for u, _ in got], covered
+        return holder_partial_scores(self, ids, holder)
 
     def explain(self, X, holder=None, *, holders=None,
                 id_column: str | None = None) -> pd.DataFrame:

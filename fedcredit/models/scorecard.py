@@ -42,7 +42,6 @@ import pandas as pd
 from sklearn.base import clone
 
 from ..errors import InvalidInput
-from ..protocol.logistic import bank as lr_steps
 from ..protocol.logistic import math as lc
 from .base import FederatedClassifier, as_channel, check_xy, row_weights
 from .blinding import blinding, blinding_secret
@@ -50,10 +49,10 @@ from .explain import POINTS, explanation_frame, holder_column
 from .holders import (
     HolderPart,
     holder_kwargs,
+    holder_partial_scores,
     holder_parts,
     in_holder_order,
     named_channels,
-    per_holder,
 )
 from .logistic import HeteroLogisticRegression
 from .woe import HeteroWOE
@@ -297,10 +296,8 @@ class Scorecard(FederatedClassifier):
                                f"complete, but {what} bank features needs a re-fit")
         Xw = self.woe_.transform_bank(X, bank) if bank else pd.DataFrame(index=X.index)
         ids = X.index.tolist()
-        got = per_holder(self, holder, lambda s: lr_steps.partial_scores_covered(s, ids))
-        covers = [c for _, c in got]
-        covered = None if any(c is None for c in covers) else np.logical_and.reduce(covers)
-        return X, Xw, [u for u, _ in got], covered
+        us, covered = holder_partial_scores(self, ids, holder)
+        return X, Xw, us, covered
 
     def explain(self, X, holder=None, *, holders=None,
                 id_column: str | None = None) -> pd.DataFrame:

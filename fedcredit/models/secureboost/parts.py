@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...protocol.secureboost import bank as steps
-from ..holders import holder_feature_names, holder_parts, per_holder, scoring_channels
+from ..holders import all_covered, holder_feature_names, holder_parts, per_holder, scoring_channels
 
 __all__ = ["feature_columns", "holder_feature_names", "holder_parts", "leaf_masks",
            "scoring_channels"]
@@ -35,6 +35,4 @@ def leaf_masks(est, ids: list, holder, trees: list[int]) -> tuple[dict, np.ndarr
         for t, mat in got.items():
             masks[t] = mat if t not in masks else masks[t] & mat
         covers.append(cov)
-    if any(c is None for c in covers):  # a holder too old to say
-        return masks, None
-    return masks, np.logical_and.reduce(covers)
+    return masks, all_covered(covers)
