@@ -174,23 +174,20 @@ def run(cfg: SimulationConfig) -> dict:
             channels = [connect(h.address, tls_dir=tls_dir) for h in holders]
             for ch in channels:
                 stack.callback(ch.close)
-            t0 = time.perf_counter()
-            sessions = [BankSession(ch, "align") for ch in channels]
-            try:
-                aligned = align_many(sessions, bank.index.tolist(), cfg.align == "any")[0] \
-                    if len(sessions) > 1 else align(sessions[0], bank.index.tolist())
-            finally:
-                for session in sessions:
-                    session.close()
-            summary["align_seconds"] = time.perf_counter() - t0
             summary["rows_bank"] = len(bank)
-            summary["rows_aligned"] = len(aligned)
-            if len(csvs) > 1:
-                summary["holders"] = names
-            Xa, ya = bank.iloc[aligned.bank_positions], y[aligned.bank_positions]
-            tr, te = _split(len(Xa), ya, cfg)
             summary["engine"] = cfg.engine
-            p_fed = _FIT[cfg.model](cfg, summary, Xa, ya, tr, te, channels, engine)
+            if cfg.test_size == 0 and len(csvs) == 1:  # no split to draw: the model's own
+                Xa, ya = bank, y  # alignment is the only one (one PSI, not two: at 10M
+                tr, te = np.arange(len(bank)), np.arange(0)  # rows that is 20 minutes)
+                model = _FIT[cfg.model](cfg, summary, Xa, ya, tr, te, channels, engine)
+                summary["align_seconds"] = model.alignment_seconds_
+                summary["rows_aligned"] = summary["rows_train"] = model.n_aligned_
+                p_fed = None
+            else:
+                Xa, ya, tr, te = _aligned_split(cfg, summary, bank, y, channels, names)
+                model = _FIT[cfg.model](cfg, summary, Xa, ya, tr, te, channels, engine)
+                p_fed = None if cfg.model == "woe" else _predict(model, summary, Xa.iloc[te],
+                                                                   channels)
         if cfg.holder_stats:  # one holder: its stats; several: a list, in order
             stats = [json.loads(p.read_text()) for p in stats_paths if p.exists()]
             if len(csvs) == 1 and stats:
@@ -238,6 +235,25 @@ def _load_bank(cfg: SimulationConfig) -> tuple[pd.DataFrame, np.ndarray]:
     return bank, y
 
 
+def _aligned_split(cfg: SimulationConfig, summary: dict, bank: pd.DataFrame, y: np.ndarray,
+                   channels, names: list[str]):
+    """Align once for the train/test split (the models align again, on the training rows)."""
+    t0 = time.perf_counter()
+    sessions = [BankSession(ch, "align") for ch in channels]
+    try:
+        aligned = align_many(sessions, bank.index.tolist(), cfg.align == "any")[0] \
+            if len(sessions) > 1 else align(sessions[0], bank.index.tolist())
+    finally:
+        for session in sessions:
+            session.close()
+    summary["align_seconds"] = time.perf_counter() - t0
+    summary["rows_aligned"] = len(aligned)
+    if len(channels) > 1:
+        summary["holders"] = names
+    Xa, ya = bank.iloc[aligned.bank_positions], y[aligned.bank_positions]
+    return (Xa, ya, *_split(len(Xa), ya, cfg))
+
+
 def _split(n: int, y: np.ndarray, cfg: SimulationConfig) -> tuple[np.ndarray, np.ndarray]:
     idx = np.arange(n)
     if cfg.test_size == 0:
@@ -249,7 +265,7 @@ def _split(n: int, y: np.ndarray, cfg: SimulationConfig) -> tuple[np.ndarray, np
     return np.sort(tr), np.sort(te)
 
 
-# -- federated models: fit on the training rows, score the test rows (None: nothing to score) -
+# -- federated models: fit on the training rows; the fitted estimator ----------------------
 
 def _fit_secureboost(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels,
                      engine=None):
@@ -272,7 +288,7 @@ def _fit_secureboost(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, chann
     summary["rows_train"] = int(len(tr))
     summary["rows_test"] = int(len(te))
     summary["feature_importance"] = model.feature_importance("gain").round(6).to_dict()
-    return _predict(model, summary, Xa.iloc[te], channels)
+    return model
 
 
 def _fit_lr(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels,
@@ -287,7 +303,7 @@ def _fit_lr(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels,
     summary["rows_train"], summary["rows_test"] = int(len(tr)), int(len(te))
     summary["epochs"] = model.n_iter_
     summary["coefficients"] = model.coefficients().round(6).to_dict()
-    return _predict(model, summary, Xa.iloc[te], channels)
+    return model
 
 
 def _fit_woe(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels,
@@ -303,7 +319,7 @@ def _fit_woe(cfg: SimulationConfig, summary: dict, Xa, ya, tr, te, channels,
                      "holder": {k.removeprefix("holder:"): v for k, v in woe.iv_.items()
                                 if woe.party_[k] == "holder"}}
     summary["selected"] = woe.selected_
-    return None
+    return woe
 
 
 def _predict(model, summary: dict, X_te, channels):

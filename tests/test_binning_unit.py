@@ -174,3 +174,27 @@ def test_a_few_rows_bin_value_by_value_exactly_as_a_table_does():
     few = train.iloc[:SMALL_ROWS]  # and typed columns, as a holder's table has them
     assert np.array_equal(m.transform(few), m.transform(train)[:SMALL_ROWS])
     assert m.transform(train.iloc[:0]).shape == (0, 4)
+
+
+def test_bin_mapper_fit_on_row_positions_equals_fit_on_the_slice():
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"a": rng.normal(size=400), "b": rng.integers(0, 9, 400).astype(float),
+                      "c": rng.choice(["x", "y", "z"], 400)})
+    rows = np.sort(rng.choice(400, 150, replace=False))
+    whole = BinMapper(max_bin=8).fit(X.iloc[rows])
+    by_rows = BinMapper(max_bin=8).fit(X, rows=rows)
+    assert json.dumps(whole.to_dict()) == json.dumps(by_rows.to_dict())
+    with pytest.raises(InvalidInput, match="no rows"):
+        BinMapper().fit(X, rows=np.array([], dtype=np.int64))
+
+
+def test_bin_mapper_transform_in_slices_equals_transform_whole(monkeypatch):
+    import fedcredit.binning.mapper as mapper_module
+
+    rng = np.random.default_rng(4)
+    X = pd.DataFrame({"a": rng.normal(size=1000), "b": rng.choice(["p", "q"], 1000),
+                      "c": np.where(rng.random(1000) < 0.2, np.nan, rng.random(1000))})
+    m = BinMapper(max_bin=16).fit(X)
+    whole = m.transform(X)
+    monkeypatch.setattr(mapper_module, "TRANSFORM_ROWS", 97)  # slices that do not divide 1000
+    assert np.array_equal(m.transform(X), whole)

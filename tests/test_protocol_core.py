@@ -189,3 +189,13 @@ def test_holder_toml_template_names_every_policy_key_and_loads_back(tmp_path):
     (tmp_path / "holder.toml").write_text(text)
     cfg = config.load_config(tmp_path)
     assert cfg.policy == HolderPolicy(allowed_banks=("demo-bank",), min_key_bits=2048)
+
+
+def test_the_holder_serves_its_table_as_handed_over_whatever_the_caller_changes_later():
+    table = _holder(20)
+    party = PassiveParty(table, name="h", policy=test_policy())
+    before = party.features.copy(deep=True)
+    table.iloc[0, 0] = 1e9  # the caller edits its frame in place, a column is replaced
+    table["b"] = -1
+    table.index = [f"other{i}" for i in range(20)]
+    pd.testing.assert_frame_equal(party.features, before)

@@ -102,7 +102,9 @@ class EncryptedHistogram:
             else:
                 uniq, inv = np.unique(key, return_inverse=True)
             self._keys.append(uniq)
-            self._cells.append(np.asarray(inv, dtype=np.int64).ravel())
+            # the narrowest integer type: a million-row root holds one per row and group
+            cell_type = np.min_scalar_type(max(len(uniq) - 1, 0))
+            self._cells.append(np.asarray(inv).ravel().astype(cell_type))
             self._acc.append([None] * len(uniq))
 
     def add(self, batch: CipherVector) -> None:

@@ -203,6 +203,7 @@ class FederatedEstimator(BaseEstimator):
         Xa, ya = X.iloc[al.bank_positions], y[al.bank_positions]
         wa = None if w is None else w[al.bank_positions]
         self._check_training_target(ya, wa, "the aligned rows")
+        self.n_aligned_ = len(al)  # enterprises the last fit aligned
         return Xa, ya, wa
 
     def _check_training_target(self, ya, wa, what: str) -> None:

@@ -35,6 +35,15 @@ from .policy import HolderPolicy
 from .registry import KEYED_TASKS, TASKS, holder_handlers
 from .session import Session
 
+
+def _copy_on_write() -> bool:
+    """Whether pandas copies shared data on write (always from pandas 3; an option in 2.x):
+    then a shallow copy of a million-row table is as safe as a deep one, and free."""
+    if int(pd.__version__.split(".")[0]) >= 3:
+        return True
+    return pd.options.mode.copy_on_write is True
+
+
 SessionListener = Callable[[Session, str], None]
 
 
@@ -87,7 +96,7 @@ class HolderCore:
         idx = features.index.astype(str)
         if idx.has_duplicates:
             raise InvalidInput("the holder's feature table has duplicate enterprise ids")
-        features = features.copy()
+        features = features.copy(deep=not _copy_on_write())  # a copy the caller cannot change
         features.index = idx
         self.features = features
         self.feature_names = [str(c) for c in features.columns]

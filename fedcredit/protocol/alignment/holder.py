@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ...errors import ProtocolError, ResourceLimit
+from ...memory import release_freed_memory
 from ...psi import POINT_BYTES, PsiHolder, check_group, join_points, split_points
 from ..channel import Caller
 from ..context import HolderContext
@@ -82,6 +83,7 @@ def align(core: HolderContext, caller: Caller, msg: m.PsiAlign, rest: Iterator) 
         withdrawn = np.flatnonzero(~still)
         s.aligned_ids = [i for i, ok in zip(ids, still.tolist()) if ok]
         s.replace_state(None)
+        release_freed_memory()  # the PSI's points and id strings: ~0.3 GB per million ids
         core.audit(caller, s, "align", len(s.aligned_ids),
                    f"withdrawn={len(withdrawn)}" if len(withdrawn) else "", ids=s.aligned_ids)
     yield Ack(session_id=s.id, count=len(s.aligned_ids),

@@ -39,6 +39,7 @@ from ...crypto.histogram import with_unserved
 from ...crypto.parallel import current_engine
 from ...crypto.sharded import ShardedCiphertexts, node_histogram
 from ...errors import InvalidCiphertext, InvalidInput, PolicyViolation, ProtocolError, ResourceLimit
+from ...memory import release_freed_memory
 from ..channel import Caller
 from ..context import HolderContext
 from ..drift.math import bin_distribution
@@ -110,7 +111,7 @@ class HolderBoost:
             raise InvalidInput("training rows must be non-empty and never repeat")
         self.pk, self.policy = public_key, policy
         self.n_aligned, self.train_rows = len(feats), np.sort(train_rows)
-        self.mapper = BinMapper(max_bin).fit(feats.iloc[self.train_rows])
+        self.mapper = BinMapper(max_bin).fit(feats, rows=self.train_rows)
         self.bins = self.mapper.transform(feats)
         self.sizes, self.offsets = feature_layout(self.mapper.n_bins)  # missing bin last
         self.min_side = max(int(min_child_samples), int(policy.min_node_samples), 1)
@@ -335,7 +336,8 @@ class HolderBoost:
                              int(nd.record_id)))
         check_topology(topology, len(t.rows))
         self.model.trees[index] = topology
-        self.tree = None  # free the tree's ciphertexts
+        self.tree = None  # free the tree's ciphertexts, and hand their pages back
+        release_freed_memory()
 
 
 # -- the steps ------------------------------------------------------------------------------------

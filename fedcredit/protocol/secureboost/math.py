@@ -161,10 +161,12 @@ def scored_trees(asked, trees) -> list[int]:
 
 
 def bin_counts(bins: np.ndarray, sizes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Flat per-(feature, bin) row counts."""
-    n, F = bins.shape
-    flat = (bins.astype(np.int64) + offsets[None, :]).ravel()
-    return np.bincount(flat, minlength=int(sizes.sum())).astype(np.int64)
+    """Flat per-(feature, bin) row counts (a column at a time: no int64 copy of the bins)."""
+    out = np.zeros(int(sizes.sum()), dtype=np.int64)
+    for f in range(bins.shape[1]):
+        off, size = int(offsets[f]), int(sizes[f])
+        out[off:off + size] = np.bincount(bins[:, f], minlength=size)[:size]
+    return out
 
 
 #: the largest tree a bank may report (depth 16, the estimators' limit)
@@ -309,11 +311,11 @@ def cross_feature_gaps(bins: np.ndarray, cands: SplitCandidates, sizes: np.ndarr
     ind = {int(f): _left_indicators(cands, sizes, idx, int(f)) for f in feats}
     size = np.zeros(len(idx))
     out = np.full((len(idx), len(idx)), -1.0)
-    cols = np.ascontiguousarray(bins.T, dtype=np.int64)  # one pass, not one per pair
+    cols = np.ascontiguousarray(bins.T)  # one pass, not one per pair; bins stay one byte
     for f, (sel, u) in ind.items():
         size[sel] = u @ np.bincount(cols[f], minlength=int(sizes[f]))
     for a_i, a in enumerate(feats.tolist()):
-        scaled = cols[a] * int(sizes.max())
+        scaled = cols[a].astype(np.int64) * int(sizes.max())
         for b in feats.tolist()[a_i + 1:]:
             sa, ua = ind[a]
             sb, ub = ind[b]
