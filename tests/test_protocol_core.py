@@ -199,3 +199,13 @@ def test_the_holder_serves_its_table_as_handed_over_whatever_the_caller_changes_
     table["b"] = -1
     table.index = [f"other{i}" for i in range(20)]
     pd.testing.assert_frame_equal(party.features, before)
+
+
+def test_a_consent_registry_answering_the_wrong_number_of_flags_is_refused():
+    class Short:
+        def allowed(self, bank, purpose, ids):
+            return np.ones(len(ids) - 1, dtype=bool)
+
+    party = PassiveParty(_holder(10), name="h", policy=test_policy(), consent=Short())
+    with pytest.raises(InvalidInput, match="9 flags for 10 enterprises"):
+        party.consented_ids("bank", "credit")

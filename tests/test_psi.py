@@ -178,8 +178,8 @@ def test_holder_order_is_a_secret_shuffle_not_its_input_order():
     assert positions != list(range(200))  # ...that is not the input order
     assert holder.resolve(positions) == ids
     # the points themselves: the same set as blinding in input order, in another order
-    in_input_order = group.hash_and_blind(holder._encoded, holder._prefix, holder._scalar,
-                                         group=R)
+    in_input_order = group.hash_and_blind(group.encode_ids(ids)[1], holder._prefix,
+                                         holder._scalar, group=R)
     shuffled = holder.shuffled_points()
     assert shuffled != in_input_order
     assert set(split32(shuffled)) == set(split32(in_input_order))
@@ -388,3 +388,36 @@ def test_worker_processes_agree_and_report_global_positions(monkeypatch):
                                 PsiResult.holder_positions_for])
 def test_every_step_says_what_the_other_party_learns(fn):
     assert "Privacy\n" in fn.__doc__
+
+
+def test_match_points_pairs_equal_points_in_the_banks_order_and_names_repeats():
+    from fedcredit.psi.ecdh import match_points
+
+    rng = np.random.default_rng(5)
+    holder = [rng.bytes(32) for _ in range(50)]
+    # points that differ only in trailing zero bytes are different points
+    holder[3] = b"\x01" + bytes(31)
+    holder[4] = b"\x01\x00\x02" + bytes(29)
+    bank = [holder[7], rng.bytes(32), holder[3], holder[4], b"\x01" + bytes(30) + b"\x05",
+            holder[0]]
+    i, j = match_points(b"".join(bank), b"".join(holder))
+    assert i.tolist() == [0, 2, 3, 5] and j.tolist() == [7, 3, 4, 0]
+    assert [x.tolist() for x in match_points(b"".join(bank), b"")] == [[], []]
+    with pytest.raises(InvalidInput, match="holder point 9 repeats holder point 2"):
+        match_points(b"".join(bank), b"".join(holder[:9] + [holder[2]] + holder[10:]))
+    with pytest.raises(InvalidInput, match="bank id 4 and an earlier one"):
+        match_points(b"".join(bank[:4] + [holder[7]]), b"".join(holder))
+
+
+@given(st.lists(st.integers(0, 40), min_size=0, max_size=30, unique=True),
+       st.lists(st.integers(0, 40), min_size=0, max_size=30, unique=True))
+@settings(max_examples=60, deadline=None)
+def test_match_points_agrees_with_a_dictionary(bank_keys, holder_keys):
+    from fedcredit.psi.ecdh import match_points
+
+    point = {k: hashlib.sha256(bytes([k])).digest() for k in range(41)}
+    i, j = match_points(b"".join(point[k] for k in bank_keys),
+                        b"".join(point[k] for k in holder_keys))
+    where = {k: n for n, k in enumerate(holder_keys)}
+    want = [(n, where[k]) for n, k in enumerate(bank_keys) if k in where]
+    assert list(zip(i.tolist(), j.tolist())) == want

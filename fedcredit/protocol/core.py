@@ -112,7 +112,10 @@ class HolderCore:
     def consented_ids(self, bank: str, purpose: str) -> list[str]:
         ids = self.features.index.tolist()
         mask = np.asarray(self.consent.allowed(bank, purpose, ids), dtype=bool)
-        return [i for i, ok in zip(ids, mask) if ok]
+        if mask.shape != (len(ids),):  # never offer more (or fewer) than was asked about
+            raise InvalidInput(f"the consent registry answered {mask.size} flags for "
+                               f"{len(ids)} enterprises")
+        return ids if mask.all() else [i for i, ok in zip(ids, mask) if ok]
 
     def consent_mask(self, s: Session, ids: list[str]) -> np.ndarray:
         """Re-checked at every request: a revoked consent takes effect at the next one."""

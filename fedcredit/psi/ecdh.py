@@ -79,10 +79,7 @@ class PsiResult:
     holder_positions: list[int]
     bank_size: int
     holder_size: int
-    _holder_position: dict = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_holder_position", dict(zip(self.ids, self.holder_positions)))
+    _holder_position: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -119,10 +116,14 @@ class PsiResult:
         """
         if isinstance(ids, (str, bytes)):
             raise InvalidInput("ids must be a sequence of strings, not a single string")
+        if self._holder_position is None:  # built on first use: ~100 bytes per id
+            object.__setattr__(self, "_holder_position",
+                                dict(zip(self.ids, self.holder_positions)))
+        where = self._holder_position
         out: list[int] = []
         seen: set[int] = set()
         for i, x in enumerate(ids):
-            pos = self._holder_position.get(x) if isinstance(x, str) else None
+            pos = where.get(x) if isinstance(x, str) else None
             if pos is None:
                 raise InvalidInput(f"ids[{i}] is not in the intersection")
             if pos in seen:
@@ -130,6 +131,37 @@ class PsiResult:
             seen.add(pos)
             out.append(pos)
         return out
+
+
+def match_points(bank: bytes, holder: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) for every bank point ``i`` equal to holder point ``j``, in the bank's order.
+
+    A sort and a binary search over fixed-width keys: about 50 bytes per point, where a
+    dictionary of ``bytes`` took about 150 (10M ids: 0.5 GB instead of 1.5 GB). Refuses a
+    repeated holder point (naming the first repeat and its original) and two bank points
+    that match one holder point (naming the later bank id).
+    """
+    h = np.frombuffer(holder, dtype=f"S{POINT_BYTES}")
+    order = np.argsort(h, kind="stable")  # equal points keep their input order
+    hs = h[order]
+    same = np.flatnonzero(hs[1:] == hs[:-1])
+    if same.size:
+        j = int(order[same + 1].min())  # the first point that repeats an earlier one
+        first = int(order[np.searchsorted(hs, h[j], side="left")])
+        raise InvalidInput(f"holder point {j} repeats holder point {first}")
+    b = np.frombuffer(bank, dtype=f"S{POINT_BYTES}")
+    if not len(h):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    at = np.minimum(np.searchsorted(hs, b), len(hs) - 1)
+    hit = np.flatnonzero(hs[at] == b)
+    j = order[at[hit]]
+    js = np.argsort(j, kind="stable")
+    twice = np.flatnonzero(j[js][1:] == j[js][:-1])
+    if twice.size:
+        i = int(hit[js[twice + 1]].min())
+        raise InvalidInput(f"the holder's answer maps bank id {i} and an earlier one to the "
+                           "same element")
+    return hit.astype(np.int64), j.astype(np.int64)
 
 
 class PsiBank:
@@ -239,29 +271,10 @@ class PsiBank:
                                f"{len(self._ids)} bank ids")
         mine = groups.blind_points(holder_points, self._scalar, self._workers,
                                    what="holder point", group=self.group)
-        where: dict[bytes, int] = {}
-        for j in range(len(mine) // POINT_BYTES):
-            key = mine[j * POINT_BYTES:(j + 1) * POINT_BYTES]
-            if key in where:
-                raise InvalidInput(f"holder point {j} repeats holder point {where[key]}")
-            where[key] = j
-        # values that are not valid encodings simply match nothing: a*H_j is always canonical
-        db = bytes(double_blinded)
-        ids, bank_pos, holder_pos = [], [], []
-        taken: set[int] = set()
-        for i in range(n_bank):
-            hit = where.get(db[i * POINT_BYTES:(i + 1) * POINT_BYTES])
-            if hit is None:
-                continue
-            j = hit
-            if j in taken:
-                raise InvalidInput(f"the holder's answer maps bank id {i} and an earlier one "
-                                   "to the same element")
-            taken.add(j)
-            ids.append(self._ids[i])
-            bank_pos.append(i)
-            holder_pos.append(j)
-        return PsiResult(ids, bank_pos, holder_pos, n_bank, len(mine) // POINT_BYTES)
+        bank_pos, holder_pos = match_points(double_blinded, mine)
+        ids = [self._ids[i] for i in bank_pos.tolist()]
+        return PsiResult(ids, bank_pos.tolist(), holder_pos.tolist(), n_bank,
+                         len(mine) // POINT_BYTES)
 
 
 class PsiHolder:
@@ -360,6 +373,7 @@ class PsiHolder:
             shuffled = [self._encoded[k] for k in self._order.tolist()]
             self._points = groups.hash_and_blind(shuffled, self._prefix, self._scalar,
                                                  self._workers, self.group)
+            self._encoded = []  # hashed once; ~60 bytes per id no longer held to alignment
         return self._points
 
     def resolve(self, positions: Sequence[int]) -> list[str]:
