@@ -119,7 +119,7 @@ class PsiResult:
         if self._holder_position is None:  # built on first use: ~100 bytes per id
             object.__setattr__(self, "_holder_position",
                                 dict(zip(self.ids, self.holder_positions)))
-        where = self._holder_position
+        where: dict = self._holder_position or {}
         out: list[int] = []
         seen: set[int] = set()
         for i, x in enumerate(ids):
@@ -146,9 +146,9 @@ def match_points(bank: bytes, holder: bytes) -> tuple[np.ndarray, np.ndarray]:
     hs = h[order]
     same = np.flatnonzero(hs[1:] == hs[:-1])
     if same.size:
-        j = int(order[same + 1].min())  # the first point that repeats an earlier one
-        first = int(order[np.searchsorted(hs, h[j], side="left")])
-        raise InvalidInput(f"holder point {j} repeats holder point {first}")
+        rep = int(order[same + 1].min())  # the first point that repeats an earlier one
+        first = int(order[np.searchsorted(hs, h[rep], side="left")])
+        raise InvalidInput(f"holder point {rep} repeats holder point {first}")
     b = np.frombuffer(bank, dtype=f"S{POINT_BYTES}")
     if not len(h):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
