@@ -357,6 +357,8 @@ def boost_start(core: HolderContext, caller: Caller, msg: m.BoostStart, rest) ->
                    ids=[feats.index[i] for i in rows.tolist()])
         ready = m.BoostReady(n_features=feats.shape[1], n_candidates=_boost(s).n_candidates,
                              monotone_features=len(msg.monotone_features))
+    del feats  # the binning's transients go back before the first tree's ciphertexts arrive
+    release_freed_memory()
     yield ready
 
 
