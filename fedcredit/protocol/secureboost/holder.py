@@ -126,8 +126,7 @@ class HolderBoost:
         # re-randomisers are computed while the holder waits for the bank
         public_key.start_zero_pool(capacity=min(4096, 8 * self.n_candidates + 64))
 
-    def close(self) -> None:
-        """Stop background work; called when the session ends."""
+    def close(self) -> None:  # background work stops when the session ends
         self.pk.stop_zero_pool()
 
     @property
@@ -357,8 +356,6 @@ def boost_start(core: HolderContext, caller: Caller, msg: m.BoostStart, rest) ->
                    ids=[feats.index[i] for i in rows.tolist()])
         ready = m.BoostReady(n_features=feats.shape[1], n_candidates=_boost(s).n_candidates,
                              monotone_features=len(msg.monotone_features))
-    del feats  # the binning's transients go back before the first tree's ciphertexts arrive
-    release_freed_memory()
     yield ready
 
 
@@ -427,9 +424,8 @@ def predict(core: HolderContext, caller: Caller, msg: m.PredictRequest, rest) ->
         if "kind" in model.mapper:  # other protocols' models name their kind
             raise InvalidInput(f"model {model.model_id!r} is not a SecureBoost model")
         if not core.policy.allow_plain_scoring:
-            raise PolicyViolation("this holder scores SecureBoost models privately only "
-                                  "(policy.allow_plain_scoring = false): score with "
-                                  "scoring='private'")
+            raise PolicyViolation("this holder scores SecureBoost models privately only (policy"
+                                  ".allow_plain_scoring = false): score with scoring='private'")
         rows, served = core.scoring_rows(s, msg.ids, model)
         trees = scored_trees(msg.trees, model.trees)
         mapper = model.bin_mapper()
