@@ -11,7 +11,7 @@ from conftest import TEST_KEY_BITS
 from fedcredit.simulation import SimulationConfig, run
 
 
-@pytest.mark.parametrize("model", ["secureboost", "lr"])
+@pytest.mark.parametrize("model", ["secureboost", "lr", "woe"])
 def test_no_test_split_trains_on_every_aligned_row_and_reports_them(tmp_path, small_credit,
                                                                     model):
     bank, y, holder = small_credit
