@@ -182,6 +182,7 @@ def run(cfg: SimulationConfig) -> dict:
                 model = _FIT[cfg.model](cfg, summary, Xa, ya, tr, te, channels, engine)
                 summary["align_seconds"] = model.alignment_seconds_
                 summary["rows_aligned"] = summary["rows_train"] = model.n_aligned_
+                summary["rows_test"] = 0
                 p_fed = None
             else:
                 Xa, ya, tr, te = _aligned_split(cfg, summary, bank, y, channels, names)
