@@ -178,7 +178,7 @@ def run(cfg: SimulationConfig) -> dict:
             summary["engine"] = cfg.engine
             if cfg.test_size == 0 and len(csvs) == 1:  # no split to draw: the model's own
                 Xa, ya = bank, y  # alignment is the only one (one PSI, not two: at 10M
-                tr, te = np.arange(len(bank)), np.arange(0)  # rows that is 20 minutes)
+                tr, te = np.arange(len(bank)), np.arange(0)  # rows that is 13 minutes)
                 model = _FIT[cfg.model](cfg, summary, Xa, ya, tr, te, channels, engine)
                 summary["align_seconds"] = model.alignment_seconds_
                 summary["rows_aligned"] = summary["rows_train"] = model.n_aligned_
