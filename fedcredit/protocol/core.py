@@ -111,15 +111,19 @@ class HolderCore:
 
     def consented_ids(self, bank: str, purpose: str) -> list[str]:
         ids = self.features.index.tolist()
-        mask = np.asarray(self.consent.allowed(bank, purpose, ids), dtype=bool)
-        if mask.shape != (len(ids),):  # never offer more (or fewer) than was asked about
-            raise InvalidInput(f"the consent registry answered {mask.size} flags for "
-                               f"{len(ids)} enterprises")
+        mask = self._consent_flags(bank, purpose, ids)
         return ids if mask.all() else [i for i, ok in zip(ids, mask) if ok]
 
     def consent_mask(self, s: Session, ids: list[str]) -> np.ndarray:
         """Re-checked at every request: a revoked consent takes effect at the next one."""
-        return np.asarray(self.consent.allowed(s.bank, s.purpose, ids), dtype=bool)
+        return self._consent_flags(s.bank, s.purpose, ids)
+
+    def _consent_flags(self, bank: str, purpose: str, ids: list[str]) -> np.ndarray:
+        mask = np.asarray(self.consent.allowed(bank, purpose, ids), dtype=bool)
+        if mask.shape != (len(ids),):  # never serve more (or fewer) than was asked about
+            raise InvalidInput(f"the consent registry answered {mask.size} flags for "
+                               f"{len(ids)} enterprises")
+        return mask
 
     def session_columns(self, bank: str, purpose: str) -> list[str]:
         """The holder columns ``bank`` may use for ``purpose`` now (``policy.columns``)."""
