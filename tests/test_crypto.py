@@ -396,15 +396,35 @@ def test_key_structure(keys):
 
 
 @only("ou")
-def test_key_owner_crt_encryption_is_g_to_the_m_times_h_to_the_r(keys, monkeypatch):
+def test_key_owner_crt_encryption_is_g_to_the_m_times_h_to_the_r(keys):
+    """With randomiser (h**a mod p**2, h**b mod q) the key owner's ciphertext is g**m * h**R
+    for the R with R = a - beta*m mod t and R = b - gamma*m mod s (the module docstring)."""
     pk, sk = keys
-    rs = [gmpy2.mpz(3), gmpy2.mpz(2**150 + 12345), gmpy2.mpz(0)]
-    monkeypatch.setattr(ou, "_random_exponents", lambda count, nbits: rs[:count])
-    ms = [7, -(2**200), 0]
-    got = sk.encrypt(ms, workers=1).values
-    n = pk.n
-    want = [gmpy2.powmod(pk.g, m, n) * gmpy2.powmod(pk.h, r, n) % n for m, r in zip(ms, rs)]
+    p2, q, t, s, n = sk.p * sk.p, sk.q, sk.t, sk.s, pk.n
+    exps = [(3, 5), (2**150 + 12345, 2**200 + 7), (0, 0), (t - 1, 1)]
+    rand = ([gmpy2.powmod(pk.h, a, p2) for a, _ in exps],
+            [gmpy2.powmod(pk.h, b, q) for _, b in exps])
+    ms = [7, -(2**200), 0, 2**100 + 1]
+    got = sk._encrypt_local(ms, rand)
+    want = []
+    for m, (a, b) in zip(ms, exps):
+        ra, rb = (a - sk.beta * m) % t, (b - sk.gamma * m) % s
+        r = ra + t * ((rb - ra) * gmpy2.invert(t, s) % s)  # CRT: R mod t*s
+        want.append(gmpy2.powmod(pk.g, m, n) * gmpy2.powmod(pk.h, r, n) % n)
     assert got == want
+    assert sk.decrypt(pk._wrap(got), workers=1) == ms
+
+
+@only("ou")
+def test_key_owner_randomisers_lie_in_h_and_survive_serialization(keys):
+    _, sk = keys
+    a, b = sk._randomisers_local(50)
+    assert all(gmpy2.powmod(x, sk.t, sk.p * sk.p) == 1 for x in a)
+    assert all(gmpy2.powmod(y, sk.s, sk.q) == 1 for y in b)
+    assert len(set(a)) == len(set(b)) == 50
+    assert sk._randomisers_from_bytes(sk._randomisers_to_bytes((a, b))) == (a, b)
+    with pytest.raises(InvalidInput, match="not a multiple"):
+        sk._randomisers_from_bytes(sk._randomisers_to_bytes((a, b))[:-1])
 
 
 @only("ou")

@@ -1,10 +1,11 @@
 """Randomisers made ahead of time: the same plaintexts, each randomiser used once, the rest
-of a batch made as before; a scheme without a separable randomiser says so."""
+of a batch made as before, for both schemes."""
 from __future__ import annotations
 
 import time
 
 import numpy as np
+import pytest
 from conftest import TEST_KEY_BITS
 
 from fedcredit.crypto import generate_keypair
@@ -17,8 +18,9 @@ def _wait(sk, count, seconds=60.0):
     return sk.randomisers_ready()
 
 
-def test_stocked_randomisers_encrypt_exactly_and_only_once():
-    pk, sk = generate_keypair("paillier", bits=TEST_KEY_BITS, insecure=True)
+@pytest.mark.parametrize("scheme", ["paillier", "ou"])
+def test_stocked_randomisers_encrypt_exactly_and_only_once(scheme):
+    pk, sk = generate_keypair(scheme, bits=TEST_KEY_BITS, insecure=True)
     assert sk.stock_randomisers(3000, workers=2)
     assert _wait(sk, 3000) == 3000
     values = [7] * 1500 + list(range(1500))
@@ -29,19 +31,15 @@ def test_stocked_randomisers_encrypt_exactly_and_only_once():
     assert len(set(cts.values[:1500])) == 1500  # one plaintext, 1500 distinct ciphertexts
 
 
-def test_a_batch_larger_than_the_stock_makes_the_rest_as_before():
-    pk, sk = generate_keypair("paillier", bits=TEST_KEY_BITS, insecure=True)
+@pytest.mark.parametrize("scheme", ["paillier", "ou"])
+def test_a_batch_larger_than_the_stock_makes_the_rest_as_before(scheme):
+    pk, sk = generate_keypair(scheme, bits=TEST_KEY_BITS, insecure=True)
     sk.stock_randomisers(1000, workers=2)
     _wait(sk, 1000)
     values = [int(v) for v in np.random.default_rng(2).integers(-2**40, 2**40, 3000)]
     data = b"".join(sk.encrypt_bytes_iter(values, chunk=500, workers=2))
     assert sk.randomisers_used == 1000
     assert sk.decrypt(pk.from_bytes_batch(data), workers=1) == values
-
-
-def test_a_scheme_whose_randomiser_is_not_separable_makes_none():
-    _, sk = generate_keypair("ou", bits=TEST_KEY_BITS, insecure=True)
-    assert sk.stock_randomisers(100) is False and sk.randomisers_ready() == 0
 
 
 def test_secureboost_encrypts_later_trees_with_randomisers_made_meanwhile(small_credit):

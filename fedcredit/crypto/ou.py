@@ -12,10 +12,15 @@ beta, gamma it encrypts with.)
 
 **Encryption** of a signed m, ``|m| < 2**plaintext_bits``, is ``g**m * h**r mod n`` with r
 uniform below ``2**exponent_bits`` (default ``2*kappa``). With the public key only it takes
-fixed-base tables of g and h modulo n. The key owner computes the same ciphertext as
-``(1 + (alpha*m mod p)*p) * h**((beta*m + r) mod t)`` modulo ``p**2`` and
-``h**((gamma*m + r) mod s)`` modulo q from one ``2*kappa``-bit table power in each (moduli
-of 2/3 and 1/3 of n's size, 12-bit windows) and recombines by CRT.
+fixed-base tables of g and h modulo n. The key owner computes ``(1 + (alpha*m mod p)*p) *
+h**a`` modulo ``p**2`` and ``h**b`` modulo q, with a and b drawn independently, each one
+table power of ``2*kappa`` bits (rounded up to whole 12-bit windows; moduli of 2/3 and 1/3
+of n's size), and recombines by CRT. That is ``g**m * h**R`` with ``R = a - beta*m mod t``
+and ``R = b - gamma*m mod s``: R's residues mod t and mod s are independent, so R is closer
+to uniform modulo ``t*s`` than a public r below ``2**exponent_bits`` is. And the randomiser
+``(h**a mod p**2, h**b mod q)`` does not depend on m: the bank makes it ahead of time
+(:mod:`.randomisers`), and an encryption on the critical path is then one multiplication
+modulo ``p**2`` and a CRT.
 
 **Decryption** raises to the short exponent t modulo ``p**2``, not to ``p - 1``: every
 ciphertext made from g and h has its mod-``p**2`` randomness in the order-t subgroup, so
@@ -72,7 +77,6 @@ import secrets
 from collections.abc import Sequence
 
 import gmpy2
-import numpy as np
 from gmpy2 import mpz
 
 from ..errors import InvalidCiphertext, InvalidInput, PackingOverflow
@@ -114,26 +118,6 @@ def _prime_with_factor(factor: mpz, lo: mpz, hi: mpz) -> mpz:
         cand = 2 * factor * (kmin + secrets.randbelow(span + 1)) + 1
         if gmpy2.is_prime(cand, 40):
             return cand
-
-
-def _exponent_digits(exponents: Sequence, window_bits: int, rows: int) -> list[list[int]]:
-    """Non-negative exponents -> window digits (low first), vectorised over the batch."""
-    w, count = window_bits, len(exponents)
-    nbytes = -(-(w * rows) // 8)
-    raw = b"".join(e.to_bytes(nbytes, "little") for e in exponents)
-    arr = np.frombuffer(raw, dtype=np.uint8).reshape(count, nbytes)
-    if w == 8:
-        return arr.tolist()
-    bits = np.unpackbits(arr, axis=1, bitorder="little")[:, : w * rows]
-    return (bits.reshape(count, rows, w).astype(np.int64) @ (1 << np.arange(w))).tolist()
-
-
-def _random_exponents(count: int, nbits: int) -> list[mpz]:
-    nbytes = -(-nbits // 8)
-    raw = secrets.token_bytes(count * nbytes)
-    mask = (mpz(1) << nbits) - 1
-    frm = mpz.from_bytes
-    return [frm(raw[i:i + nbytes], "little") & mask for i in range(0, len(raw), nbytes)]
 
 
 def _crt(a: mpz, b: mpz, p2: mpz, q: mpz, q_inv_p2: mpz) -> mpz:
@@ -326,26 +310,30 @@ class OUPrivateKey(PrivateKey):
             )
         return self._tables
 
+    separable_randomisers = True
+
+    def _randomisers_local(self, count: int) -> tuple[list, list]:
+        """``h**a mod p**2`` and ``h**b mod q`` for independent random a and b: the whole
+        cost of an encryption, and independent of its message (module docstring)."""
+        tp, tq = self._crt_tables()
+        return tp.random_powers(count), tq.random_powers(count)
+
+    def _randomiser_moduli(self) -> tuple[mpz, mpz]:
+        return self.p2, self.q
+
     def _encrypt_local(self, plaintexts: Sequence[int], randomisers=None) -> list:
-        pk = self.public_key
-        pk._checked(plaintexts)
+        self.public_key._checked(plaintexts)
         ms = [mpz(int(m)) for m in plaintexts]
         if not ms:
             return []
-        p, q, p2, t, s = self.p, self.q, self.p2, self.t, self.s
-        alpha, beta, gamma = self.alpha, self.beta, self.gamma
-        tp, tq = self._crt_tables()
-        rs = _random_exponents(len(ms), pk.exponent_bits)
-        dp = _exponent_digits([(beta * m + r) % t for m, r in zip(ms, rs)],
-                              tp.window_bits, tp.rows_count)
-        dq = _exponent_digits([(gamma * m + r) % s for m, r in zip(ms, rs)],
-                              tq.window_bits, tq.rows_count)
-        pow_p, pow_q, inv = tp.power, tq.power, self.q_inv_p2
+        op, oq = randomisers if randomisers is not None else self._randomisers_local(len(ms))
+        if len(op) != len(ms) or len(oq) != len(ms):
+            raise InvalidInput(f"{len(op)} randomisers for {len(ms)} plaintexts")
+        p, q, p2, alpha, inv = self.p, self.q, self.p2, self.alpha, self.q_inv_p2
         out = []
-        for m, a, b in zip(ms, dp, dq):
-            cp = (1 + (alpha * m % p) * p) * pow_p(a) % p2
-            cq = pow_q(b)
-            out.append(cq + q * ((cp - cq) * inv % p2))
+        for m, a, b in zip(ms, op, oq):
+            cp = (1 + (alpha * m % p) * p) * a % p2
+            out.append(b + q * ((cp - b) * inv % p2))
         return out
 
     # -- decryption ---------------------------------------------------------------------------

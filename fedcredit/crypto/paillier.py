@@ -219,15 +219,8 @@ class PaillierPrivateKey(PrivateKey):
         tp, tq = self._crt_tables()
         return tp.random_powers(count), tq.random_powers(count)
 
-    def _randomisers_to_bytes(self, rand: tuple[list, list]) -> bytes:
-        wp, wq = _width(self.p2), _width(self.q2)
-        return b"".join(a.to_bytes(wp, "big") + b.to_bytes(wq, "big") for a, b in zip(*rand))
-
-    def _randomisers_from_bytes(self, data: bytes) -> tuple[list, list]:
-        wp, wq = _width(self.p2), _width(self.q2)
-        step, frm = wp + wq, mpz.from_bytes
-        return ([frm(data[i:i + wp], "big") for i in range(0, len(data), step)],
-                [frm(data[i + wp:i + step], "big") for i in range(0, len(data), step)])
+    def _randomiser_moduli(self) -> tuple[mpz, mpz]:
+        return self.p2, self.q2
 
     def _encrypt_local(self, plaintexts: Sequence[int], randomisers=None) -> list:
         pk = self.public_key
@@ -261,6 +254,3 @@ class PaillierPrivateKey(PrivateKey):
             out.append(int(m - n if m > half else m))
         return out
 
-
-def _width(modulus) -> int:
-    return (int(modulus).bit_length() + 7) // 8

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from gmpy2 import mpz
 
-from ..errors import InvalidCiphertext
+from ..errors import InvalidCiphertext, InvalidInput
 from .base import CipherVector, PublicKey
 from .parallel import map_ordered, resolve_workers, warm
 
@@ -78,19 +78,30 @@ class PrivateKey(ABC):
             return
         yield from map_ordered(_worker_encrypt, chunks, w, self.to_bytes())
 
-    #: randomisers made ahead of time (schemes whose randomiser is separable: Paillier)
+    #: randomisers made ahead of time (schemes whose randomiser is separable: Paillier, OU)
     _stock = None
     separable_randomisers = False
     randomisers_used = 0  # encryptions made with a stocked randomiser
 
-    def _randomisers_local(self, count: int):
+    def _randomisers_local(self, count: int) -> tuple[list, list]:
+        """The randomisers of ``count`` encryptions, one residue modulo each of
+        :meth:`_randomiser_moduli` per encryption, independent of the messages."""
         raise NotImplementedError(f"{type(self).__name__} has no separable randomiser")
 
-    def _randomisers_to_bytes(self, rand) -> bytes:
-        raise NotImplementedError
+    def _randomiser_moduli(self) -> tuple[mpz, mpz]:
+        raise NotImplementedError(f"{type(self).__name__} has no separable randomiser")
 
-    def _randomisers_from_bytes(self, data: bytes):
-        raise NotImplementedError
+    def _randomisers_to_bytes(self, rand: tuple[list, list]) -> bytes:
+        wa, wb = (_width(m) for m in self._randomiser_moduli())
+        return b"".join(a.to_bytes(wa, "big") + b.to_bytes(wb, "big") for a, b in zip(*rand))
+
+    def _randomisers_from_bytes(self, data: bytes) -> tuple[list, list]:
+        wa, wb = (_width(m) for m in self._randomiser_moduli())
+        step, frm = wa + wb, mpz.from_bytes
+        if len(data) % step:
+            raise InvalidInput(f"randomisers: {len(data)} bytes is not a multiple of {step}")
+        return ([frm(data[i:i + wa], "big") for i in range(0, len(data), step)],
+                [frm(data[i + wa:i + step], "big") for i in range(0, len(data), step)])
 
     def stock_randomisers(self, count: int, workers: int | None = None) -> bool:
         """Start making the randomisers of the next ``count`` encryptions in the background
@@ -173,6 +184,10 @@ def _worker_decrypt(task: tuple[bytes, int], secret: bytes) -> list[int]:
     frm = mpz.from_bytes
     return key._decrypt_local([frm(data[i:i + width], "big") for i in range(0, len(data), width)],
                               offset)
+
+
+def _width(modulus) -> int:
+    return (int(modulus).bit_length() + 7) // 8
 
 
 def iter_chunks(items: Sequence, size: int) -> Iterable[Sequence]:

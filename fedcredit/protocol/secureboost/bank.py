@@ -18,8 +18,8 @@ from ..wire import flags_from_bytes, join_flags, rows_from_bytes, rows_to_bytes
 from . import messages as m
 from .math import GradientLayout
 
-#: make each tree's randomisers (Paillier's r**n) while the bank waits for the holder on the
-#: tree before: the critical path then pays a few multiplications per row
+#: make each tree's randomisers (Paillier's r**n, OU's h**a and h**b) while the bank waits
+#: for the holder on the tree before: the critical path then pays a few multiplications a row
 PRECOMPUTE_RANDOMISERS = True
 
 #: rows per gradient message: small enough that the holder starts summing early (measured:
