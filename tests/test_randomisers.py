@@ -42,6 +42,22 @@ def test_a_batch_larger_than_the_stock_makes_the_rest_as_before(scheme):
     assert sk.decrypt(pk.from_bytes_batch(data), workers=1) == values
 
 
+def test_the_stock_stays_within_its_memory_cap(monkeypatch):
+    from fedcredit.crypto import randomisers
+
+    pk, sk = generate_keypair("ou", bits=TEST_KEY_BITS, insecure=True)
+    each = sum((int(m).bit_length() + 7) // 8 + 48 for m in sk._randomiser_moduli()) + 16
+    monkeypatch.setattr(randomisers, "MAX_STOCK_BYTES", 700 * each)
+    assert sk.stock_randomisers(5000, workers=2)
+    assert _wait(sk, 700) == 700
+    time.sleep(0.3)  # nothing more is made
+    assert sk.randomisers_ready() == 700
+    values = list(range(-1000, 1000))
+    data = b"".join(sk.encrypt_bytes_iter(values, chunk=350, workers=2))
+    assert sk.randomisers_used == 700
+    assert sk.decrypt(pk.from_bytes_batch(data), workers=1) == values
+
+
 def test_secureboost_encrypts_later_trees_with_randomisers_made_meanwhile(small_credit):
     from conftest import test_policy
 

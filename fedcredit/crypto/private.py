@@ -105,14 +105,18 @@ class PrivateKey(ABC):
 
     def stock_randomisers(self, count: int, workers: int | None = None) -> bool:
         """Start making the randomisers of the next ``count`` encryptions in the background
-        (kept up to ``count``); False for a scheme whose randomiser is not separable."""
+        (kept up to ``count``, and to :data:`~.randomisers.MAX_STOCK_BYTES`); False for a
+        scheme whose randomiser is not separable."""
         if not self.separable_randomisers:
             return False
-        if self._stock is None:
-            from .randomisers import RandomiserStock
+        from .randomisers import MAX_STOCK_BYTES, RandomiserStock
 
+        if self._stock is None:
             self._stock = RandomiserStock(self)
-        self._stock.fill_to(count, resolve_workers(workers))
+        # a Python-held residue costs its width plus ~48 bytes of mpz header; two of them
+        # and two list slots a randomiser (OU 2048: 360 B, Paillier 2048: 624 B)
+        each = sum(_width(m) + 48 for m in self._randomiser_moduli()) + 16
+        self._stock.fill_to(min(int(count), MAX_STOCK_BYTES // each), resolve_workers(workers))
         return True
 
     def drop_randomisers(self) -> None:

@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 #: few tasks still in flight do not hold its workers for long
 CHUNK = 512
 
+#: memory the stock may hold: a million rows of 2048-bit Paillier randomisers would take
+#: 620 MB and push the bank past its 1.5 GB budget; this keeps ~210k (Paillier) or ~370k
+#: (OU), the rest of a larger tree is encrypted as before
+MAX_STOCK_BYTES = 128 << 20
+
 
 class RandomiserStock:
     """Up to ``target`` randomisers of ``key``'s scheme, made by one background thread."""
