@@ -4,13 +4,13 @@
     python benchmarks/randomisers.py --json benchmarks/results/randomisers.json
 
 default_credit (30,000 rows, 21,000 trained), SecureBoost 5 trees depth 3, every tree
-federated, 2048-bit Paillier or OU (``--scheme``), the holder a separate process (``fedcredit.simulation``), with
-``PRECOMPUTE_RANDOMISERS`` off and on, alternately, ``--repeat`` times each. Per run: fit
-seconds, the bank's encrypt-and-upload seconds (its critical path), how many of the
-encryptions used a randomiser made while the bank waited, the holder's histogram seconds,
-test AUC (the same either way). On this 2-core machine both parties share the cores, so the
-bank's idle time is short and the stock competes with the holder; on its own machine the
-bank has the whole of the holder's time per tree to fill it.
+federated, 2048-bit Paillier or OU (``--scheme``), the holder a separate process
+(``fedcredit.simulation``), with ``PRECOMPUTE_RANDOMISERS`` off and on, alternately,
+``--repeat`` times each. Per run: fit seconds, the bank's encrypt-and-upload seconds (its
+critical path), how many of the encryptions used a randomiser made while the bank waited,
+the holder's histogram seconds, test AUC (the same either way). On this 2-core machine both
+parties share the cores, so the bank's idle time is short and the stock competes with the
+holder; on its own machine the bank has the whole of the holder's time per tree to fill it.
 """
 from __future__ import annotations
 
@@ -35,8 +35,7 @@ def one(data: Path, on: bool, key_bits: int, trees: int, scheme: str) -> dict:
         holder_csv=str(data / "default_credit_hetero_host.csv"), id_column="id",
         label_column="y", test_size=0.3, trees=trees, depth=3, bins=32, learning_rate=0.3,
         key_bits=key_bits, insecure_key=key_bits < 2048, he_scheme=scheme, verbose=False,
-        bank_only_trees=0,
-        holder_stats=True)
+        bank_only_trees=0, holder_stats=True)
     s = run(cfg)
     tb = s["time_budget_bank"]
     return {"precompute": on, "fit_seconds": round(s["fit_seconds"], 2),
@@ -69,8 +68,8 @@ def main(argv=None) -> dict:
                for k in ("fit_seconds", "bank_encrypt_and_upload", "encryptions_precomputed")}
     share = summary["encryptions_precomputed"]["on"] / runs[0]["encryptions"]
     res = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-           "key_bits": a.key_bits, "scheme": a.scheme, "trees": a.trees, "runs": runs, "median": summary,
-           "share_precomputed": round(share, 3)}
+           "key_bits": a.key_bits, "scheme": a.scheme, "trees": a.trees, "runs": runs,
+           "median": summary, "share_precomputed": round(share, 3)}
     if a.json:
         out = Path(a.json)
         out.parent.mkdir(parents=True, exist_ok=True)

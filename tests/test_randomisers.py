@@ -46,8 +46,7 @@ def test_the_stock_stays_within_its_memory_cap(monkeypatch):
     from fedcredit.crypto import randomisers
 
     pk, sk = generate_keypair("ou", bits=TEST_KEY_BITS, insecure=True)
-    each = sum((int(m).bit_length() + 7) // 8 + 48 for m in sk._randomiser_moduli()) + 16
-    monkeypatch.setattr(randomisers, "MAX_STOCK_BYTES", 700 * each)
+    monkeypatch.setattr(randomisers, "MAX_STOCK_BYTES", 700 * sk._randomiser_memory())
     assert sk.stock_randomisers(5000, workers=2)
     assert _wait(sk, 700) == 700
     time.sleep(0.3)  # nothing more is made
