@@ -198,3 +198,31 @@ def test_bin_mapper_transform_in_slices_equals_transform_whole(monkeypatch):
     whole = m.transform(X)
     monkeypatch.setattr(mapper_module, "TRANSFORM_ROWS", 97)  # slices that do not divide 1000
     assert np.array_equal(m.transform(X), whole)
+
+
+def test_categorical_columns_bin_by_distinct_value_exactly_as_value_by_value():
+    """Text and categorical columns are binned once per distinct value; the codes must be
+    :meth:`FeatureBins.bin_value`'s per row, and mixed objects (``1 == 1.0 == True``, whose
+    texts differ) keep the per-value path."""
+    rng = np.random.default_rng(5)
+    cols = {
+        "arrow_text": pd.Series(rng.choice(["a", "b", "c", None, "zz"], 600), dtype="str"),
+        "object_text": pd.Series(rng.choice(["a", "b", "c", None], 600).astype(object)),
+        "mixed": pd.Series([1, 1.0, True, "a", None, 2] * 100, dtype=object),
+        "categories": pd.Series(pd.Categorical(rng.choice(["x", "y", "w"], 600),
+                                               categories=["y", "x", "w", "unused"])),
+        "int_categories": pd.Series(pd.Categorical(rng.choice([3, 1, 2], 600))),
+        "rare": pd.Series([f"k{i % 40}" for i in range(600)]),  # an "other" bin at max_bin 8
+    }
+    for name, col in cols.items():
+        train = pd.DataFrame({name: col})
+        m = BinMapper(max_bin=8).fit(train)
+        f = m.features_[0]
+        assert f.kind == "categorical", name
+        unseen = pd.concat([col, pd.Series(["never seen"], dtype=col.dtype
+                                           if name != "categories" else object)],
+                           ignore_index=True)
+        codes = m.transform(pd.DataFrame({name: unseen}))[:, 0]
+        assert codes.tolist() == [f.bin_value(v) for v in unseen.tolist()], name
+    assert BinMapper(8).fit(pd.DataFrame({"m": cols["mixed"]})).features_[0].categories == \
+        ["1", "1.0", "2", "True", "a"]

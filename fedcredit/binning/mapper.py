@@ -64,6 +64,10 @@ class FeatureBins:
             return self.bin_values(pd.to_numeric(col, errors="coerce").to_numpy(
                 dtype=np.float64, na_value=np.nan))
         lookup, unknown = self._lookup
+        if _text_or_categories(col):  # str(v) per distinct value, not per row: 1M rows in 50 ms
+            codes, uniques = pd.factorize(col, use_na_sentinel=True)
+            table = [lookup.get(str(v), unknown) for v in list(uniques)] + [missing]
+            return np.asarray(table, dtype=np.int64)[codes]  # code -1 (missing): the last
         absent = col.isna().to_numpy()
         vals = col.to_numpy(dtype=object)
         return np.fromiter((missing if gone else lookup.get(str(v), unknown)
@@ -119,7 +123,8 @@ def _numeric_bins(name: str, col: pd.Series, max_bin: int, rng: np.random.Genera
     x = x[~np.isnan(x)]
     if len(x) > QUANTILE_SAMPLE:
         x = rng.choice(x, QUANTILE_SAMPLE, replace=False)
-    distinct = np.unique(x)
+    x = np.sort(x)  # distinct values by sorting: numpy's hashing unique is ~8x slower here
+    distinct = x[np.concatenate(([True], x[1:] != x[:-1]))] if len(x) else x
     if len(distinct) <= max_bin:
         upper = (distinct[:-1] + distinct[1:]) / 2.0
     else:
@@ -130,10 +135,20 @@ def _numeric_bins(name: str, col: pd.Series, max_bin: int, rng: np.random.Genera
     return FeatureBins(name, "numeric", upper=np.asarray(upper, dtype=np.float64))
 
 
+def _text_or_categories(col: pd.Series) -> bool:
+    """Values whose equality is their text's (strings, a categorical's categories): grouping
+    them by value first is then the same as looking each one's ``str`` up. Mixed objects are
+    not (``1 == 1.0 == True`` but their texts differ)."""
+    return isinstance(col.dtype, pd.CategoricalDtype) or \
+        pd.api.types.infer_dtype(col, skipna=True) == "string"
+
+
 def _categorical_bins(name: str, col: pd.Series, max_bin: int) -> FeatureBins:
-    present = col.dropna()
+    present = col[col.notna().to_numpy()]  # no index alignment: a million ids cost 0.3 s
     if isinstance(col.dtype, pd.CategoricalDtype) and col.dtype.ordered:
         cats = [str(c) for c in col.dtype.categories if (present == c).any()]
+    elif _text_or_categories(present):
+        cats = sorted({str(v) for v in present.unique()})
     else:
         cats = sorted({str(v) for v in present.tolist()})
     if len(cats) <= max_bin:

@@ -26,7 +26,9 @@ CSI_EPS = 1e-4
 def bin_distribution(bins: np.ndarray, sizes: Sequence[int] | np.ndarray) -> list[list[int]]:
     """Per feature (column of ``bins``), its rows per bin; ``sizes[f]`` bins in all (the
     missing bin last)."""
-    bins = np.asarray(bins, dtype=np.int64)
+    bins = np.asarray(bins)
+    if bins.dtype.kind not in "iu":  # codes stay uint8: no int64 copy of a million rows
+        bins = bins.astype(np.int64)
     if bins.ndim != 2 or bins.shape[1] != len(sizes):
         raise InvalidInput(f"bins of shape {bins.shape} for {len(sizes)} features")
     return [np.bincount(bins[:, f], minlength=int(z))[:int(z)].tolist()
