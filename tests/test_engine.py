@@ -108,15 +108,22 @@ def test_psi_on_dask_finds_the_intersection_it_finds_locally(engine, group, monk
 def test_sharded_histograms_are_the_local_ones_ciphertext_for_ciphertext(engine):
     from fedcredit.crypto import EncryptedHistogram
     from fedcredit.crypto.sharded import ShardedCiphertexts
+    from fedcredit.crypto.stored import StoredCiphertexts
 
     pk, sk = generate_keypair("paillier", bits=TEST_KEY_BITS, insecure=True)
     bins, sizes, offsets, cts = _sums(pk, sk)
     sharded = ShardedCiphertexts(engine, pk, cts, bins, sizes, offsets, shard_rows=70)
-    assert len(sharded) == 5
+    stored = StoredCiphertexts(pk)  # as the holder keeps them: the wire's bytes, in chunks
+    for a in range(0, 300, 128):
+        data = pk.to_bytes_batch(cts[a:a + 128])
+        stored.append(data, pk.from_bytes_batch(data))
+    from_stored = ShardedCiphertexts(engine, pk, stored, bins, sizes, offsets, shard_rows=70)
+    assert len(sharded) == len(from_stored) == 5
     for rows in (np.arange(300), np.arange(0, 300, 3), np.array([5, 71, 299])):
         h = EncryptedHistogram(pk, bins[rows], sizes, offsets)
         h.add(cts[rows])
         assert sharded.histogram(rows).values == h.finish().values
+        assert from_stored.histogram(rows).values == h.finish().values
 
 
 def test_a_shard_lost_with_its_worker_is_shipped_again():

@@ -19,6 +19,7 @@ from .multiexp import polynomial_contract, polynomial_partials
 from .ou import OUPrivateKey, OUPublicKey
 from .paillier import PaillierPrivateKey, PaillierPublicKey
 from .private import PrivateKey
+from .stored import StoredCiphertexts
 
 _PUBLIC = {"paillier": PaillierPublicKey}
 _PRIVATE = {"paillier": PaillierPrivateKey}
@@ -83,6 +84,6 @@ def load_private_key(data: bytes) -> PrivateKey:
 
 
 __all__ = ["MIN_SECURE_BITS", "SCHEMES", "CipherVector", "EncryptedHistogram", "FixedPoint",
-           "PrivateKey", "PublicKey", "SlotLayout", "candidate_sums", "generate_keypair",
-           "load_private_key", "load_public_key", "plan_groups", "polynomial_contract",
-           "polynomial_partials", "security_bits"]
+           "PrivateKey", "PublicKey", "SlotLayout", "StoredCiphertexts", "candidate_sums",
+           "generate_keypair", "load_private_key", "load_public_key", "plan_groups",
+           "polynomial_contract", "polynomial_partials", "security_bits"]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .histogram import EncryptedHistogram
+from .stored import StoredCiphertexts
 
 if TYPE_CHECKING:
     from .base import CipherVector, PublicKey
@@ -34,14 +35,15 @@ _KEYS: dict[bytes, PublicKey] = {}
 class ShardedCiphertexts:
     """The ciphertexts and bins of one tree's rows (in tree order), sharded on ``engine``."""
 
-    def __init__(self, engine: DaskEngine, pk: PublicKey, cts: CipherVector, bins: np.ndarray,
+    def __init__(self, engine: DaskEngine, pk: PublicKey, cts: CipherVector | StoredCiphertexts,
+                 bins: np.ndarray,
                  sizes: np.ndarray, offsets: np.ndarray, shard_rows: int | None = None):
         self.engine, self.pk = engine, pk
         self.sizes, self.offsets = np.asarray(sizes), np.asarray(offsets)
         n = len(cts)
         per = max(1, min(int(shard_rows or SHARD_ROWS), -(-n // max(1, engine.workers))))
         self.bounds = list(range(0, n, per)) + [n]
-        self._data = [(uuid.uuid4().hex, pk.to_bytes(), pk._serialize(cts.values[a:b]),
+        self._data = [(uuid.uuid4().hex, pk.to_bytes(), _byte_range(pk, cts, a, b),
                        np.ascontiguousarray(bins[a:b]))
                       for a, b in zip(self.bounds[:-1], self.bounds[1:])]
         self._ship()
@@ -75,6 +77,13 @@ class ShardedCiphertexts:
         return out
 
 
+def _byte_range(pk: PublicKey, cts: CipherVector | StoredCiphertexts, a: int, b: int) -> bytes:
+    """Rows ``a``..``b`` as fixed-width bytes: a slice of stored ones, or serialized."""
+    if isinstance(cts, StoredCiphertexts):
+        return cts.byte_range(a, b)
+    return pk._serialize(cts.values[a:b])
+
+
 def _parse(data: bytes, width: int) -> list:
     from gmpy2 import mpz
 
@@ -105,13 +114,13 @@ def _shard_histogram(shard, idx: np.ndarray, sizes: np.ndarray, offsets: np.ndar
 SHARDED_MIN_ROWS = 4096
 
 
-def node_histogram(pk: PublicKey, cts: CipherVector, bins: np.ndarray, pos: np.ndarray,
-                   rows: np.ndarray, sizes: np.ndarray, offsets: np.ndarray,
+def node_histogram(pk: PublicKey, cts: CipherVector | StoredCiphertexts, bins: np.ndarray,
+                   pos: np.ndarray, rows: np.ndarray, sizes: np.ndarray, offsets: np.ndarray,
                    sharded: ShardedCiphertexts | None = None) -> CipherVector:
     """A node's encrypted histogram from the tree's ciphertexts (``pos``: aligned row ->
     tree position), on the engine's workers or here: the same ciphertexts either way."""
     if sharded is not None and len(rows) >= SHARDED_MIN_ROWS:
         return sharded.histogram(pos[rows])
     h = EncryptedHistogram(pk, bins[rows], sizes, offsets)
-    h.add(cts[pos[rows]])
+    h.add(cts.take(pos[rows]) if isinstance(cts, StoredCiphertexts) else cts[pos[rows]])
     return h.finish()

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ...binning import BinMapper
-from ...crypto import CipherVector, EncryptedHistogram, PublicKey
+from ...crypto import CipherVector, EncryptedHistogram, PublicKey, StoredCiphertexts
 from ...crypto.histogram import with_unserved
 from ...crypto.parallel import current_engine
 from ...crypto.sharded import ShardedCiphertexts, node_histogram
@@ -76,13 +76,12 @@ class _Tree:
     """State of the tree being grown: ciphertexts, node rows and node histograms."""
 
     def __init__(self, index: int, slot_bits: int, rows: np.ndarray, n_aligned: int,
-                 n_candidates: int, bins: np.ndarray, others: bool = False):
+                 n_candidates: int, bins: np.ndarray, pk: PublicKey, others: bool = False):
         self.index, self.slot_bits, self.rows = index, slot_bits, rows
         self.pos = np.full(n_aligned, -1, dtype=np.int64)
         self.pos[rows] = np.arange(len(rows))
-        self.batches: list[CipherVector] = []
         self.received, self.layers = 0, 0  # layers answered: the depth, as the holder counts
-        self.cts: CipherVector | None = None  # all of them, once the last chunk is in
+        self.cts, self.complete = StoredCiphertexts(pk), False  # all in once the last chunk is
         self.bins = bins  # this tree's bins (revoked consents read as missing)
         perm = list(range(n_candidates))
         _SYSRAND.shuffle(perm)  # cryptographic randomness: the bank must not predict it
@@ -107,10 +106,11 @@ class HolderBoost:
         if not 0 <= frac_bits <= MAX_FRAC_BITS:
             raise InvalidInput(f"frac_bits {frac_bits} is outside [0, {MAX_FRAC_BITS}]")
         self.frac_bits = int(frac_bits) or MAX_FRAC_BITS
-        if len(train_rows) == 0 or len(np.unique(train_rows)) != len(train_rows):
+        train_rows = np.sort(train_rows)  # repeats by sorting: 1M rows in 0.1 s, not 1.2
+        if len(train_rows) == 0 or np.any(train_rows[1:] == train_rows[:-1]):
             raise InvalidInput("training rows must be non-empty and never repeat")
         self.pk, self.policy = public_key, policy
-        self.n_aligned, self.train_rows = len(feats), np.sort(train_rows)
+        self.n_aligned, self.train_rows = len(feats), train_rows
         self.mapper = BinMapper(max_bin).fit(feats, rows=self.train_rows)
         self.bins = self.mapper.transform(feats)
         self.sizes, self.offsets = feature_layout(self.mapper.n_bins)  # missing bin last
@@ -164,7 +164,7 @@ class HolderBoost:
             bins = bins.copy()
             bins[~consented] = (self.sizes - 1)[None, :]
         self.tree = _Tree(index, slot_bits, rows, self.n_aligned, self.n_candidates, bins,
-                          others=n > len(rows))  # TreeStart.rows_total: others' rows join
+                          self.pk, others=n > len(rows))  # TreeStart.rows_total: others' rows join
         self.tree.root_hist = EncryptedHistogram(self.pk, bins[rows], self.sizes, self.offsets)
 
     def _current(self, index: int) -> _Tree:
@@ -174,8 +174,9 @@ class HolderBoost:
 
     def add_gradients(self, offset: int, data: bytes) -> None:
         t = self.tree
-        if t is None:
-            raise ProtocolError("gradients arrived before TreeStart")
+        if t is None or t.root_hist is None:
+            raise ProtocolError("gradients arrived outside a tree's stream: before its "
+                                "TreeStart or after its last chunk")
         if offset != t.received:
             raise ProtocolError(f"gradient chunk at offset {offset}, expected {t.received}")
         with self.watch("holder_validate"):
@@ -186,10 +187,8 @@ class HolderBoost:
         if held > self.policy.max_session_bytes:
             raise ResourceLimit(f"the tree's ciphertexts would exceed the holder's "
                                 f"{self.policy.max_session_mib} MiB session limit")
-        t.batches.append(batch)
+        t.cts.append(data, batch)  # kept as the wire's bytes: ~12 % less than as mpz
         t.received += len(batch)
-        if t.root_hist is None:
-            raise ProtocolError("gradients arrived after the tree's last chunk")
         with self.watch("holder_histograms"):
             t.root_hist.add(batch)  # overlap: sum while later chunks are encrypted
 
@@ -199,8 +198,7 @@ class HolderBoost:
             got = 0 if t is None else t.received
             raise ProtocolError(f"expected {0 if t is None else len(t.rows)} gradient "
                                 f"ciphertexts, got {got}")
-        t.node_hist[0], t.root_hist = t.root_hist.finish(), None
-        t.cts, t.batches = CipherVector.concat(t.batches), []
+        t.node_hist[0], t.root_hist, t.complete = t.root_hist.finish(), None, True
         if self.engine is not None:  # the tree's shards go to the workers once
             t.sharded = ShardedCiphertexts(self.engine, self.pk, t.cts, t.bins[t.rows],
                                            self.sizes, self.offsets)
@@ -208,7 +206,7 @@ class HolderBoost:
 
     # -- layers -----------------------------------------------------------------------------
     def _node_hist(self, t: _Tree, rows: np.ndarray) -> CipherVector:
-        if t.cts is None:
+        if not t.complete:
             raise ProtocolError("the tree's gradients are not complete")
         return node_histogram(self.pk, t.cts, t.bins, t.pos, rows, self.sizes, self.offsets,
                               t.sharded)
