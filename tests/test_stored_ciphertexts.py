@@ -63,3 +63,22 @@ def test_a_node_histogram_from_stored_ciphertexts_is_the_one_from_the_vector(rec
     h.add(cts[rows])
     assert node_histogram(pk, stored, bins, pos, rows, sizes, offsets).values == \
         h.finish().values
+
+
+def test_a_node_is_summed_a_parsed_slice_at_a_time(received, monkeypatch):
+    """Parsing all of a million-row node's ciphertexts at once would hold them all as mpz."""
+    import fedcredit.crypto.sharded as sharded
+
+    pk, _, cts, stored = received
+    sizes = []
+    real = StoredCiphertexts.take
+    monkeypatch.setattr(StoredCiphertexts, "take",
+                        lambda self, p: sizes.append(len(p)) or real(self, p))
+    monkeypatch.setattr(sharded, "PARSE_ROWS", 16)
+    bins = np.zeros((50, 1), dtype=np.uint8)
+    rows = np.arange(3, 50)
+    h = EncryptedHistogram(pk, bins[rows], np.array([2]), np.array([0]))
+    h.add(cts[rows])
+    got = node_histogram(pk, stored, bins, np.arange(50), rows, np.array([2]), np.array([0]))
+    assert got.values == h.finish().values
+    assert sizes == [16, 16, 15]

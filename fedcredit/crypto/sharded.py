@@ -112,6 +112,8 @@ def _shard_histogram(shard, idx: np.ndarray, sizes: np.ndarray, offsets: np.ndar
 #: nodes at least this large are summed by the workers holding the tree's shards (on a Dask
 #: engine); smaller ones here, where a task's round trip would cost more than the sums
 SHARDED_MIN_ROWS = 4096
+#: stored ciphertexts parsed per slice of a node's rows (9 MB of 4096-bit mpz at a time)
+PARSE_ROWS = 2 ** 14
 
 
 def node_histogram(pk: PublicKey, cts: CipherVector | StoredCiphertexts, bins: np.ndarray,
@@ -122,5 +124,10 @@ def node_histogram(pk: PublicKey, cts: CipherVector | StoredCiphertexts, bins: n
     if sharded is not None and len(rows) >= SHARDED_MIN_ROWS:
         return sharded.histogram(pos[rows])
     h = EncryptedHistogram(pk, bins[rows], sizes, offsets)
-    h.add(cts.take(pos[rows]) if isinstance(cts, StoredCiphertexts) else cts[pos[rows]])
+    if not isinstance(cts, StoredCiphertexts):
+        h.add(cts[pos[rows]])
+        return h.finish()
+    at = pos[rows]
+    for a in range(0, len(at), PARSE_ROWS):  # parsed a slice at a time: bounded memory
+        h.add(cts.take(at[a:a + PARSE_ROWS]))
     return h.finish()
