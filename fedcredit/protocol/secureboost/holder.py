@@ -350,7 +350,7 @@ def boost_start(core: HolderContext, caller: Caller, msg: m.BoostStart, rest) ->
         s.replace_state(HolderBoost(feats, rows, s.key, core.policy, msg.max_bin,
                                     msg.min_child_samples, s.bank, s.purpose, msg.frac_bits,
                                     (msg.monotone_features, msg.monotone_directions)))
-        ids = s.aligned_ids or []  # the session's strings: no second million of them
+        ids = feats.index if s.aligned_ids is None else s.aligned_ids  # no second million
         core.audit(caller, s, "boost_start", len(rows), ids=[ids[i] for i in rows.tolist()])
         ready = m.BoostReady(n_features=feats.shape[1], n_candidates=_boost(s).n_candidates,
                              monotone_features=len(msg.monotone_features))
