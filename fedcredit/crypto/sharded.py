@@ -36,8 +36,8 @@ class ShardedCiphertexts:
     """The ciphertexts and bins of one tree's rows (in tree order), sharded on ``engine``."""
 
     def __init__(self, engine: DaskEngine, pk: PublicKey, cts: CipherVector | StoredCiphertexts,
-                 bins: np.ndarray,
-                 sizes: np.ndarray, offsets: np.ndarray, shard_rows: int | None = None):
+                 bins: np.ndarray, sizes: np.ndarray, offsets: np.ndarray,
+                 shard_rows: int | None = None):
         self.engine, self.pk = engine, pk
         self.sizes, self.offsets = np.asarray(sizes), np.asarray(offsets)
         n = len(cts)

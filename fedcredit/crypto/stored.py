@@ -50,9 +50,9 @@ class StoredCiphertexts:
         pos = np.asarray(positions, dtype=np.int64)
         if pos.size and (pos.min() < 0 or pos.max() >= self._n):
             raise InvalidInput(f"ciphertext positions outside [0, {self._n})")
-        which = np.searchsorted(np.asarray(self._starts, dtype=np.int64), pos, "right") - 1
-        at = (pos - np.asarray(self._starts, dtype=np.int64)[which]) * self.width \
-            if pos.size else pos
+        starts = np.asarray(self._starts, dtype=np.int64)
+        which = np.searchsorted(starts, pos, "right") - 1
+        at = (pos - starts[which]) * self.width
         frm, w, chunks = mpz.from_bytes, self.width, self._chunks
         return self.pk._wrap([frm(chunks[c][o:o + w], "big")
                               for c, o in zip(which.tolist(), at.tolist())])
