@@ -32,3 +32,19 @@ def test_a_fragmented_burst_is_returned_after_release():
 def test_release_is_safe_to_call_repeatedly():
     for _ in range(3):
         release_freed_memory()
+
+
+def test_freed_arrow_buffers_are_returned_after_release():
+    """pandas keeps text columns in Arrow's own pool, out of malloc_trim's reach."""
+    pa = pytest.importorskip("pyarrow")
+    pool = pa.default_memory_pool()
+    if pool.backend_name == "system":
+        pytest.skip("Arrow allocates from malloc here: the test above covers it")
+    before = _rss_mib()
+    texts = pa.array([f"91350100M{i:09d}" for i in range(2_000_000)])  # ~44 MiB in the pool
+    during = _rss_mib()
+    del texts
+    release_freed_memory()
+    after = _rss_mib()
+    assert during - before > 40, (before, during)
+    assert during - after > 40, (before, during, after)
